@@ -1,0 +1,30 @@
+"""otel-audit: audit events (who did what to which resource, with what outcome) as OpenTelemetry log records."""
+
+from .context import AuditContext, audit_context, current_audit_context
+from .diff import changes
+from .logger import ActionBlock, AuditLogger, get_audit_logger
+from .model import Actor, ActorType, AuditEvent, AuditEventError, Change, Outcome, Resource
+from .pipeline import AuditPipeline, configure, current_pipeline, shutdown
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActionBlock",
+    "Actor",
+    "ActorType",
+    "AuditContext",
+    "AuditEvent",
+    "AuditEventError",
+    "AuditLogger",
+    "AuditPipeline",
+    "Change",
+    "Outcome",
+    "Resource",
+    "audit_context",
+    "changes",
+    "configure",
+    "current_audit_context",
+    "current_pipeline",
+    "get_audit_logger",
+    "shutdown",
+]
