@@ -19,10 +19,9 @@ def _as_mapping(value: Any, name: str) -> Mapping[str, Any]:
         return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    for method in ("model_dump", "dict"):
-        dump = getattr(value, method, None)
-        if callable(dump) and hasattr(value, "__fields__" if method == "dict" else "model_fields"):
-            return dump()
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump) and hasattr(type(value), "model_fields"):
+        return model_dump()
     if hasattr(value, "__dict__"):
         return {key: item for key, item in vars(value).items() if not key.startswith("_")}
     raise TypeError(f"{name}: cannot read fields of {type(value).__name__}")

@@ -11,7 +11,7 @@ from typing import Any
 
 from opentelemetry._logs import SeverityNumber
 
-from .model import Actor, ActorType, AnyValue, AuditEvent, Change, Outcome, Resource
+from .model import Actor, ActorType, AnyValue, AuditEvent, AuditEventError, Change, Outcome, Resource
 
 SCHEMA_VERSION = "1"
 
@@ -147,6 +147,14 @@ def _plain(value: Any) -> AnyValue:
     return value
 
 
+def _roles(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    raise AuditEventError(USER_ROLES, "must be a list of strings")
+
+
 def attributes_to_event(attributes: Mapping[str, Any]) -> AuditEvent:
     """Rebuild the AuditEvent from a record's attributes (the inverse of event_to_attributes).
 
@@ -160,7 +168,7 @@ def attributes_to_event(attributes: Mapping[str, Any]) -> AuditEvent:
             type=get(AUDIT_ACTOR_TYPE, ActorType.USER.value),
             email=get(USER_EMAIL),
             name=get(USER_NAME),
-            roles=tuple(get(USER_ROLES) or ()),
+            roles=_roles(get(USER_ROLES)),
             impersonator_id=get(AUDIT_ACTOR_IMPERSONATOR_ID),
         )
     resource = None
@@ -168,10 +176,14 @@ def attributes_to_event(attributes: Mapping[str, Any]) -> AuditEvent:
         resource = Resource(
             type=attributes[AUDIT_RESOURCE_TYPE], id=get(AUDIT_RESOURCE_ID), name=get(AUDIT_RESOURCE_NAME)
         )
-    changes = {
-        name: Change(_plain(change.get("old")), _plain(change.get("new")))
-        for name, change in (get(AUDIT_CHANGES) or {}).items()
-    }
+    changes = {}
+    for name, change in (get(AUDIT_CHANGES) or {}).items():
+        if not isinstance(change, Mapping):
+            raise AuditEventError(f"{AUDIT_CHANGES}.{name}", "must be a map with 'old' and 'new'")
+        changes[name] = Change(_plain(change.get("old")), _plain(change.get("new")))
+    metadata = get(AUDIT_METADATA) or {}
+    if not isinstance(metadata, Mapping):
+        raise AuditEventError(AUDIT_METADATA, "must be a map")
     return AuditEvent(
         action=get(AUDIT_ACTION),
         outcome=get(AUDIT_OUTCOME, Outcome.UNKNOWN.value),
@@ -179,6 +191,6 @@ def attributes_to_event(attributes: Mapping[str, Any]) -> AuditEvent:
         resource=resource,
         http_status_code=get(HTTP_RESPONSE_STATUS_CODE),
         changes=changes,
-        metadata=_plain(get(AUDIT_METADATA) or {}),
+        metadata=_plain(metadata),
         **{field_name: get(attribute) for field_name, attribute in _EVENT_STR_FIELDS},
     )
