@@ -396,9 +396,10 @@ class ActionBlock:
         if exc is None:
             outcome, error_type, reason = self.outcome or Outcome.SUCCESS, None, self.reason
         else:
-            # Cancellation and interpreter exit are not the operation failing: record them as `unknown`.
-            outcome = Outcome.FAILURE if isinstance(exc, Exception) else Outcome.UNKNOWN
-            error_type, reason = error_type_of(exc), reason_of(exc)
+            # An outcome set before raising (a denial, say) stands; otherwise cancellation and interpreter exit
+            # are `unknown`, not the operation failing.
+            outcome = self.outcome or (Outcome.FAILURE if isinstance(exc, Exception) else Outcome.UNKNOWN)
+            error_type, reason = error_type_of(exc), self.reason or reason_of(exc)
         try:
             self.uid = self._logger.emit(
                 self.name,

@@ -50,6 +50,16 @@ def test_block_builtin_exception_type_and_set_outcome(audit_events) -> None:
     audit_events.assert_emitted(action="document.delete", outcome="denied", reason="not the owner")
 
 
+def test_outcome_set_before_raising_stands(audit_events) -> None:
+    with pytest.raises(PermissionError):
+        with audit.action("document.share", resource=("document", "d2")) as block:
+            block.set_outcome("denied", reason="only the owner may share")
+            raise PermissionError("d2")
+    audit_events.assert_emitted(
+        action="document.share", outcome="denied", error_type="PermissionError", reason="only the owner may share"
+    )
+
+
 def test_async_block(audit_events) -> None:
     async def work() -> None:
         async with audit.action("export.run") as block:
