@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the whole suite).
+# Both set everything up themselves on a fresh machine: the virtualenv, PostgreSQL, the collector build.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup services demo test bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+services:
+	bash scripts/ensure-postgres.sh
+	bash scripts/build-collector.sh
+
+demo: setup
+	$(PY) examples/demo.py
+
+test: setup services
+	$(PY) -m pytest
+
+bench: setup services
+	$(PY) -m benchmarks --quick
