@@ -1,0 +1,234 @@
+"""Pure ASGI audit middleware: one audit event per state-changing request and per access denial.
+
+Pure ASGI (no BaseHTTPMiddleware, no Request objects) so the per-request cost stays a few microseconds. The
+downstream app runs inside `audit_context(...)`, so events emitted by service code inherit actor, tenant,
+request id, session id, client address and user agent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import Any
+
+from ..context import audit_context
+from ..logger import SCOPE_VERSION, get_audit_logger
+from ._http import (
+    STATE_KEY,
+    ActorResolver,
+    AuditOptions,
+    RequestState,
+    StringResolver,
+    checked_text,
+    clip,
+    emit_request_event,
+    is_strict,
+    report_failure,
+    request_id_from,
+    session_id_from_cookie,
+    to_actor,
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+LOGGER_NAME = "otel_audit.instrumentation.asgi"
+
+
+def default_actor(scope: Scope) -> Any:
+    """Starlette's `scope["user"]` (AuthenticationMiddleware), else `request.state.user`."""
+    user = scope.get("user")
+    if user is None:
+        state = scope.get("state")
+        if state:
+            user = state.get("user")
+    return user
+
+
+def route_of(scope: Scope, root_path: str) -> tuple[str | None, Mapping[str, Any] | None]:
+    """The matched route template (mount prefix included) and path parameters, once the router has run."""
+    route = scope.get("route")
+    if route is None:
+        return None, scope.get("path_params")
+    path_format = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not isinstance(path_format, str):
+        return None, scope.get("path_params")
+    mount_prefix = scope.get("root_path", "")[len(root_path):]
+    return (mount_prefix.rstrip("/") + path_format) or "/", scope.get("path_params")
+
+
+class AuditMiddleware:
+    """`app = AuditMiddleware(app, actor_resolver=..., tenant_resolver=..., trusted_proxies=[...])`.
+
+    Audits POST/PUT/PATCH/DELETE (configurable with `methods`) and every 401/403; `excluded_urls` (regexes,
+    default OTEL_PYTHON_EXCLUDED_URLS) are not audited; `actions` maps "METHOD /template" or "/template" to an
+    action name (None: not audited). Resolvers get the ASGI scope.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        methods: Iterable[str] | None = None,
+        excluded_urls: Iterable[str] | str | None = None,
+        actions: Mapping[str, str | None] | None = None,
+        actor_resolver: ActorResolver | None = None,
+        tenant_resolver: StringResolver | None = None,
+        session_resolver: StringResolver | None = None,
+        session_cookie: str | None = None,
+        trusted_proxies: Iterable[str] | str | None = None,
+        request_id_header: str = "x-request-id",
+    ) -> None:
+        self.app = app
+        self.options = AuditOptions.build(
+            methods=methods,
+            excluded_urls=excluded_urls,
+            actions=actions,
+            actor_resolver=actor_resolver,
+            tenant_resolver=tenant_resolver,
+            session_resolver=session_resolver,
+            session_cookie=session_cookie,
+            trusted_proxies=trusted_proxies,
+            request_id_header=request_id_header,
+        )
+        self._actor_resolver = actor_resolver or default_actor
+        self._request_id_header = self.options.request_id_header.encode("latin-1")
+        self._logger = get_audit_logger(LOGGER_NAME, SCOPE_VERSION)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or STATE_KEY in scope:
+            await self.app(scope, receive, send)
+            return
+        excluded = self.options.excluded
+        if excluded is not None and excluded.search(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        try:
+            state = self._begin(scope)
+        except Exception as exc:  # noqa: BLE001 - auditing must not break the request
+            report_failure(exc, "reading the request")
+            await self.app(scope, receive, send)
+            return
+        scope[STATE_KEY] = state
+        strict = is_strict()
+
+        async def send_with_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state.status = message["status"]
+                if strict:
+                    # Persist the event before the status line leaves: a request that cannot be audited fails.
+                    self._finish(scope, state)
+            await send(message)
+
+        with audit_context(
+            actor=state.actor,
+            tenant=state.tenant,
+            request_id=state.request_id,
+            session_id=state.session_id,
+            client_address=state.client_address,
+            user_agent=state.user_agent,
+        ):
+            try:
+                await self.app(scope, receive, send_with_status)
+            except BaseException as exc:
+                state.error = exc
+                try:
+                    self._finish(scope, state)
+                except Exception as audit_exc:  # noqa: BLE001 - the app's exception is the one that matters
+                    report_failure_quietly(audit_exc)
+                raise
+            self._finish(scope, state)
+
+    def _begin(self, scope: Scope) -> RequestState:
+        request_id = user_agent = cookie = None
+        forwarded_for: list[str] = []
+        forwarded: list[str] = []
+        request_id_header = self._request_id_header
+        for name, value in scope["headers"]:
+            if name == request_id_header:
+                request_id = value.decode("latin-1")
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+            elif name == b"x-forwarded-for":
+                forwarded_for.append(value.decode("latin-1"))
+            elif name == b"forwarded":
+                forwarded.append(value.decode("latin-1"))
+            elif name == b"cookie":
+                cookie = value.decode("latin-1")
+        client = scope.get("client")
+        peer = client[0] if client else None
+        options = self.options
+        client_address = options.trusted_proxies.client_address(peer, forwarded_for, forwarded) if options.trusted_proxies else peer
+        if options.session_resolver is not None:
+            session_id = checked_text(options.session_resolver(scope), "session_resolver")
+        elif options.session_cookie is not None:
+            session_id = session_id_from_cookie(cookie, options.session_cookie)
+        else:
+            session_id = None
+        tenant = None
+        if options.tenant_resolver is not None:
+            tenant = checked_text(options.tenant_resolver(scope), "tenant_resolver")
+        return RequestState(
+            method=scope["method"],
+            path=scope["path"],
+            request_id=request_id_from(request_id),
+            client_address=clip(client_address),
+            user_agent=clip(user_agent),
+            session_id=session_id,
+            actor=to_actor(self._actor_resolver(scope)),
+            tenant=tenant,
+            started_ns=time.perf_counter_ns(),
+            root_path=scope.get("root_path", ""),
+        )
+
+    def _finish(self, scope: Scope, state: RequestState) -> None:
+        """Emit the request's event (once); errors are reported, and raised only in strict mode."""
+        if state.emitted:
+            return
+        try:
+            state.route_template, state.path_params = route_of(scope, state.root_path)
+            if state.actor is None:
+                state.actor = to_actor(self._actor_resolver(scope))
+            if state.tenant is None and self.options.tenant_resolver is not None:
+                state.tenant = checked_text(self.options.tenant_resolver(scope), "tenant_resolver")
+            emit_request_event(self._logger, self.options, state)
+        except Exception as exc:  # noqa: BLE001 - auditing must not break the request
+            state.emitted = True
+            report_failure(exc, f"auditing {state.method} {state.path}")
+
+
+def report_failure_quietly(exc: BaseException) -> None:
+    """Report an auditing failure that happened while the app itself was failing (never raises)."""
+    try:
+        report_failure(exc, "auditing a failed request")
+    except Exception:  # noqa: BLE001 - strict mode re-raises; the app's own exception wins here
+        pass
+
+
+class ActorContextMiddleware:
+    """Innermost companion of AuditMiddleware: once inner auth middleware has set `scope["user"]`, put that
+    actor (and tenant) into the audit context for the endpoint and service code."""
+
+    def __init__(self, app: ASGIApp, *, actor_resolver: ActorResolver | None = None,
+                 tenant_resolver: StringResolver | None = None) -> None:
+        self.app = app
+        self._actor_resolver = actor_resolver or default_actor
+        self._tenant_resolver = tenant_resolver
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope.get(STATE_KEY)
+        if state is None or (state.actor is not None and (state.tenant is not None or self._tenant_resolver is None)):
+            await self.app(scope, receive, send)
+            return
+        try:
+            if state.actor is None:
+                state.actor = to_actor(self._actor_resolver(scope))
+            if state.tenant is None and self._tenant_resolver is not None:
+                state.tenant = checked_text(self._tenant_resolver(scope), "tenant_resolver")
+        except Exception as exc:  # noqa: BLE001 - auditing must not break the request
+            report_failure(exc, "resolving the actor")
+        with audit_context(actor=state.actor, tenant=state.tenant):
+            await self.app(scope, receive, send)
