@@ -1,0 +1,614 @@
+"""Redaction of secrets and PII in audit records, before anything is hashed, spooled or exported.
+
+Two kinds of rules work together:
+
+* key rules: a value stored under a sensitive name (`password`, `apiKey`, `X-API-KEY`, `set-cookie`, `card_number`,
+  ...) is redacted whatever it looks like. Names compare case- and separator-insensitively;
+* value detectors: secrets hiding under innocent names (JWTs, bearer/basic credentials, cloud and SaaS keys, PEM
+  private keys, Luhn-valid card numbers, US SSNs, IBANs, passwords in URLs, `?token=` query strings, `password=...`
+  inside free text; emails and phone numbers when enabled) are replaced inside the string, the rest kept.
+
+Every attribute, the nested maps and lists of `audit.metadata` / `audit.changes`, and the body are covered, and
+`audit.redacted` lists the paths that were touched. Redaction fails closed: a value whose redaction raises is masked
+as a whole and counted in `processor_errors`; emit never raises because of redaction.
+
+Speed: a record without secrets costs a few dictionary lookups. Key decisions are cached per key name, strings
+already found clean are remembered, the attributes this library generates from validated enums are skipped, and
+each remaining string meets at most three precompiled regexes whose first characters let `re` skip most positions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
+
+from .. import semconv
+from ..config import ConfigurationError
+from ..stats import STATS
+
+MASK = "[REDACTED]"
+STRATEGIES = ("mask", "drop", "last4", "hash")
+HASH_KEY_ENV = "OTEL_AUDIT_REDACTION_KEY"
+
+# Sensitive key names, compared after normalisation (lower case, separators removed). Names shorter than five
+# characters must be a whole word of the key (`user_ssn`, `pin`), longer ones may appear anywhere (`db_password`).
+DEFAULT_KEYS = (
+    "password", "passwd", "pwd", "passphrase", "secret", "token", "apikey", "accesskey", "secretkey",
+    "privatekey", "signingkey", "encryptionkey", "authorization", "auth", "cookie", "setcookie", "credential",
+    "ssn", "socialsecurity", "cardnumber", "creditcard", "ccnumber", "cvv", "cvc", "pin", "iban", "otp", "jwt",
+)
+
+# Detector names; the PII ones are off unless configured.
+DETECTORS = (
+    "jwt", "bearer", "basic", "aws", "gcp", "github", "slack", "stripe", "pem", "url_password", "key_value",
+    "card", "ssn", "iban", "email", "phone",
+)
+PII_DETECTORS = ("email", "phone")
+
+# Attributes this library fills from validated enums, generated ids or its own bookkeeping: nothing to find there.
+TRUSTED_KEYS = frozenset(
+    {
+        semconv.AUDIT_ACTION, semconv.AUDIT_OUTCOME, semconv.AUDIT_ACTOR_TYPE, semconv.LOG_RECORD_UID,
+        semconv.AUDIT_REDACTED, semconv.AUDIT_CHAIN_ID, semconv.AUDIT_CHAIN_SEQ, semconv.AUDIT_CHAIN_PREV,
+        semconv.AUDIT_CHAIN_HASH, semconv.HTTP_RESPONSE_STATUS_CODE,
+    }
+)
+
+_MIN_SECRET_LEN = 6  # no detector matches a shorter string
+_CLEAN_CACHE_MAX = 8192
+_CACHEABLE_LEN = 256
+
+# Literal-led alternatives only, so `re` can jump to positions starting with one of these characters.
+_LITERAL_RE = re.compile(
+    r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
+    r"|(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9])"
+    r"|AIza[0-9A-Za-z_-]{35}"
+    r"|ya29\.[0-9A-Za-z_-]{20,}"
+    r"|gh[pousr]_[A-Za-z0-9]{36,}"
+    r"|github_pat_[A-Za-z0-9_]{22,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|xapp-[0-9]-[A-Za-z0-9-]{10,}"
+    r"|hooks\.slack\.com/services/[A-Za-z0-9/_-]{10,}"
+    r"|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}"
+    r"|whsec_[A-Za-z0-9+/=]{20,}"
+    r"|-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\Z)"
+    r"|(?:Bearer|bearer|BEARER)\s+[A-Za-z0-9._~+/-]{12,}=*"
+    r"|(?:Basic|basic|BASIC)\s+[A-Za-z0-9+/]{6,}=*"
+    r"|://[^\s:/@?#\[\]]+:[^\s/@?#]+@"
+)
+# `name=value` and `"name": "value"` pairs inside text (query strings, exception messages, JSON bodies).
+_KEY_VALUE_RE = re.compile(
+    r"(?<![A-Za-z0-9_])([A-Za-z][A-Za-z0-9_.-]{0,63})[\"']?\s*[=:]\s*[\"']?"
+    r"(?=((?:(?:Bearer|Basic|Token|Digest|bearer|basic|token)\s+)?[^\s\"'&,;}<>]+))"
+)
+# Digit-bearing identifiers: card numbers, SSNs, IBANs.
+_NUMBER_RE = re.compile(
+    r"(?<![0-9A-Za-z])(?:"
+    r"(?P<card>[0-9](?:[ -]?[0-9]){12,18})"
+    r"|(?P<ssn>(?!000|666|9)[0-9]{3}(?P<sep>[- ])(?!00)[0-9]{2}(?P=sep)(?!0000)[0-9]{4})"
+    r"|(?P<iban>[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30})"
+    r")(?![0-9A-Za-z])"
+)
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_PHONE_RE = re.compile(
+    r"(?<![0-9A-Za-z+])(?:\+[1-9][0-9]{0,2}[ .-]?)?(?:\([0-9]{2,4}\)|[0-9]{2,4})(?:[ .-]?[0-9]{2,4}){2,4}(?![0-9])"
+)
+
+_IBAN_LENGTHS = {
+    "AD": 24, "AT": 20, "BE": 16, "BG": 22, "CH": 21, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "EE": 20,
+    "ES": 24, "FI": 18, "FR": 27, "GB": 22, "GR": 27, "HR": 21, "HU": 28, "IE": 22, "IS": 26, "IT": 27,
+    "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MT": 31, "NL": 18, "NO": 15, "PL": 28, "PT": 25,
+    "RO": 24, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "TR": 26, "AE": 23, "SA": 24, "BR": 29, "IL": 23,
+}
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_NON_ALNUM = re.compile(r"[^A-Za-z0-9]+")
+
+_SKIP = "skip"
+_SCAN = "scan"
+_DROP = object()
+# Where a key is seen: a record attribute, a key inside a nested map, or a `name=value` pair inside text.
+_ATTRIBUTE, _NESTED, _TEXT = "a", "n", "t"
+
+
+class RedactionError(ConfigurationError):
+    """The redaction configuration is invalid (unknown strategy or detector, missing hash key)."""
+
+
+def key_words(name: str) -> list[str]:
+    """The lower-case words of a key: `X-API-KEY`, `apiKey` and `api_key` all give ['api', 'key'] (or ['x', ...])."""
+    return [word.lower() for word in _NON_ALNUM.split(_CAMEL_BOUNDARY.sub("_", name)) if word]
+
+
+def normalize_key(name: str) -> str:
+    """A key name without case or separators, the form key rules compare."""
+    return "".join(key_words(name))
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum of a digit string."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if index % 2:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def is_card_number(digits: str) -> bool:
+    """Luhn-valid and shaped like a card of a known scheme (Visa, Mastercard, Amex, Discover, JCB, Diners, ...)."""
+    length = len(digits)
+    if not 13 <= length <= 19 or not luhn_valid(digits):
+        return False
+    two, four = int(digits[:2]), int(digits[:4])
+    if digits[0] == "4":
+        return length in (13, 16, 19)
+    if 51 <= two <= 55 or 2221 <= four <= 2720:
+        return length == 16
+    if two in (34, 37):
+        return length == 15
+    if four == 6011 or two == 65 or 644 <= int(digits[:3]) <= 649 or 622126 <= int(digits[:6]) <= 622925:
+        return 16 <= length <= 19
+    if 3528 <= four <= 3589:
+        return 16 <= length <= 19
+    if 300 <= int(digits[:3]) <= 305 or two in (36, 38, 39):
+        return 14 <= length <= 19
+    if two in (50, 56, 57, 58, 62, 63, 67, 68, 69):
+        return 12 <= length <= 19
+    return False
+
+
+def is_iban(candidate: str) -> bool:
+    """ISO 13616: known country length (when known) and the mod-97 check."""
+    compact = candidate.replace(" ", "")
+    expected = _IBAN_LENGTHS.get(compact[:2])
+    if expected is not None and len(compact) != expected:
+        return False
+    if not 15 <= len(compact) <= 34:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
+
+
+def _iban_prefix_length(candidate: str) -> int:
+    """Length of the longest valid IBAN at the start of `candidate` (the regex may run on into following words)."""
+    parts = candidate.split(" ")
+    for count in range(len(parts), 0, -1):
+        prefix = " ".join(parts[:count])
+        if len(prefix) >= 15 and is_iban(prefix):
+            return len(prefix)
+    return 0
+
+
+def _looks_like_basic_credentials(token: str) -> bool:
+    try:
+        decoded = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return b":" in decoded
+
+
+def _looks_like_token(token: str) -> bool:
+    """A bearer token has digits or token punctuation, not only letters (`Bearer authentication required`)."""
+    return any(char.isdigit() or char in "._-~+/=" for char in token)
+
+
+@dataclass(frozen=True)
+class RedactionConfig:
+    """How to redact. Strategies: `mask` ([REDACTED]), `drop`, `last4`, `hash` (HMAC-SHA256 with `hash_key`).
+
+    `keys`: extra sensitive key names (a list uses `strategy`; a mapping gives each its own strategy);
+    `replace_default_keys` drops the built-in names. `allow_keys`: names never treated as sensitive (exact,
+    normalised); with `mode="allowlist"`, keys inside metadata/changes/body that are not allowed are redacted.
+    `detectors`: name -> True/False/strategy to enable, disable or re-strategise a detector (email and phone are
+    off by default). `hash_key` (or OTEL_AUDIT_REDACTION_KEY) is required when any rule uses `hash`.
+    """
+
+    strategy: str = "mask"
+    keys: Iterable[str] | Mapping[str, str] = ()
+    replace_default_keys: bool = False
+    allow_keys: Iterable[str] = ()
+    mode: str = "denylist"
+    detectors: Mapping[str, bool | str] = field(default_factory=dict)
+    hash_key: bytes | str | None = None
+    exempt_keys: Iterable[str] = ()
+
+    @classmethod
+    def from_setting(cls, setting: Any) -> RedactionConfig | None:
+        """AuditSettings.redaction: True (defaults), False/None (off), a RedactionConfig or a mapping of its fields."""
+        if setting is True:
+            return cls()
+        if setting is False or setting is None:
+            return None
+        if isinstance(setting, cls):
+            return setting
+        if isinstance(setting, Mapping):
+            unknown = sorted(set(setting) - set(cls.__dataclass_fields__))
+            if unknown:
+                raise RedactionError(f"redaction: unknown option {unknown[0]!r}")
+            return cls(**setting)
+        raise RedactionError(f"redaction: expected True, False, a mapping or RedactionConfig, got {type(setting).__name__}")
+
+
+def _check_strategy(strategy: Any, where: str) -> str:
+    if strategy not in STRATEGIES:
+        raise RedactionError(f"redaction: {where}: unknown strategy {strategy!r} (expected {', '.join(STRATEGIES)})")
+    return strategy
+
+
+class Redactor:
+    """The redaction engine over plain values; RedactionProcessor applies it to log records."""
+
+    def __init__(self, config: RedactionConfig | None = None) -> None:
+        config = config or RedactionConfig()
+        default = self.default_strategy = _check_strategy(config.strategy, "strategy")
+        if config.mode not in ("denylist", "allowlist"):
+            raise RedactionError(f"redaction: mode must be denylist or allowlist, got {config.mode!r}")
+        self.allowlist_mode = config.mode == "allowlist"
+        rules: dict[str, str] = {} if config.replace_default_keys else {name: default for name in DEFAULT_KEYS}
+        extra = config.keys.items() if isinstance(config.keys, Mapping) else ((name, default) for name in config.keys)
+        for name, strategy in extra:
+            normalized = normalize_key(name)
+            if not normalized:
+                raise RedactionError(f"redaction: keys: {name!r} has no letters or digits")
+            rules[normalized] = _check_strategy(strategy, f"keys.{name}")
+        # Longest names first, so a specific rule (`cardnumber`: last4) wins over a general one.
+        self._key_rules = sorted(rules.items(), key=lambda item: -len(item[0]))
+        self._allowed = frozenset(normalize_key(name) for name in config.allow_keys)
+        self._exempt = frozenset(config.exempt_keys)
+
+        self.detectors: dict[str, str] = {name: default for name in DETECTORS if name not in PII_DETECTORS}
+        for name, setting in config.detectors.items():
+            if name not in DETECTORS:
+                raise RedactionError(f"redaction: detectors: unknown detector {name!r} (known: {', '.join(DETECTORS)})")
+            if setting is False:
+                self.detectors.pop(name, None)
+            elif setting is True:
+                self.detectors[name] = default
+            else:
+                self.detectors[name] = _check_strategy(setting, f"detectors.{name}")
+
+        uses_hash = "hash" in self.detectors.values() or "hash" in rules.values()
+        key = config.hash_key if config.hash_key is not None else os.environ.get(HASH_KEY_ENV)
+        if uses_hash and not key:
+            raise RedactionError(f"redaction: the hash strategy needs hash_key or {HASH_KEY_ENV}")
+        self._hash_key = key.encode() if isinstance(key, str) else key
+
+        detectors = self.detectors
+        self._literal = "jwt" in detectors or any(
+            name in detectors for name in ("bearer", "basic", "aws", "gcp", "github", "slack", "stripe", "pem", "url_password")
+        )
+        self._key_value = "key_value" in detectors
+        self._numbers = any(name in detectors for name in ("card", "ssn", "iban"))
+        self._email = "email" in detectors
+        self._phone = "phone" in detectors
+        self._key_cache: dict[str, str] = {}
+        self._clean: set[str] = set()
+
+    # -- keys ---------------------------------------------------------------------------------------------------
+
+    def key_decision(self, key: str, where: str = _ATTRIBUTE) -> str:
+        """`skip`, `scan`, or the strategy for a value under this key (cached per key name and place).
+
+        Attribute keys are cached under their own name so the hot loop can read the cache directly.
+        """
+        cache_key = key if where == _ATTRIBUTE else where + "\x00" + key
+        decision = self._key_cache.get(cache_key)
+        if decision is None:
+            decision = self._decide_key(key, where)
+            if len(self._key_cache) >= _CLEAN_CACHE_MAX:
+                self._key_cache.clear()
+            self._key_cache[cache_key] = decision
+        return decision
+
+    def _decide_key(self, key: str, where: str) -> str:
+        if where == _ATTRIBUTE and (key in self._exempt or key in TRUSTED_KEYS):
+            return _SKIP
+        words = key_words(key)
+        joined = "".join(words)
+        if joined in self._allowed:
+            return _SCAN
+        for name, strategy in self._key_rules:
+            if (name in words) if len(name) < 5 else (name in joined):
+                return strategy
+        if where == _NESTED and self.allowlist_mode:
+            return self.default_strategy
+        return _SCAN
+
+    # -- values -------------------------------------------------------------------------------------------------
+
+    def apply(self, strategy: str, value: Any) -> Any:
+        """The replacement of a whole value under `strategy` (structure kept, leaves replaced); _DROP to drop it."""
+        if strategy == "drop":
+            return _DROP
+        if isinstance(value, Mapping):
+            return {key: self._leaf(strategy, item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._leaf(strategy, item) for item in value]
+        return self._replacement(strategy, value)
+
+    def _leaf(self, strategy: str, value: Any) -> Any:
+        replaced = self.apply(strategy, value)
+        return None if replaced is _DROP else replaced
+
+    def _replacement(self, strategy: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if strategy == "hash":
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            return "hmac:" + hmac.new(self._hash_key, text.encode(), hashlib.sha256).hexdigest()[:32]  # type: ignore[arg-type]
+        if strategy == "last4":
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            digits = "".join(char for char in text if char.isalnum())
+            return "****" + digits[-4:] if len(digits) >= 12 else MASK
+        return MASK
+
+    def redact_text(self, text: str) -> str | None:
+        """The text with every detected secret replaced, or None when nothing was found."""
+        if len(text) < _MIN_SECRET_LEN or text in self._clean:
+            return None
+        spans: list[tuple[int, int, str]] = []
+        detectors = self.detectors
+        if self._literal:
+            for match in _LITERAL_RE.finditer(text):
+                found = self._classify_literal(match.group())
+                if found is not None and found[0] in detectors:
+                    start = match.start() + found[1]
+                    end = match.end() - found[2]
+                    spans.append((start, end, detectors[found[0]]))
+        if self._key_value and ("=" in text or ":" in text):
+            for match in _KEY_VALUE_RE.finditer(text):
+                value = match.group(2)
+                if value == MASK or value.startswith(("hmac:", "****", "//")):
+                    continue
+                decision = self.key_decision(match.group(1), _TEXT)
+                if decision != _SCAN and decision != _SKIP:
+                    spans.append((match.start(2), match.end(2), decision))
+        if self._numbers:
+            for match in _NUMBER_RE.finditer(text):
+                kind = match.lastgroup
+                if kind not in detectors:
+                    continue
+                candidate = match.group(kind)  # type: ignore[arg-type]
+                start = match.start(kind)  # type: ignore[arg-type]
+                if kind == "card":
+                    length = len(candidate) if is_card_number(candidate.replace(" ", "").replace("-", "")) else 0
+                elif kind == "iban":
+                    length = _iban_prefix_length(candidate)
+                else:
+                    length = len(candidate)
+                if length:
+                    spans.append((start, start + length, detectors[kind]))
+        if self._email and "@" in text:
+            spans.extend((match.start(), match.end(), detectors["email"]) for match in _EMAIL_RE.finditer(text))
+        if self._phone:
+            for match in _PHONE_RE.finditer(text):
+                if 9 <= sum(char.isdigit() for char in match.group()) <= 15:
+                    spans.append((match.start(), match.end(), detectors["phone"]))
+        if not spans:
+            if len(text) <= _CACHEABLE_LEN:
+                if len(self._clean) >= _CLEAN_CACHE_MAX:
+                    self._clean.clear()
+                self._clean.add(text)
+            return None
+        return self._splice(text, spans)
+
+    def _splice(self, text: str, spans: list[tuple[int, int, str]]) -> str:
+        spans.sort()
+        pieces: list[str] = []
+        position = 0
+        for start, end, strategy in spans:
+            if end <= position:
+                continue
+            start = max(start, position)
+            pieces.append(text[position:start])
+            replaced = self._replacement(strategy, text[start:end])
+            pieces.append("" if replaced is _DROP or strategy == "drop" else replaced)
+            position = end
+        pieces.append(text[position:])
+        return "".join(pieces)
+
+    @staticmethod
+    def _classify_literal(found: str) -> tuple[str, int, int] | None:
+        """(detector, characters kept at the start, at the end) for a match of the literal-led regex."""
+        first = found[0]
+        if found.startswith("eyJ"):
+            return "jwt", 0, 0
+        if found.startswith("://"):
+            colon = found.index(":", 3)
+            return "url_password", colon + 1, 1
+        if first == "-":
+            return "pem", 0, 0
+        if first in "Bb":
+            scheme, _, token = found.partition(" ")
+            token = token.strip()
+            if scheme.lower() == "bearer":
+                return ("bearer", len(found) - len(token), 0) if _looks_like_token(token) else None
+            return ("basic", len(found) - len(token), 0) if _looks_like_basic_credentials(token) else None
+        if found.startswith(("AIza", "ya29")):
+            return "gcp", 0, 0
+        if first == "A":
+            return "aws", 0, 0
+        if first == "g":
+            return "github", 0, 0
+        if first in "xh":
+            return "slack", 0, 0
+        return "stripe", 0, 0
+
+    def redact_number(self, value: int) -> Any:
+        """A card number passed as an integer is a card number all the same."""
+        if "card" in self.detectors and 10**11 < abs(value) < 10**19 and is_card_number(str(abs(value))):
+            return self._replacement(self.detectors["card"], str(value))
+        return None
+
+    def redact_value(self, value: Any, path: str, touched: list[str], depth: int = 0) -> Any:
+        """The redacted form of any AnyValue (None when unchanged), appending the touched paths."""
+        kind = type(value)
+        if kind is bool or kind is float or value is None:
+            return None
+        if kind is str:
+            result = self.redact_text(value)
+        elif kind is int:
+            result = self.redact_number(value)
+        elif kind is bytes:
+            result = None if self.redact_text(value.decode("latin-1")) is None else MASK
+        elif depth > 32:
+            result = MASK
+        else:
+            return self._redact_container(value, path, touched, depth)
+        if result is not None:
+            touched.append(path)
+        return result
+
+    def _redact_container(self, value: Any, path: str, touched: list[str], depth: int) -> Any:
+        if isinstance(value, Mapping):
+            changed: dict[str, Any] | None = None
+            for key, item in value.items():
+                decision = self.key_decision(key, _NESTED)
+                if decision == _SKIP:
+                    continue
+                child = f"{path}.{key}"
+                if decision == _SCAN:
+                    new = self._guarded(item, child, touched, depth)
+                else:
+                    new = self.apply(decision, item)
+                    touched.append(child)
+                if new is not None:
+                    if changed is None:
+                        changed = dict(value)
+                    if new is _DROP:
+                        del changed[key]
+                    else:
+                        changed[key] = new
+            return changed
+        if isinstance(value, (list, tuple)):
+            items: list[Any] | None = None
+            for index, item in enumerate(value):
+                new = self._guarded(item, f"{path}[{index}]", touched, depth)
+                if new is not None:
+                    if items is None:
+                        items = list(value)
+                    items[index] = new
+            return items
+        return MASK
+
+    def _guarded(self, value: Any, path: str, touched: list[str], depth: int) -> Any:
+        """redact_value for one nested value; a failure masks that value (fail closed) and is counted."""
+        try:
+            new = self.redact_value(value, path, touched, depth + 1)
+        except Exception:  # noqa: BLE001 - fail closed: never pass through a value we could not inspect
+            STATS.increment("processor_errors")
+            touched.append(path)
+            return MASK
+        return new
+
+
+class RedactionProcessor(LogRecordProcessor):
+    """Redact secrets and PII in place in every record, then hand it to `next_processor` (when given).
+
+    Standalone (no next processor) it mutates records for the processors registered after it on a provider.
+    """
+
+    def __init__(self, config: RedactionConfig | None = None, next_processor: LogRecordProcessor | None = None) -> None:
+        self.redactor = Redactor(config)
+        self.next_processor = next_processor
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        record = log_record.log_record
+        try:
+            self._redact(record)
+        except Exception:  # noqa: BLE001 - fail closed: scrub the record rather than pass a secret or raise
+            STATS.increment("processor_errors")
+            self._scrub(record)
+        if self.next_processor is not None:
+            self.next_processor.on_emit(log_record)
+
+    def _redact(self, record: Any) -> None:
+        attributes = record.attributes
+        touched: list[str] = []
+        updates: dict[str, Any] | None = None
+        if attributes:
+            redactor = self.redactor
+            key_cache = redactor._key_cache
+            clean = redactor._clean
+            # BoundedAttributes answers items() through Python-level __getitem__ calls; reading its backing dict
+            # (when present) is the measured hot path. Writes below go through the public mapping interface.
+            for key, value in getattr(attributes, "_dict", attributes).items():
+                decision = key_cache.get(key) or redactor.key_decision(key)
+                if decision == _SKIP:
+                    continue
+                if decision == _SCAN:
+                    if type(value) is str and (len(value) < _MIN_SECRET_LEN or value in clean):
+                        continue
+                    try:
+                        new = redactor.redact_value(value, key, touched)
+                    except Exception:  # noqa: BLE001 - fail closed for this attribute
+                        STATS.increment("processor_errors")
+                        new = MASK
+                        touched.append(key)
+                    if new is None:
+                        continue
+                else:
+                    new = redactor.apply(decision, value)
+                    touched.append(key)
+                if updates is None:
+                    updates = {}
+                updates[key] = new
+        body = record.body
+        if body is not None:
+            new_body = self._guarded_body(body, touched)
+            if new_body is not None:
+                record.body = None if new_body is _DROP else new_body
+        if updates:
+            for key, new in updates.items():
+                if new is _DROP:
+                    del attributes[key]
+                else:
+                    attributes[key] = new
+        if touched:
+            previous = attributes.get(semconv.AUDIT_REDACTED) if attributes is not None else None
+            trail = list(previous or ()) + [path for path in dict.fromkeys(touched)]
+            if attributes is None:
+                record.attributes = {semconv.AUDIT_REDACTED: trail}
+            else:
+                attributes[semconv.AUDIT_REDACTED] = trail
+
+    def _guarded_body(self, body: Any, touched: list[str]) -> Any:
+        try:
+            new = self.redactor.redact_value(body, "body", touched)
+        except Exception:  # noqa: BLE001 - fail closed for the body
+            STATS.increment("processor_errors")
+            touched.append("body")
+            return MASK
+        return new
+
+    def _scrub(self, record: Any) -> None:
+        """Last resort after an unexpected failure: keep only trusted attributes and mark the record scrubbed."""
+        attributes = record.attributes
+        try:
+            if attributes is not None:
+                for key in list(attributes):
+                    if key not in TRUSTED_KEYS:
+                        del attributes[key]
+                attributes[semconv.AUDIT_REDACTED] = ["*"]
+        except Exception:  # noqa: BLE001 - attributes unusable: replace them wholesale
+            record.attributes = {semconv.AUDIT_REDACTED: ["*"]}
+        record.body = None
+
+    def shutdown(self) -> None:
+        if self.next_processor is not None:
+            self.next_processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True if self.next_processor is None else self.next_processor.force_flush(timeout_millis)
