@@ -1,0 +1,363 @@
+"""The `otel-audit` command: serve the store, search and tail events, manage API keys, apply retention.
+
+Each subcommand registers itself in COMMANDS (name -> function adding its parser); new areas (e.g. `alerts`)
+add one entry. `serve`, `keys` and `retention` work on the database (--db); `search` and `tail` talk to a running
+store over HTTP (--url, --api-key or OTEL_AUDIT_URL / OTEL_AUDIT_API_KEY).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+DEFAULT_PORT = 8400
+_DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+class CliError(Exception):
+    """A usage or input error: printed without a traceback, exit status 2."""
+
+
+def parse_duration(text: str) -> _dt.timedelta:
+    """`30s`, `15m`, `12h`, `365d`, `2w` -> timedelta."""
+    match = _DURATION_RE.match(text.strip())
+    if not match:
+        raise CliError(f"invalid duration {text!r}: use a number and a unit s/m/h/d/w, e.g. 365d")
+    return _dt.timedelta(seconds=int(match.group(1)) * _DURATION_SECONDS[match.group(2)])
+
+
+def _since(text: str | None) -> Any:
+    """A --since/--until value: a duration ago (e.g. 1h) or an RFC 3339 time."""
+    if text is None:
+        return None
+    return parse_duration(text) if _DURATION_RE.match(text.strip()) else text
+
+
+def _dev_keys(values: Sequence[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        secret, sep, tenant = value.rpartition(":")
+        if not sep or not secret or not tenant:
+            raise CliError(f"--dev-key must be KEY:TENANT, got {value[:8]!r}...")
+        pairs.append((secret, tenant))
+    return pairs
+
+
+# serve -------------------------------------------------------------------------------------------------------
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=None, help="sqlite:///file.db or postgresql://... "
+                        "(default: $OTEL_AUDIT_STORE_DB, else sqlite:///otel-audit.db)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .store import StoreSettings, bootstrap_key, create_app, open_storage
+
+    env_keys = [item for item in os.environ.get("OTEL_AUDIT_STORE_DEV_KEYS", "").split(",") if item.strip()]
+    dev_keys = _dev_keys([*env_keys, *args.dev_key])
+    storage = open_storage(args.db)
+    for secret, tenant in dev_keys:
+        key = bootstrap_key(storage, secret, tenant)
+        print(f"otel-audit: dev key {key.key_id} for tenant {tenant!r} (scopes: {', '.join(key.scopes)})",
+              file=sys.stderr)
+    settings = StoreSettings(max_body_bytes=args.max_body_bytes, max_decompressed_bytes=args.max_decompressed_bytes)
+    app = create_app(storage, settings=settings)
+    print(f"otel-audit: store on http://{args.host}:{args.port} (OTLP/HTTP: /v1/logs), db {args.db or 'default'}",
+          file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
+                    timeout_keep_alive=30)
+    finally:
+        storage.close()
+    return 0
+
+
+def add_serve(subparsers: Any) -> None:
+    parser = subparsers.add_parser("serve", help="run the store (OTLP/HTTP ingest + search API)")
+    _add_db(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--dev-key", action="append", default=[], metavar="KEY:TENANT",
+                        help="register KEY (all scopes) for TENANT at startup; repeatable; also "
+                             "$OTEL_AUDIT_STORE_DEV_KEYS=KEY:TENANT,... (for demos and tests)")
+    parser.add_argument("--max-body-bytes", type=int, default=16 << 20)
+    parser.add_argument("--max-decompressed-bytes", type=int, default=64 << 20)
+    parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.set_defaults(func=cmd_serve)
+
+
+# search / tail -----------------------------------------------------------------------------------------------
+
+def _add_remote(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=os.environ.get("OTEL_AUDIT_URL", f"http://127.0.0.1:{DEFAULT_PORT}"),
+                        help="store URL (default $OTEL_AUDIT_URL or http://127.0.0.1:8400)")
+    parser.add_argument("--api-key", default=os.environ.get("OTEL_AUDIT_API_KEY"),
+                        help="API key with the read scope (default $OTEL_AUDIT_API_KEY)")
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--action", help="exact action, or a prefix ending in * (user.*)")
+    parser.add_argument("--actor-id")
+    parser.add_argument("--resource-type")
+    parser.add_argument("--resource-id")
+    parser.add_argument("--outcome", choices=["success", "failure", "denied", "unknown"])
+    parser.add_argument("--text", "-q", help="free text in the event metadata")
+
+
+def _filter_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in ("action", "actor_id", "resource_type", "resource_id", "outcome", "text")
+            if getattr(args, name) is not None}
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from .client import AuditClient
+
+    if not args.api_key:
+        raise CliError("an API key is needed: --api-key or OTEL_AUDIT_API_KEY")
+    return AuditClient(args.url, args.api_key)
+
+
+_TABLE_COLUMNS = (("time", 27), ("action", 24), ("outcome", 8), ("actor", 18), ("resource", 28), ("uid", 36))
+
+
+def _row(event: Any) -> list[str]:
+    resource = f"{event.resource_type or ''}:{event.resource_id or ''}" if event.resource_type else ""
+    return [event.time.isoformat().replace("+00:00", "Z"), event.action, event.outcome, event.actor_id or "",
+            resource, event.uid]
+
+
+def _print_table(events: Sequence[Any], header: bool = True) -> None:
+    if header:
+        print("  ".join(name.upper().ljust(width) for name, width in _TABLE_COLUMNS).rstrip())
+    for event in events:
+        print("  ".join(cell.ljust(width) for cell, (_, width) in zip(_row(event), _TABLE_COLUMNS)).rstrip())
+
+
+def _event_json(event: Any) -> dict[str, Any]:
+    return {
+        "uid": event.uid, "time": event.time.isoformat().replace("+00:00", "Z"), "tenant_id": event.tenant_id,
+        "action": event.action, "outcome": event.outcome, "actor_id": event.actor_id,
+        "resource_type": event.resource_type, "resource_id": event.resource_id, "severity": event.severity_text,
+        "trace_id": event.trace_id, "span_id": event.span_id, "attributes": event.attributes,
+        "resource": event.resource,
+    }
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        filters = _filter_kwargs(args)
+        filters["since"], filters["until"] = _since(args.since), _since(args.until)
+        events = []
+        for event in client.iter_events(page_size=min(args.limit, 1000), **filters):
+            events.append(event)
+            if len(events) >= args.limit:
+                break
+    if args.json:
+        print(json.dumps([_event_json(event) for event in events], indent=2, ensure_ascii=False, default=str))
+    else:
+        _print_table(events)
+        print(f"({len(events)} event{'s' if len(events) != 1 else ''})", file=sys.stderr)
+    return 0
+
+
+def add_search(subparsers: Any) -> None:
+    parser = subparsers.add_parser("search", help="search stored events (newest first)")
+    _add_remote(parser)
+    _add_filters(parser)
+    parser.add_argument("--since", help="a duration ago (1h, 7d) or an RFC 3339 time")
+    parser.add_argument("--until", help="a duration ago or an RFC 3339 time (exclusive)")
+    parser.add_argument("--limit", type=int, default=50, help="at most this many events (default 50)")
+    parser.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    parser.set_defaults(func=cmd_search)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    filters = _filter_kwargs(args)
+    with _client(args) as client:
+        _, token = client.tail()
+        if args.last:
+            recent = client.search_events(limit=args.last, **filters).events
+            _print_events(list(reversed(recent)), args.json, header=True)
+        header = not args.last
+        polls = 0
+        while args.max_polls is None or polls < args.max_polls:
+            polls += 1
+            events, token = client.tail(after=token)
+            matching = [event for event in events if _matches(event, filters)]
+            if matching:
+                _print_events(matching, args.json, header=header)
+                header = False
+            if not events:
+                time.sleep(args.interval)
+    return 0
+
+
+def _matches(event: Any, filters: dict[str, Any]) -> bool:
+    for name, value in filters.items():
+        if name == "text":
+            if value.lower() not in json.dumps(event.attributes.get("audit.metadata", {}), ensure_ascii=False).lower():
+                return False
+        elif name == "action" and value.endswith("*"):
+            if not event.action.startswith(value.rstrip("*")):
+                return False
+        elif getattr(event, name) != value:
+            return False
+    return True
+
+
+def _print_events(events: Sequence[Any], as_json: bool, header: bool) -> None:
+    if as_json:
+        for event in events:
+            print(json.dumps(_event_json(event), ensure_ascii=False, default=str), flush=True)
+    else:
+        _print_table(events, header=header)
+        sys.stdout.flush()
+
+
+def add_tail(subparsers: Any) -> None:
+    parser = subparsers.add_parser("tail", help="follow new events as they are stored")
+    _add_remote(parser)
+    _add_filters(parser)
+    parser.add_argument("--last", type=int, default=10, help="first show this many recent events (default 10)")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls when idle")
+    parser.add_argument("--max-polls", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.set_defaults(func=cmd_tail)
+
+
+# keys --------------------------------------------------------------------------------------------------------
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .store import open_storage
+    from .store.keys import create_key
+
+    storage = open_storage(args.db)
+    try:
+        if args.keys_command == "create":
+            key, secret = create_key(storage, args.tenant, args.scopes.split(","), args.name)
+            if args.json:
+                print(json.dumps({**key.to_json(), "secret": secret}))
+            else:
+                print(f"created {key.key_id} for tenant {key.tenant_id!r} (scopes: {', '.join(key.scopes)})",
+                      file=sys.stderr)
+                print("the secret is shown only now:", file=sys.stderr)
+                print(secret)
+        elif args.keys_command == "list":
+            keys = storage.list_keys(args.tenant)
+            if args.json:
+                print(json.dumps([key.to_json() for key in keys], indent=2))
+            else:
+                for key in keys:
+                    state = "revoked" if key.revoked_unix_nano else "active"
+                    print(f"{key.key_id}  {key.tenant_id}  {','.join(key.scopes)}  {state}  {key.name}")
+        elif args.keys_command == "revoke":
+            if not storage.revoke_key(args.key_id, time.time_ns()):
+                raise CliError(f"no active key {args.key_id!r}")
+            print(f"revoked {args.key_id} (running stores stop accepting it within 5 s)", file=sys.stderr)
+    finally:
+        storage.close()
+    return 0
+
+
+def add_keys(subparsers: Any) -> None:
+    parser = subparsers.add_parser("keys", help="create, list and revoke API keys (directly in the database)")
+    keys = parser.add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="create a key; prints its secret once")
+    _add_db(create)
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--scopes", default="ingest,read", help="comma-separated: ingest,read,admin")
+    create.add_argument("--name", default="")
+    create.add_argument("--json", action="store_true")
+    listing = keys.add_parser("list", help="list keys (never secrets)")
+    _add_db(listing)
+    listing.add_argument("--tenant")
+    listing.add_argument("--json", action="store_true")
+    revoke = keys.add_parser("revoke", help="revoke a key by its id")
+    _add_db(revoke)
+    revoke.add_argument("key_id")
+    parser.set_defaults(func=cmd_keys)
+
+
+# retention ---------------------------------------------------------------------------------------------------
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from .store import open_storage
+
+    cutoff = _dt.datetime.now(_dt.timezone.utc) - parse_duration(args.older_than)
+    cutoff_ns = int(cutoff.timestamp()) * 1_000_000_000
+    storage = open_storage(args.db)
+    try:
+        if args.dry_run:
+            count = storage.count_older_than(cutoff_ns, args.tenant)
+            print(f"{count} events older than {cutoff.isoformat()} would be deleted")
+        else:
+            count = storage.delete_older_than(cutoff_ns, args.tenant)
+            print(f"deleted {count} events older than {cutoff.isoformat()}")
+    finally:
+        storage.close()
+    return 0
+
+
+def add_retention(subparsers: Any) -> None:
+    parser = subparsers.add_parser("retention", help="delete events older than a duration")
+    _add_db(parser)
+    parser.add_argument("--older-than", required=True, help="e.g. 365d, 12w, 48h")
+    parser.add_argument("--tenant", help="only this tenant's events")
+    parser.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    parser.set_defaults(func=cmd_retention)
+
+
+COMMANDS: dict[str, Callable[[Any], None]] = {
+    "serve": add_serve,
+    "search": add_search,
+    "tail": add_tail,
+    "keys": add_keys,
+    "retention": add_retention,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="otel-audit", description="otel-audit: audit events as OpenTelemetry logs")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS.values():
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `otel-audit` console script."""
+    args = build_parser().parse_args(argv)
+    import httpx
+
+    from .client import AuditClientError
+    from .store import ApiKeyError, StorageError
+
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, ApiKeyError, StorageError) as exc:
+        print(f"otel-audit: {exc}", file=sys.stderr)
+        return 2
+    except AuditClientError as exc:
+        print(f"otel-audit: the store answered {exc}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as exc:
+        print(f"otel-audit: cannot reach the store at {getattr(args, 'url', '?')}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

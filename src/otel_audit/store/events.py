@@ -1,0 +1,234 @@
+"""What the store keeps and how it is searched: StoredEvent rows, EventQuery filters, opaque cursors.
+
+Plain data shared by ingest, the storage backends and the HTTP app. Filters are validated here once, so every
+backend receives clean values and every bad value becomes a QueryError naming the parameter.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..model import Outcome
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+MAX_FILTER_LENGTH = 1024
+MAX_TEXT_QUERY_LENGTH = 256
+
+
+class QueryError(ValueError):
+    """A search parameter is invalid; `parameter` names it."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+
+
+@dataclass(slots=True)
+class StoredEvent:
+    """One audit record as stored: the indexed columns plus everything exported (attributes, resource, scope)."""
+
+    tenant_id: str
+    uid: str
+    time_unix_nano: int
+    observed_time_unix_nano: int
+    received_time_unix_nano: int
+    event_name: str
+    action: str
+    outcome: str
+    severity_number: int
+    severity_text: str
+    actor_id: str | None
+    actor_type: str | None
+    resource_type: str | None
+    resource_id: str | None
+    trace_id: str
+    span_id: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope_name: str
+    scope_version: str
+    body: Any = None
+    seq: int = 0
+    attributes_json: str = field(default="", repr=False)
+    resource_json: str = field(default="", repr=False)
+    body_json: str = field(default="null", repr=False)
+    metadata_text: str = field(default="", repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as the REST API returns it (ids hex, times as Unix nanoseconds and RFC 3339)."""
+        return {
+            "uid": self.uid,
+            "tenant_id": self.tenant_id,
+            "time": format_time(self.time_unix_nano),
+            "time_unix_nano": self.time_unix_nano,
+            "observed_time_unix_nano": self.observed_time_unix_nano,
+            "received_time_unix_nano": self.received_time_unix_nano,
+            "event_name": self.event_name,
+            "action": self.action,
+            "outcome": self.outcome,
+            "severity_number": self.severity_number,
+            "severity_text": self.severity_text,
+            "actor_id": self.actor_id,
+            "actor_type": self.actor_type,
+            "resource_type": self.resource_type,
+            "resource_id": self.resource_id,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "attributes": self.attributes,
+            "resource": self.resource,
+            "scope": {"name": self.scope_name, "version": self.scope_version},
+            "body": self.body,
+        }
+
+
+def format_time(unix_nano: int) -> str:
+    """RFC 3339 UTC with microseconds."""
+    moment = _dt.datetime.fromtimestamp(unix_nano // 1000 / 1_000_000, tz=_dt.timezone.utc)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def parse_time(value: str, parameter: str) -> int:
+    """RFC 3339 / ISO 8601 with a timezone, or integer Unix nanoseconds -> Unix nanoseconds."""
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = _dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise QueryError(parameter, f"expected RFC 3339 time like 2026-01-31T12:00:00Z, got {value[:64]!r}") from None
+    if moment.tzinfo is None:
+        raise QueryError(parameter, "time needs a timezone (e.g. a trailing Z)")
+    delta = moment - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page ended: the (time, seq) of its last event in newest-first order."""
+
+    time_unix_nano: int
+    seq: int
+
+    def encode(self) -> str:
+        return base64.urlsafe_b64encode(f"{self.time_unix_nano}.{self.seq}".encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str, parameter: str = "cursor") -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+            time_part, seq_part = raw.split(".")
+            cursor = cls(int(time_part), int(seq_part))
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise QueryError(parameter, "not a cursor returned by this API") from None
+        if not (0 <= cursor.time_unix_nano < 2**63 and 0 <= cursor.seq < 2**63):
+            raise QueryError(parameter, "not a cursor returned by this API")
+        return cursor
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """Validated search filters; `action` ending in `*` is a prefix. Results are newest first."""
+
+    action: str | None = None
+    action_prefix: str | None = None
+    actor_id: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    outcome: str | None = None
+    since: int | None = None
+    until: int | None = None
+    text: str | None = None
+    limit: int = DEFAULT_PAGE_SIZE
+    cursor: Cursor | None = None
+
+    FILTER_PARAMETERS = ("action", "actor_id", "resource_type", "resource_id", "outcome", "since", "until", "q")
+    PARAMETERS = (*FILTER_PARAMETERS, "limit", "cursor")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str], *, allowed: tuple[str, ...] | None = None) -> EventQuery:
+        """Build from query-string parameters; unknown, repeated-empty or malformed values raise QueryError."""
+        allowed = allowed or cls.PARAMETERS
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise QueryError(unknown[0], f"unknown parameter (allowed: {', '.join(allowed)})")
+        values: dict[str, Any] = {}
+        for name in ("action", "actor_id", "resource_type", "resource_id", "outcome", "q"):
+            if name in params:
+                values[name] = _filter_value(params[name], name)
+        action = values.pop("action", None)
+        if action is not None:
+            if action.endswith("*"):
+                prefix = action.rstrip("*")
+                if "*" in prefix:
+                    raise QueryError("action", "only a trailing * (prefix match) is supported")
+                values["action_prefix"] = prefix
+            elif "*" in action:
+                raise QueryError("action", "only a trailing * (prefix match) is supported")
+            else:
+                values["action"] = action
+        outcome = values.get("outcome")
+        if outcome is not None and outcome not in {member.value for member in Outcome}:
+            raise QueryError("outcome", f"must be one of {'/'.join(m.value for m in Outcome)}, got {outcome[:64]!r}")
+        text = values.pop("q", None)
+        if text is not None:
+            if len(text) > MAX_TEXT_QUERY_LENGTH:
+                raise QueryError("q", f"at most {MAX_TEXT_QUERY_LENGTH} characters")
+            values["text"] = text
+        for name in ("since", "until"):
+            if name in params:
+                values[name] = parse_time(_filter_value(params[name], name), name)
+        if "limit" in params:
+            raw = params["limit"].strip()
+            if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+                raise QueryError("limit", f"must be an integer 1-{MAX_PAGE_SIZE}, got {params['limit'][:32]!r}")
+            values["limit"] = int(raw)
+        if "cursor" in params:
+            values["cursor"] = Cursor.decode(_filter_value(params["cursor"], "cursor"))
+        return cls(**values)
+
+    def with_cursor(self, cursor: Cursor | None, limit: int | None = None) -> EventQuery:
+        return EventQuery(
+            self.action, self.action_prefix, self.actor_id, self.resource_type, self.resource_id, self.outcome,
+            self.since, self.until, self.text, limit or self.limit, cursor,
+        )
+
+
+def _filter_value(value: str, name: str) -> str:
+    if value == "":
+        raise QueryError(name, "must not be empty")
+    if len(value) > MAX_FILTER_LENGTH:
+        raise QueryError(name, f"at most {MAX_FILTER_LENGTH} characters")
+    if "\x00" in value:
+        raise QueryError(name, "must not contain NUL characters")
+    return value
+
+
+@dataclass(slots=True)
+class Page:
+    """One page of results and the cursor of the next page (None at the end)."""
+
+    events: list[StoredEvent]
+    next_cursor: Cursor | None
+
+
+def escape_like(text: str) -> str:
+    """`text` as a literal inside a LIKE pattern with ESCAPE '\\'."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON for stored attributes; bytes become base64 text (OTLP JSON's encoding of bytes)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")

@@ -1,0 +1,242 @@
+"""OTLP/HTTP logs ingest: body limits and decoding, audit-record recognition, mapping records to StoredEvents.
+
+Everything here is pure (no I/O): the app hands over bytes and headers, and gets back the rows to store, the
+reasons for rejected records, and how many non-audit records were ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from .. import semconv
+from ..model import AuditEventError
+from .events import StoredEvent, dumps
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+MAX_REJECTION_MESSAGES = 5
+_MAX_COLUMN_LENGTH = 1024
+
+
+class IngestError(ValueError):
+    """The request as a whole is unacceptable; `status` is the HTTP status and `code` a stable error code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def media_type(content_type: str | None) -> str:
+    """The encoding a Content-Type selects (protobuf or JSON), or IngestError 415."""
+    value = (content_type or "").split(";", 1)[0].strip().lower()
+    if value in (PROTOBUF, "application/protobuf"):
+        return PROTOBUF
+    if value == JSON:
+        return JSON
+    raise IngestError(
+        415, "unsupported_media_type",
+        f"Content-Type must be {PROTOBUF} or {JSON}, got {content_type[:100] if content_type else 'none'!r}",
+    )
+
+
+def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
+    """Undo gzip/deflate with the decompressed size capped at `max_bytes` (a gzip bomb gets a 413)."""
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding in ("identity", ""):
+        return body
+    if encoding == "gzip":
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        inflater = zlib.decompressobj()
+    else:
+        raise IngestError(415, "unsupported_encoding", f"Content-Encoding must be gzip, deflate or identity, got {encoding[:50]!r}")
+    try:
+        data = inflater.decompress(body, max_bytes + 1)
+        if len(data) > max_bytes or inflater.unconsumed_tail:
+            raise IngestError(413, "decompressed_too_large", f"decompressed body exceeds {max_bytes} bytes")
+        data += inflater.flush()
+    except zlib.error as exc:
+        raise IngestError(400, "bad_compression", f"body is not valid {encoding}: {exc}") from None
+    if len(data) > max_bytes:
+        raise IngestError(413, "decompressed_too_large", f"decompressed body exceeds {max_bytes} bytes")
+    if not inflater.eof:
+        raise IngestError(400, "bad_compression", f"truncated {encoding} body")
+    return data
+
+
+def parse_request(body: bytes, encoding: str) -> ExportLogsServiceRequest:
+    """Decode an ExportLogsServiceRequest; malformed input is an IngestError 400 naming the problem."""
+    request = ExportLogsServiceRequest()
+    if encoding == PROTOBUF:
+        try:
+            request.ParseFromString(body)
+        except (DecodeError, RecursionError, ValueError) as exc:
+            raise IngestError(400, "malformed_protobuf", f"body is not a valid ExportLogsServiceRequest: {exc}") from None
+        return request
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IngestError(400, "invalid_utf8", f"JSON body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        json_format.Parse(text, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, RecursionError, ValueError, TypeError, AttributeError) as exc:
+        raise IngestError(400, "malformed_json", f"body is not valid OTLP JSON: {str(exc)[:300]}") from None
+    return request
+
+
+def encode_response(rejected: int, message: str, encoding: str) -> bytes:
+    """ExportLogsServiceResponse (with partial_success when something was rejected or ignored), same encoding."""
+    response = ExportLogsServiceResponse()
+    if rejected or message:
+        response.partial_success.CopyFrom(ExportLogsPartialSuccess(rejected_log_records=rejected, error_message=message))
+    if encoding == JSON:
+        return json_format.MessageToJson(response, indent=None).encode()
+    return response.SerializeToString()
+
+
+def any_value(value: AnyValue) -> Any:
+    """The Python value of an OTLP AnyValue: maps -> dict, arrays -> list, bytes stay bytes, empty -> None."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "array_value":
+        return [any_value(item) for item in value.array_value.values]
+    if kind is None:
+        return None
+    return getattr(value, kind)
+
+
+@dataclass
+class IngestBatch:
+    """The outcome of mapping one request: rows to store, rejection reasons, ignored non-audit records."""
+
+    events: list[StoredEvent] = field(default_factory=list)
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+    ignored: int = 0
+
+    def reject(self, index: int, reason: str) -> None:
+        self.rejected += 1
+        if len(self.reasons) < MAX_REJECTION_MESSAGES:
+            self.reasons.append(f"record {index}: {reason}")
+
+    def message(self) -> str:
+        parts = []
+        if self.rejected:
+            more = self.rejected - len(self.reasons)
+            parts.append("; ".join(self.reasons) + (f"; and {more} more" if more > 0 else ""))
+        if self.ignored:
+            parts.append(f"{self.ignored} non-audit log records ignored")
+        return "; ".join(parts)
+
+
+def _column(attributes: dict[str, Any], name: str) -> str | None:
+    value = attributes.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise AuditEventError(name, f"must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise AuditEventError(name, "must not contain NUL characters")
+    if len(value) > _MAX_COLUMN_LENGTH:
+        raise AuditEventError(name, f"must be at most {_MAX_COLUMN_LENGTH} characters")
+    return value
+
+
+def map_request(request: ExportLogsServiceRequest, tenant_id: str) -> IngestBatch:
+    """Turn the audit records of a request into StoredEvents for `tenant_id` (the API key's tenant).
+
+    A record is rejected (not stored, counted in partial_success) when it is not a valid audit event, names
+    another tenant in `audit.tenant.id`, or carries values a store cannot keep (NUL, unpaired surrogates).
+    Records that are not audit records are ignored and counted. A record without `log.record.uid` gets a
+    uid derived from its content, so a retried export still deduplicates.
+    """
+    batch = IngestBatch()
+    received = time.time_ns()
+    index = -1
+    for resource_logs in request.resource_logs:
+        resource = {kv.key: any_value(kv.value) for kv in resource_logs.resource.attributes}
+        for scope_logs in resource_logs.scope_logs:
+            scope = scope_logs.scope
+            for record in scope_logs.log_records:
+                index += 1
+                attributes = {kv.key: any_value(kv.value) for kv in record.attributes}
+                if not semconv.is_audit_record(record.event_name, attributes):
+                    batch.ignored += 1
+                    continue
+                try:
+                    event = _to_stored(record, attributes, resource, scope, tenant_id, received)
+                except AuditEventError as exc:
+                    batch.reject(index, str(exc))
+                    continue
+                except UnicodeEncodeError:
+                    batch.reject(index, "contains an unpaired UTF-16 surrogate (not valid UTF-8)")
+                    continue
+                batch.events.append(event)
+    return batch
+
+
+def _text(value: str, name: str) -> str:
+    if "\x00" in value:
+        raise AuditEventError(name, "must not contain NUL characters")
+    return value
+
+
+def _to_stored(
+    record: Any, attributes: dict[str, Any], resource: dict[str, Any], scope: Any, tenant_id: str, received: int
+) -> StoredEvent:
+    semconv.attributes_to_event(attributes)
+    claimed = attributes.get(semconv.AUDIT_TENANT_ID)
+    if claimed is not None and claimed != tenant_id:
+        raise AuditEventError(semconv.AUDIT_TENANT_ID, f"names tenant {claimed[:64]!r}, not the API key's tenant")
+    uid = _column(attributes, semconv.LOG_RECORD_UID)
+    if uid is None:
+        uid = "sha256:" + hashlib.sha256(record.SerializeToString(deterministic=True)).hexdigest()[:32]
+    body = any_value(record.body) if record.HasField("body") else None
+    metadata = attributes.get(semconv.AUDIT_METADATA)
+    event = StoredEvent(
+        tenant_id=tenant_id,
+        uid=uid,
+        time_unix_nano=record.time_unix_nano or record.observed_time_unix_nano or received,
+        observed_time_unix_nano=record.observed_time_unix_nano,
+        received_time_unix_nano=received,
+        event_name=_text(record.event_name, "event_name"),
+        action=attributes[semconv.AUDIT_ACTION],
+        outcome=attributes.get(semconv.AUDIT_OUTCOME, "unknown"),
+        severity_number=record.severity_number,
+        severity_text=_text(record.severity_text, "severity_text"),
+        actor_id=_column(attributes, semconv.USER_ID),
+        actor_type=_column(attributes, semconv.AUDIT_ACTOR_TYPE),
+        resource_type=_column(attributes, semconv.AUDIT_RESOURCE_TYPE),
+        resource_id=_column(attributes, semconv.AUDIT_RESOURCE_ID),
+        trace_id=record.trace_id.hex(),
+        span_id=record.span_id.hex(),
+        attributes=attributes,
+        resource=resource,
+        scope_name=_text(scope.name, "scope.name"),
+        scope_version=_text(scope.version, "scope.version"),
+        body=body,
+        attributes_json=dumps(attributes),
+        resource_json=dumps(resource),
+        body_json=dumps(body),
+        metadata_text=dumps(metadata) if metadata else "",
+    )
+    for text in (event.attributes_json, event.resource_json, event.body_json, event.event_name, event.scope_name):
+        text.encode("utf-8")  # raises UnicodeEncodeError for unpaired surrogates, which no database accepts
+    return event

@@ -1,0 +1,128 @@
+"""PostgreSQL storage (psycopg 3, pooled): each batch is COPYed into a temporary table and moved into `events`
+with one INSERT ... ON CONFLICT DO NOTHING RETURNING, so duplicates are skipped and stored rows are known.
+
+Text columns use the "C" collation, so prefix ranges and ordering behave the same on every database locale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .events import StoredEvent
+from .storage import EVENT_COLUMNS, Storage, StorageError, event_row
+
+_COLUMNS = ", ".join(EVENT_COLUMNS)
+_MIGRATION_LOCK = 0x6F7465_6C61  # pg_advisory_xact_lock key serialising schema migrations
+
+_EVENT_COLUMN_TYPES = """
+        tenant_id TEXT COLLATE "C" NOT NULL,
+        uid TEXT COLLATE "C" NOT NULL,
+        time_unix_nano BIGINT NOT NULL,
+        observed_time_unix_nano BIGINT NOT NULL,
+        received_time_unix_nano BIGINT NOT NULL,
+        event_name TEXT NOT NULL,
+        action TEXT COLLATE "C" NOT NULL,
+        outcome TEXT COLLATE "C" NOT NULL,
+        severity_number INTEGER NOT NULL,
+        severity_text TEXT NOT NULL,
+        actor_id TEXT COLLATE "C",
+        actor_type TEXT,
+        resource_type TEXT COLLATE "C",
+        resource_id TEXT COLLATE "C",
+        trace_id TEXT NOT NULL,
+        span_id TEXT NOT NULL,
+        attributes TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        scope_name TEXT NOT NULL,
+        scope_version TEXT NOT NULL,
+        body TEXT NOT NULL,
+        metadata_text TEXT NOT NULL"""
+
+_SCHEMA = [
+    f"CREATE TABLE events (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {_EVENT_COLUMN_TYPES})",
+    "CREATE UNIQUE INDEX events_tenant_uid ON events (tenant_id, uid)",
+    "CREATE INDEX events_tenant_time ON events (tenant_id, time_unix_nano, seq)",
+    "CREATE INDEX events_tenant_action ON events (tenant_id, action, time_unix_nano, seq)",
+    "CREATE INDEX events_tenant_actor ON events (tenant_id, actor_id, time_unix_nano, seq)",
+    "CREATE INDEX events_tenant_resource_id ON events (tenant_id, resource_id, time_unix_nano, seq)",
+    "CREATE INDEX events_tenant_resource_type ON events (tenant_id, resource_type, time_unix_nano, seq)",
+    "CREATE INDEX events_tenant_outcome ON events (tenant_id, outcome, time_unix_nano, seq)",
+    """CREATE TABLE api_keys (
+        key_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        name TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        created_unix_nano BIGINT NOT NULL,
+        revoked_unix_nano BIGINT
+    )""",
+]
+
+_STAGING = f"CREATE TEMP TABLE IF NOT EXISTS events_staging (ord INTEGER NOT NULL, {_EVENT_COLUMN_TYPES}) ON COMMIT DELETE ROWS"
+_MOVE = (
+    f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM events_staging ORDER BY ord"
+    " ON CONFLICT (tenant_id, uid) DO NOTHING RETURNING seq, tenant_id, uid"
+)
+
+
+class PostgresStorage(Storage):
+    """Events in PostgreSQL; `pool_size` connections shared by the app's worker threads."""
+
+    dialect = "postgresql"
+    placeholder = "%s"
+    like_operator = "ILIKE"
+
+    def __init__(self, url: str, *, pool_size: int = 8, connect_timeout: float = 10.0) -> None:
+        self.url = url
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, name="otel-audit")
+        try:
+            self._pool.wait(timeout=connect_timeout)
+        except PoolTimeout:
+            self._pool.close()
+            raise StorageError(f"cannot connect to PostgreSQL within {connect_timeout} s (check the URL and server)") from None
+
+    def _schema(self) -> list[str]:
+        return list(_SCHEMA)
+
+    def _lock_migrations(self, conn: Any) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._pool.connection() as conn:
+            yield conn
+
+    def insert_events(self, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+        if not events:
+            return []
+        unique: dict[tuple[str, str], StoredEvent] = {}
+        for event in events:
+            unique.setdefault((event.tenant_id, event.uid), event)
+        batch = list(unique.values())
+        with self.transaction() as conn:
+            conn.execute(_STAGING)
+            with conn.cursor() as cursor:
+                with cursor.copy(f"COPY events_staging (ord, {_COLUMNS}) FROM STDIN") as copy:
+                    for index, event in enumerate(batch):
+                        copy.write_row((index, *event_row(event)))
+                stored = cursor.execute(_MOVE).fetchall()
+        fresh = []
+        for seq, tenant_id, uid in stored:
+            event = unique[(tenant_id, uid)]
+            event.seq = seq
+            fresh.append(event)
+        fresh.sort(key=lambda event: event.seq)
+        return fresh
+
+    def close(self) -> None:
+        self._pool.close()

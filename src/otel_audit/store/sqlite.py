@@ -1,0 +1,170 @@
+"""SQLite storage (the embedded default): one file, WAL, a single writer and pooled readers.
+
+Each batch is one IMMEDIATE transaction with one executemany; sequence numbers are assigned inside it, so the
+stored events can be returned to ingest hooks without a read-back.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from .events import StoredEvent
+from .storage import EVENT_COLUMNS, Storage, event_row
+
+_UID_CHUNK = 500
+_INSERT = (
+    f"INSERT INTO events (seq, {', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 1))})"
+)
+
+_SCHEMA = [
+    """CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        time_unix_nano INTEGER NOT NULL,
+        observed_time_unix_nano INTEGER NOT NULL,
+        received_time_unix_nano INTEGER NOT NULL,
+        event_name TEXT NOT NULL,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        severity_number INTEGER NOT NULL,
+        severity_text TEXT NOT NULL,
+        actor_id TEXT,
+        actor_type TEXT,
+        resource_type TEXT,
+        resource_id TEXT,
+        trace_id TEXT NOT NULL,
+        span_id TEXT NOT NULL,
+        attributes TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        scope_name TEXT NOT NULL,
+        scope_version TEXT NOT NULL,
+        body TEXT NOT NULL,
+        metadata_text TEXT NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX events_tenant_uid ON events (tenant_id, uid)",
+    "CREATE INDEX events_tenant_time ON events (tenant_id, time_unix_nano, seq)",
+    "CREATE INDEX events_tenant_action ON events (tenant_id, action, time_unix_nano, seq)",
+    "CREATE INDEX events_tenant_actor ON events (tenant_id, actor_id, time_unix_nano, seq)",
+    "CREATE INDEX events_tenant_resource_id ON events (tenant_id, resource_id, time_unix_nano, seq)",
+    "CREATE INDEX events_tenant_resource_type ON events (tenant_id, resource_type, time_unix_nano, seq)",
+    "CREATE INDEX events_tenant_outcome ON events (tenant_id, outcome, time_unix_nano, seq)",
+    """CREATE TABLE api_keys (
+        key_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        name TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        created_unix_nano INTEGER NOT NULL,
+        revoked_unix_nano INTEGER
+    )""",
+]
+
+
+class SQLiteStorage(Storage):
+    """Events in a SQLite file (WAL, synchronous=FULL: a stored batch survives power loss)."""
+
+    dialect = "sqlite"
+    placeholder = "?"
+    like_operator = "LIKE"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._writer = self._connect()
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._all = [self._writer]
+        self._all_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _schema(self) -> list[str]:
+        return list(_SCHEMA)
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._readers.get_nowait()
+        except queue.Empty:
+            conn = self._connect()
+            with self._all_lock:
+                self._all.append(conn)
+        try:
+            yield conn
+        finally:
+            self._readers.put(conn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The writer connection inside BEGIN IMMEDIATE (SQLite has one writer at a time anyway)."""
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A reader connection (WAL lets reads run alongside the writer); each statement sees a consistent snapshot."""
+        with self._reader() as conn:
+            yield conn
+
+    def insert_events(self, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+        if not events:
+            return []
+        with self.transaction() as conn:
+            fresh = _new_events(conn, events)
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            seq = row[0] if row else 0
+            rows = []
+            for event in fresh:
+                seq += 1
+                event.seq = seq
+                rows.append((seq, *event_row(event)))
+            conn.executemany(_INSERT, rows)
+        return fresh
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+
+def _new_events(conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+    """The events whose (tenant, uid) is neither stored nor repeated earlier in the batch."""
+    by_tenant: dict[str, set[str]] = {}
+    for event in events:
+        by_tenant.setdefault(event.tenant_id, set()).add(event.uid)
+    seen: set[tuple[str, str]] = set()
+    for tenant_id, uids in by_tenant.items():
+        uid_list = list(uids)
+        for start in range(0, len(uid_list), _UID_CHUNK):
+            chunk = uid_list[start : start + _UID_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for (uid,) in conn.execute(f"SELECT uid FROM events WHERE tenant_id = ? AND uid IN ({marks})", [tenant_id, *chunk]):
+                seen.add((tenant_id, uid))
+    fresh = []
+    for event in events:
+        key = (event.tenant_id, event.uid)
+        if key not in seen:
+            seen.add(key)
+            fresh.append(event)
+    return fresh

@@ -1,0 +1,343 @@
+"""The storage interface of the store, and the SQL both backends (SQLite, PostgreSQL) share.
+
+`open_storage(url)` picks the backend from the URL. Extensions (alert rules, webhooks) keep their own tables
+with `apply_migrations(component, statements)` and their own queries with `transaction()`; they learn about
+new events through the app's ingest hooks, which receive exactly the events each batch stored.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from .events import Cursor, EventQuery, Page, StoredEvent, escape_like
+
+EVENT_COLUMNS = (
+    "tenant_id", "uid", "time_unix_nano", "observed_time_unix_nano", "received_time_unix_nano", "event_name",
+    "action", "outcome", "severity_number", "severity_text", "actor_id", "actor_type", "resource_type",
+    "resource_id", "trace_id", "span_id", "attributes", "resource", "scope_name", "scope_version", "body",
+    "metadata_text",
+)
+SELECT_COLUMNS = "seq, " + ", ".join(EVENT_COLUMNS)
+SCOPES = ("ingest", "read", "admin")
+DELETE_CHUNK = 10_000
+
+
+class StorageError(RuntimeError):
+    """The database refused an operation (configuration, connectivity, schema)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key's public record: the secret itself is never stored, only its SHA-256."""
+
+    key_id: str
+    tenant_id: str
+    scopes: tuple[str, ...]
+    name: str
+    created_unix_nano: int
+    revoked_unix_nano: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "tenant_id": self.tenant_id,
+            "scopes": list(self.scopes),
+            "name": self.name,
+            "created_unix_nano": self.created_unix_nano,
+            "revoked": self.revoked_unix_nano is not None,
+        }
+
+
+def event_row(event: StoredEvent) -> tuple[Any, ...]:
+    """The INSERT parameters of an event, in EVENT_COLUMNS order."""
+    return (
+        event.tenant_id, event.uid, event.time_unix_nano, event.observed_time_unix_nano,
+        event.received_time_unix_nano, event.event_name, event.action, event.outcome, event.severity_number,
+        event.severity_text, event.actor_id, event.actor_type, event.resource_type, event.resource_id,
+        event.trace_id, event.span_id, event.attributes_json, event.resource_json, event.scope_name,
+        event.scope_version, event.body_json, event.metadata_text,
+    )
+
+
+def row_event(row: Sequence[Any]) -> StoredEvent:
+    """A StoredEvent from a row of SELECT_COLUMNS."""
+    (seq, tenant_id, uid, time_ns, observed_ns, received_ns, event_name, action, outcome, severity_number,
+     severity_text, actor_id, actor_type, resource_type, resource_id, trace_id, span_id, attributes, resource,
+     scope_name, scope_version, body, metadata_text) = row
+    return StoredEvent(
+        tenant_id=tenant_id, uid=uid, time_unix_nano=time_ns, observed_time_unix_nano=observed_ns,
+        received_time_unix_nano=received_ns, event_name=event_name, action=action, outcome=outcome,
+        severity_number=severity_number, severity_text=severity_text, actor_id=actor_id, actor_type=actor_type,
+        resource_type=resource_type, resource_id=resource_id, trace_id=trace_id, span_id=span_id,
+        attributes=json.loads(attributes), resource=json.loads(resource), scope_name=scope_name,
+        scope_version=scope_version, body=json.loads(body), seq=seq, attributes_json=attributes,
+        resource_json=resource, body_json=body, metadata_text=metadata_text,
+    )
+
+
+def _prefix_end(prefix: str) -> str:
+    """The smallest string greater than every string starting with `prefix` (binary collation)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class Storage(abc.ABC):
+    """Where events and API keys live. Every event query is confined to one tenant."""
+
+    dialect: str
+    placeholder: str
+    like_operator: str
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A DB-API connection inside a transaction (committed on success, rolled back on error)."""
+
+    @abc.abstractmethod
+    def read(self) -> AbstractContextManager[Any]:
+        """A DB-API connection for read-only queries."""
+
+    @abc.abstractmethod
+    def insert_events(self, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+        """Store events in one transaction, skipping (tenant, uid) pairs already stored; return the new ones
+        with `seq` set, in input order."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    @abc.abstractmethod
+    def _schema(self) -> list[str]:
+        """The statements of the core schema's first version."""
+
+    # migrations -------------------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create or upgrade the core schema (idempotent, safe to run from several processes)."""
+        self.apply_migrations("core", [self._schema()])
+
+    def apply_migrations(self, component: str, versions: Sequence[Sequence[str]]) -> int:
+        """Apply the not-yet-applied versions (lists of statements) of a component's schema; return its version."""
+        p = self.placeholder
+        with self.transaction() as conn:
+            self._lock_migrations(conn)
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT NOT NULL, version INTEGER NOT NULL,"
+                " PRIMARY KEY (component, version))"
+            )
+            row = conn.execute(
+                f"SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = {p}", (component,)
+            ).fetchone()
+            current = int(row[0])
+            for version, statements in enumerate(versions, start=1):
+                if version <= current:
+                    continue
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(f"INSERT INTO schema_migrations (component, version) VALUES ({p}, {p})", (component, version))
+                current = version
+        return current
+
+    def _lock_migrations(self, conn: Any) -> None:
+        """Serialise concurrent migrations (SQLite's write transaction already does)."""
+
+    # events -----------------------------------------------------------------------------------------------
+
+    def _where(self, tenant_id: str, query: EventQuery) -> tuple[str, list[Any]]:
+        p = self.placeholder
+        clauses = [f"tenant_id = {p}"]
+        params: list[Any] = [tenant_id]
+        for column, value in (
+            ("action", query.action), ("actor_id", query.actor_id), ("resource_type", query.resource_type),
+            ("resource_id", query.resource_id), ("outcome", query.outcome),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = {p}")
+                params.append(value)
+        if query.action_prefix:
+            clauses.append(f"action >= {p} AND action < {p}")
+            params += [query.action_prefix, _prefix_end(query.action_prefix)]
+        if query.since is not None:
+            clauses.append(f"time_unix_nano >= {p}")
+            params.append(query.since)
+        if query.until is not None:
+            clauses.append(f"time_unix_nano < {p}")
+            params.append(query.until)
+        if query.text is not None:
+            clauses.append(f"metadata_text {self.like_operator} {p} ESCAPE '\\'")
+            params.append(f"%{escape_like(query.text)}%")
+        return " AND ".join(clauses), params
+
+    def search(self, tenant_id: str, query: EventQuery) -> Page:
+        """One page of the tenant's events matching `query`, newest first."""
+        p = self.placeholder
+        where, params = self._where(tenant_id, query)
+        if query.cursor is not None:
+            where += f" AND (time_unix_nano, seq) < ({p}, {p})"
+            params += [query.cursor.time_unix_nano, query.cursor.seq]
+        sql = (
+            f"SELECT {SELECT_COLUMNS} FROM events WHERE {where}"
+            f" ORDER BY time_unix_nano DESC, seq DESC LIMIT {query.limit + 1}"
+        )
+        with self.read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        events = [row_event(row) for row in rows[: query.limit]]
+        next_cursor = None
+        if len(rows) > query.limit:
+            last = events[-1]
+            next_cursor = Cursor(last.time_unix_nano, last.seq)
+        return Page(events, next_cursor)
+
+    def iterate(self, tenant_id: str, query: EventQuery, page_size: int = 1000) -> Iterator[StoredEvent]:
+        """Every matching event, newest first, fetched page by page (for exports)."""
+        page_query = query.with_cursor(query.cursor, page_size)
+        while True:
+            page = self.search(tenant_id, page_query)
+            yield from page.events
+            if page.next_cursor is None:
+                return
+            page_query = page_query.with_cursor(page.next_cursor)
+
+    def count(self, tenant_id: str, query: EventQuery) -> int:
+        """How many of the tenant's events match `query` (cursor and limit ignored)."""
+        where, params = self._where(tenant_id, query)
+        with self.read() as conn:
+            return int(conn.execute(f"SELECT COUNT(*) FROM events WHERE {where}", params).fetchone()[0])
+
+    def get_event(self, tenant_id: str, uid: str) -> StoredEvent | None:
+        """The tenant's event with this `log.record.uid`, or None."""
+        p = self.placeholder
+        with self.read() as conn:
+            row = conn.execute(
+                f"SELECT {SELECT_COLUMNS} FROM events WHERE tenant_id = {p} AND uid = {p}", (tenant_id, uid)
+            ).fetchone()
+        return row_event(row) if row else None
+
+    def events_after(self, tenant_id: str, seq: int, limit: int = 1000) -> list[StoredEvent]:
+        """The tenant's events stored after `seq`, in the order they were stored (for `tail`)."""
+        p = self.placeholder
+        with self.read() as conn:
+            rows = conn.execute(
+                f"SELECT {SELECT_COLUMNS} FROM events WHERE seq > {p} AND tenant_id = {p} ORDER BY seq LIMIT {int(limit)}",
+                (seq, tenant_id),
+            ).fetchall()
+        return [row_event(row) for row in rows]
+
+    def last_seq(self) -> int:
+        """The highest stored sequence number (0 when empty)."""
+        with self.read() as conn:
+            return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+
+    def delete_older_than(self, cutoff_unix_nano: int, tenant_id: str | None = None) -> int:
+        """Delete events with a timestamp before the cutoff, in chunks; return how many were deleted."""
+        p = self.placeholder
+        tenant_clause, tenant_params = (f" AND tenant_id = {p}", [tenant_id]) if tenant_id is not None else ("", [])
+        deleted = 0
+        while True:
+            with self.transaction() as conn:
+                cursor = conn.execute(
+                    f"DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE time_unix_nano < {p}{tenant_clause}"
+                    f" LIMIT {DELETE_CHUNK})",
+                    [cutoff_unix_nano, *tenant_params],
+                )
+                count = cursor.rowcount
+            deleted += count
+            if count < DELETE_CHUNK:
+                return deleted
+
+    def count_older_than(self, cutoff_unix_nano: int, tenant_id: str | None = None) -> int:
+        """How many events delete_older_than would delete."""
+        p = self.placeholder
+        tenant_clause, tenant_params = (f" AND tenant_id = {p}", [tenant_id]) if tenant_id is not None else ("", [])
+        with self.read() as conn:
+            row = conn.execute(
+                f"SELECT COUNT(*) FROM events WHERE time_unix_nano < {p}{tenant_clause}", [cutoff_unix_nano, *tenant_params]
+            ).fetchone()
+        return int(row[0])
+
+    # API keys ---------------------------------------------------------------------------------------------
+
+    def put_key(self, key: ApiKey, key_hash: str) -> None:
+        """Store a key record under the SHA-256 of its secret (replacing one with the same key_id)."""
+        p = self.placeholder
+        with self.transaction() as conn:
+            conn.execute(f"DELETE FROM api_keys WHERE key_id = {p} OR key_hash = {p}", (key.key_id, key_hash))
+            conn.execute(
+                "INSERT INTO api_keys (key_id, tenant_id, scopes, name, key_hash, created_unix_nano, revoked_unix_nano)"
+                f" VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})",
+                (key.key_id, key.tenant_id, ",".join(key.scopes), key.name, key_hash, key.created_unix_nano,
+                 key.revoked_unix_nano),
+            )
+
+    def key_by_hash(self, key_hash: str) -> tuple[ApiKey, str] | None:
+        """The key record and stored hash for a secret's SHA-256, or None."""
+        p = self.placeholder
+        with self.read() as conn:
+            row = conn.execute(
+                "SELECT key_id, tenant_id, scopes, name, created_unix_nano, revoked_unix_nano, key_hash"
+                f" FROM api_keys WHERE key_hash = {p}",
+                (key_hash,),
+            ).fetchone()
+        if row is None:
+            return None
+        return _row_key(row), row[6]
+
+    def list_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
+        """Key records (never secrets), of one tenant or all."""
+        p = self.placeholder
+        sql = "SELECT key_id, tenant_id, scopes, name, created_unix_nano, revoked_unix_nano FROM api_keys"
+        params: tuple[Any, ...] = ()
+        if tenant_id is not None:
+            sql += f" WHERE tenant_id = {p}"
+            params = (tenant_id,)
+        with self.read() as conn:
+            rows = conn.execute(sql + " ORDER BY created_unix_nano, key_id", params).fetchall()
+        return [_row_key(row) for row in rows]
+
+    def revoke_key(self, key_id: str, revoked_unix_nano: int, tenant_id: str | None = None) -> bool:
+        """Mark a key revoked (optionally only if it belongs to `tenant_id`); False if there is no such key."""
+        p = self.placeholder
+        sql = f"UPDATE api_keys SET revoked_unix_nano = {p} WHERE key_id = {p} AND revoked_unix_nano IS NULL"
+        params: list[Any] = [revoked_unix_nano, key_id]
+        if tenant_id is not None:
+            sql += f" AND tenant_id = {p}"
+            params.append(tenant_id)
+        with self.transaction() as conn:
+            return conn.execute(sql, params).rowcount > 0
+
+
+def _row_key(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(
+        key_id=row[0], tenant_id=row[1], scopes=tuple(s for s in row[2].split(",") if s), name=row[3],
+        created_unix_nano=row[4], revoked_unix_nano=row[5],
+    )
+
+
+DEFAULT_URL = "sqlite:///otel-audit.db"
+
+
+def open_storage(url: str | None = None, *, migrate: bool = True) -> Storage:
+    """Open `sqlite:///relative.db`, `sqlite:////absolute.db` or `postgresql://...` (default: OTEL_AUDIT_STORE_DB,
+    else otel-audit.db in the working directory) and bring its schema up to date."""
+    url = url or os.environ.get("OTEL_AUDIT_STORE_DB") or DEFAULT_URL
+    storage: Storage
+    if url.startswith("sqlite://"):
+        from .sqlite import SQLiteStorage
+
+        path = url[len("sqlite://"):]
+        if not path.startswith("/") or len(path) < 2:
+            raise StorageError(f"SQLite URL must look like sqlite:///file.db or sqlite:////abs/file.db, got {url!r}")
+        storage = SQLiteStorage(path[1:])
+    elif url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStorage
+
+        storage = PostgresStorage(url)
+    else:
+        raise StorageError(f"unsupported database URL {url.split(':', 1)[0]!r}: use sqlite:/// or postgresql://")
+    if migrate:
+        storage.migrate()
+    return storage
