@@ -1,0 +1,279 @@
+"""DurableLogRecordProcessor: the last stage of the chain, persisting each record before emit returns and exporting
+it from a background thread until the receiver acknowledges it.
+
+on_emit encodes the record once (OTLP protobuf bytes) and appends it to the spool (`disk`, `strict`) or a bounded
+memory queue (`memory`). The exporter thread frames spooled bytes into ExportLogsServiceRequest bodies without
+re-encoding, retries forever with exponential backoff and jitter (honouring Retry-After), and sends what the
+receiver rejects as invalid to the dead-letter file. Nothing is released from the spool before that.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
+
+from .. import stats
+from ..config import AuditSettings
+from .deadletter import DeadLetterFile
+from .encoder import ScopeDef, encode_log_record, frame_request
+from .errors import AuditDeliveryError
+from .memory import MemoryQueue
+from .sender import HttpSender, SendResult
+from .spool import Batch, Spool
+
+_log = logging.getLogger("otel_audit.delivery")
+
+# HTTP statuses that reject the records themselves: bisect the batch, dead-letter what is still refused alone.
+RECORD_REJECTED = frozenset({400, 413, 422})
+ORPHAN_SCAN_INTERVAL = 10.0
+_RETRY_LOG_EVERY = 20
+
+
+class Sender(Protocol):
+    def send(self, body: bytes) -> SendResult: ...
+
+    def close(self) -> None: ...
+
+
+_processors: weakref.WeakSet[DurableLogRecordProcessor] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for processor in list(_processors):
+        processor._restart_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class DurableLogRecordProcessor(LogRecordProcessor):
+    """Durable OTLP/HTTP delivery for the `disk`, `strict` and `memory` modes (see docs/delivery.md)."""
+
+    def __init__(
+        self,
+        settings: AuditSettings,
+        *,
+        sender: Sender | None = None,
+        retry_initial: float = 0.2,
+        retry_max: float = 5.0,
+        shutdown_timeout: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.mode = settings.delivery
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.shutdown_timeout = settings.timeout if shutdown_timeout is None else shutdown_timeout
+        self._source: Spool | MemoryQueue
+        if self.mode == "memory":
+            self._source = MemoryQueue(settings.max_queue_size)
+        else:
+            self._source = Spool(
+                settings.spool_dir,
+                max_bytes=settings.max_spool_bytes,
+                fsync="always" if self.mode == "strict" else "interval",
+                full_policy=settings.full_policy,
+                full_timeout=settings.full_timeout,
+            )
+        self._sender: Sender = sender or HttpSender(settings)
+        self.dead_letters = DeadLetterFile(Path(settings.spool_dir) / "dead-letter.jsonl")
+        self._max_batch = settings.max_batch_size
+        self._scopes: dict[tuple[int, int], tuple[int, ScopeDef, Any, Any]] = {}
+        self._scopes_lock = threading.Lock()
+        self.exported = 0
+        self.retried = 0
+        self._unsignalled = 0
+        self._inflight_since = 0
+        self._stopping = False
+        self._deadline = float("inf")
+        self._shut_down = False
+        self._start_worker()
+        _processors.add(self)
+        stats.STATS.register_source(self._counters)
+        stats.register_metrics()
+
+    # -- emit path -------------------------------------------------------------------------------------------
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        """Encode once and persist; raises AuditDeliveryError when the record cannot be accepted."""
+        try:
+            data = encode_log_record(log_record)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise AuditDeliveryError(f"cannot encode the record as OTLP: {exc}") from exc
+        scope = self._scopes.get((id(log_record.resource), id(log_record.instrumentation_scope)))
+        if scope is None:
+            scope = self._register_scope(log_record)
+        self._source.append(scope[0], scope[1], data)
+        self._unsignalled += 1
+        if self._unsignalled >= self._max_batch:
+            self._unsignalled = 0
+            self._wake.set()
+
+    def _register_scope(self, log_record: ReadWriteLogRecord) -> tuple[int, ScopeDef, Any, Any]:
+        key = (id(log_record.resource), id(log_record.instrumentation_scope))
+        with self._scopes_lock:
+            entry = self._scopes.get(key)
+            if entry is None:
+                # The resource and scope objects are kept referenced so their ids cannot be reused.
+                entry = (len(self._scopes) + 1, ScopeDef.of(log_record), log_record.resource, log_record.instrumentation_scope)
+                self._scopes[key] = entry
+        return entry
+
+    # -- exporter thread ---------------------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._progress = threading.Condition()
+        self._worker = threading.Thread(target=self._run, name="otel-audit-exporter", daemon=True)
+        self._worker.start()
+
+    def _restart_after_fork(self) -> None:
+        """A forked child exports its own records with a thread of its own (the parent's did not survive fork)."""
+        self._scopes_lock = threading.Lock()
+        self.exported = self.retried = 0
+        self._inflight_since = 0
+        if not self._shut_down:
+            self._start_worker()
+
+    def _run(self) -> None:
+        next_sync = next_scan = time.monotonic()
+        while True:
+            if self._stopping and (not self._source.has_pending() or time.monotonic() >= self._deadline):
+                break
+            try:
+                batch = self._source.read_batch(self._max_batch)
+            except OSError:
+                _log.exception("otel-audit: cannot read the spool; retrying")
+                batch = None
+                self._stop.wait(self.retry_max)
+            if batch is None:
+                self._notify_progress()
+                if self._stopping:
+                    break
+                self._wake.wait(self.settings.flush_interval)
+                self._wake.clear()
+            else:
+                self._inflight_since = batch.first_emit_ns
+                if batch.entries and not self._deliver(batch.entries):
+                    break  # shutting down and out of time: the batch stays in the spool
+                self._source.ack(batch)
+                self._inflight_since = 0
+                self._notify_progress()
+                if len(batch.entries) < self._max_batch and not self._stopping:
+                    self._wake.wait(self.settings.flush_interval)
+                    self._wake.clear()
+            now = time.monotonic()
+            if now >= next_sync:
+                next_sync = now + self.settings.flush_interval
+                self._sync()
+            if now >= next_scan and not self._stopping:
+                next_scan = now + ORPHAN_SCAN_INTERVAL
+                try:
+                    self._source.adopt_orphans()
+                except OSError:
+                    _log.exception("otel-audit: cannot scan the spool directory for unfinished lanes")
+        self._notify_progress()
+
+    def _sync(self) -> None:
+        try:
+            self._source.sync()
+        except OSError:
+            _log.exception("otel-audit: fsync of the spool failed")
+
+    def _notify_progress(self) -> None:
+        with self._progress:
+            self._progress.notify_all()
+
+    def _deliver(self, entries: Sequence[tuple[ScopeDef, bytes]]) -> bool:
+        """Send until acknowledged or dead-lettered; False only when shutdown's time ran out first."""
+        body = frame_request(entries)
+        attempt = 0
+        while True:
+            result = self._sender.send(body)
+            status = result.status
+            if 200 <= status < 300:
+                if result.rejected:
+                    reason = f"partial_success: {result.message or 'no message'}"
+                    self.dead_letters.write(entries, reason=reason, status=status, rejected=result.rejected)
+                self.exported += len(entries) - min(result.rejected, len(entries))
+                return True
+            if status in RECORD_REJECTED:
+                if len(entries) > 1:
+                    middle = len(entries) // 2
+                    return self._deliver(entries[:middle]) and self._deliver(entries[middle:])
+                self.dead_letters.write(entries, reason=result.message or f"HTTP {status}", status=status)
+                return True
+            self.retried += 1
+            if attempt % _RETRY_LOG_EVERY == 0:
+                _log.warning(
+                    "otel-audit: export to %s failed (%s); retrying, records stay in the spool",
+                    getattr(self._sender, "endpoint", "the receiver"),
+                    f"HTTP {status}: {result.message}" if status else result.message,
+                )
+            delay = result.retry_after if result.retry_after is not None and status in (429, 503) else None
+            if delay is None:
+                delay = min(self.retry_max, self.retry_initial * 2**min(attempt, 30)) * random.uniform(0.5, 1.0)
+            attempt += 1
+            if self._stopping and self.mode != "memory":
+                return False  # the spool keeps the batch for the next start; don't hold up exit
+            if not self._pause(delay):
+                return False
+
+    def _pause(self, delay: float) -> bool:
+        """Sleep before a retry; False when shutdown's deadline comes first."""
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        self._stop.wait(min(delay, remaining))
+        return time.monotonic() < self._deadline
+
+    # -- LogRecordProcessor lifecycle --------------------------------------------------------------------------
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Wait until everything emitted so far was acknowledged (or dead-lettered); False on timeout."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        while self._source.has_pending():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._worker.is_alive():
+                return False
+            self._wake.set()
+            with self._progress:
+                self._progress.wait(min(remaining, 0.05))
+        return True
+
+    def shutdown(self) -> None:
+        """Flush for at most `shutdown_timeout` seconds, then stop. In `disk`/`strict` mode whatever is not
+        acknowledged stays in the spool and is sent by the next process to start; in `memory` mode it is counted
+        as dropped."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self._deadline = time.monotonic() + self.shutdown_timeout
+        self._stopping = True
+        self._wake.set()
+        if self.mode != "memory":
+            self._source.close()  # no new appends; the worker still drains what is there
+            self._stop.set()  # a retry pause ends now: what the receiver has not taken stays spooled
+        self._worker.join(self.shutdown_timeout + 1.0)
+        self._stop.set()
+        self._worker.join(1.0)
+        if isinstance(self._source, MemoryQueue):
+            self._source.drop_pending("memory delivery shut down before the receiver acknowledged them")
+        self._sender.close()
+        stats.STATS.retire_source(self._counters)
+        stats.STATS.retire_source(self._source._counters)
+        if isinstance(self._source, Spool):
+            self._source.release()
+
+    def _counters(self) -> dict[str, float]:
+        age = (time.time_ns() - self._inflight_since) / 1e9 if self._inflight_since else 0.0
+        return {"exported": self.exported, "retried": self.retried, "oldest_unexported_age": age}
