@@ -240,6 +240,25 @@ def session_id_from_cookie(cookie_header: str | None, cookie_name: str) -> str |
     return None
 
 
+def resolve_text(resolver: Callable[[Any], Any], argument: Any, name: str) -> str | None:
+    """A resolver's string answer (tenant, session id), or None when it raises or answers a non-string (reported
+    as an instrumentation error): the request is then audited without that detail rather than not at all."""
+    try:
+        return checked_text(resolver(argument), name)
+    except Exception as exc:  # noqa: BLE001 - user callbacks must not break the request
+        report_failure(exc, f"calling {name}")
+        return None
+
+
+def resolve_actor(resolver: Callable[[Any], Any], argument: Any) -> Actor | None:
+    """The actor a resolver names (see to_actor), or None when it fails (reported)."""
+    try:
+        return to_actor(resolver(argument))
+    except Exception as exc:  # noqa: BLE001 - user callbacks must not break the request
+        report_failure(exc, "resolving the actor")
+        return None
+
+
 def checked_text(value: Any, source: str) -> str | None:
     """A resolver's answer checked: a string or None, else a typed error naming the resolver."""
     if value is None or isinstance(value, str):

@@ -19,14 +19,14 @@ from ._http import (
     AuditOptions,
     RequestState,
     StringResolver,
-    checked_text,
     clip,
     emit_request_event,
     is_strict,
     report_failure,
     request_id_from,
+    resolve_actor,
+    resolve_text,
     session_id_from_cookie,
-    to_actor,
 )
 
 Scope = MutableMapping[str, Any]
@@ -39,13 +39,13 @@ LOGGER_NAME = "otel_audit.instrumentation.asgi"
 
 
 def default_actor(scope: Scope) -> Any:
-    """Starlette's `scope["user"]` (AuthenticationMiddleware), else `request.state.user`."""
+    """Starlette's `scope["user"]` (AuthenticationMiddleware) when authenticated, else `request.state.user`."""
     user = scope.get("user")
-    if user is None:
-        state = scope.get("state")
-        if state:
-            user = state.get("user")
-    return user
+    if user is not None and getattr(user, "is_authenticated", True):
+        return user
+    state = scope.get("state")
+    from_state = state.get("user") if state else None
+    return user if from_state is None else from_state
 
 
 def route_of(scope: Scope, root_path: str) -> tuple[str | None, Mapping[str, Any] | None]:
@@ -109,6 +109,8 @@ class AuditMiddleware:
         try:
             state = self._begin(scope)
         except Exception as exc:  # noqa: BLE001 - auditing must not break the request
+            if is_strict():
+                raise
             report_failure(exc, "reading the request")
             await self.app(scope, receive, send)
             return
@@ -163,14 +165,14 @@ class AuditMiddleware:
         options = self.options
         client_address = options.trusted_proxies.client_address(peer, forwarded_for, forwarded) if options.trusted_proxies else peer
         if options.session_resolver is not None:
-            session_id = checked_text(options.session_resolver(scope), "session_resolver")
+            session_id = resolve_text(options.session_resolver, scope, "session_resolver")
         elif options.session_cookie is not None:
             session_id = session_id_from_cookie(cookie, options.session_cookie)
         else:
             session_id = None
         tenant = None
         if options.tenant_resolver is not None:
-            tenant = checked_text(options.tenant_resolver(scope), "tenant_resolver")
+            tenant = resolve_text(options.tenant_resolver, scope, "tenant_resolver")
         return RequestState(
             method=scope["method"],
             path=scope["path"],
@@ -178,7 +180,7 @@ class AuditMiddleware:
             client_address=clip(client_address),
             user_agent=clip(user_agent),
             session_id=session_id,
-            actor=to_actor(self._actor_resolver(scope)),
+            actor=resolve_actor(self._actor_resolver, scope),
             tenant=tenant,
             started_ns=time.perf_counter_ns(),
             root_path=scope.get("root_path", ""),
@@ -191,9 +193,9 @@ class AuditMiddleware:
         try:
             state.route_template, state.path_params = route_of(scope, state.root_path)
             if state.actor is None:
-                state.actor = to_actor(self._actor_resolver(scope))
+                state.actor = resolve_actor(self._actor_resolver, scope)
             if state.tenant is None and self.options.tenant_resolver is not None:
-                state.tenant = checked_text(self.options.tenant_resolver(scope), "tenant_resolver")
+                state.tenant = resolve_text(self.options.tenant_resolver, scope, "tenant_resolver")
             emit_request_event(self._logger, self.options, state)
         except Exception as exc:  # noqa: BLE001 - auditing must not break the request
             state.emitted = True
@@ -223,12 +225,9 @@ class ActorContextMiddleware:
         if state is None or (state.actor is not None and (state.tenant is not None or self._tenant_resolver is None)):
             await self.app(scope, receive, send)
             return
-        try:
-            if state.actor is None:
-                state.actor = to_actor(self._actor_resolver(scope))
-            if state.tenant is None and self._tenant_resolver is not None:
-                state.tenant = checked_text(self._tenant_resolver(scope), "tenant_resolver")
-        except Exception as exc:  # noqa: BLE001 - auditing must not break the request
-            report_failure(exc, "resolving the actor")
+        if state.actor is None:
+            state.actor = resolve_actor(self._actor_resolver, scope)
+        if state.tenant is None and self._tenant_resolver is not None:
+            state.tenant = resolve_text(self._tenant_resolver, scope, "tenant_resolver")
         with audit_context(actor=state.actor, tenant=state.tenant):
             await self.app(scope, receive, send)

@@ -16,7 +16,7 @@ import flask
 from flask import Flask, g, request
 
 from ..context import audit_context
-from ._http import STATE_KEY, checked_text, report_failure, to_actor
+from ._http import STATE_KEY, resolve_actor, resolve_text
 from .wsgi import WSGIAuditMiddleware
 
 EXTENSION = "otel_audit"
@@ -40,8 +40,9 @@ class _FlaskAudit:
     def __init__(self, middleware: WSGIAuditMiddleware, actor_resolver: Callable[[], Any] | None,
                  tenant_resolver: Callable[[], str | None] | None) -> None:
         self.middleware = middleware
-        self.actor_resolver = actor_resolver or default_flask_actor
-        self.tenant_resolver = tenant_resolver
+        actor = actor_resolver or default_flask_actor
+        self.actor_resolver: Callable[[Any], Any] = lambda _: actor()
+        self.tenant_resolver: Callable[[Any], Any] | None = (lambda _: tenant_resolver()) if tenant_resolver else None
 
 
 def instrument_flask(
@@ -116,16 +117,13 @@ def _enter_actor_context(audit: _FlaskAudit) -> None:
     state = request.environ.get(STATE_KEY)
     if state is None:
         return
-    try:
-        if state.actor is None:
-            state.actor = to_actor(audit.actor_resolver())
-        if state.tenant is None and audit.tenant_resolver is not None:
-            state.tenant = checked_text(audit.tenant_resolver(), "tenant_resolver")
-        context = audit_context(actor=state.actor, tenant=state.tenant)
-        context.__enter__()
-        request.environ[_CONTEXT_KEY] = context
-    except Exception as exc:  # noqa: BLE001 - auditing must not break the request
-        report_failure(exc, "resolving the actor")
+    if state.actor is None:
+        state.actor = resolve_actor(audit.actor_resolver, None)
+    if state.tenant is None and audit.tenant_resolver is not None:
+        state.tenant = resolve_text(audit.tenant_resolver, None, "tenant_resolver")
+    context = audit_context(actor=state.actor, tenant=state.tenant)
+    context.__enter__()
+    request.environ[_CONTEXT_KEY] = context
 
 
 def _on_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
@@ -141,9 +139,7 @@ def _on_teardown(sender: Any, exc: BaseException | None = None, **extra: Any) ->
     context = request.environ.pop(_CONTEXT_KEY, None)
     try:
         if state.actor is None:
-            state.actor = to_actor(audit.actor_resolver())
-    except Exception as resolve_exc:  # noqa: BLE001 - auditing must not break the request
-        report_failure(resolve_exc, "resolving the actor")
+            state.actor = resolve_actor(audit.actor_resolver, None)
     finally:
         if context is not None:
             context.__exit__(None, None, None)

@@ -19,14 +19,14 @@ from ._http import (
     AuditOptions,
     RequestState,
     StringResolver,
-    checked_text,
     clip,
     emit_request_event,
     is_strict,
     report_failure,
     request_id_from,
+    resolve_actor,
+    resolve_text,
     session_id_from_cookie,
-    to_actor,
 )
 
 Environ = dict[str, Any]
@@ -90,6 +90,8 @@ class WSGIAuditMiddleware:
         try:
             state = self._begin(environ, path)
         except Exception as exc:  # noqa: BLE001 - auditing must not break the request
+            if is_strict():
+                raise
             report_failure(exc, "reading the request")
             return self.app(environ, start_response)
         environ[STATE_KEY] = state
@@ -132,15 +134,15 @@ class WSGIAuditMiddleware:
         else:
             client_address = peer
         if options.session_resolver is not None:
-            session_id = checked_text(options.session_resolver(environ), "session_resolver")
+            session_id = resolve_text(options.session_resolver, environ, "session_resolver")
         elif options.session_cookie is not None:
             session_id = session_id_from_cookie(environ.get("HTTP_COOKIE"), options.session_cookie)
         else:
             session_id = None
         tenant = None
         if options.tenant_resolver is not None:
-            tenant = checked_text(options.tenant_resolver(environ), "tenant_resolver")
-        actor = to_actor(options.actor_resolver(environ)) if options.actor_resolver is not None else None
+            tenant = resolve_text(options.tenant_resolver, environ, "tenant_resolver")
+        actor = resolve_actor(options.actor_resolver, environ) if options.actor_resolver is not None else None
         return RequestState(
             method=environ.get("REQUEST_METHOD", "GET").upper(),
             path=path,
@@ -161,7 +163,7 @@ class WSGIAuditMiddleware:
             if state.route_template is None and self._route_resolver is not None:
                 state.route_template, state.path_params = self._route_resolver(environ)
             if state.actor is None and self.options.actor_resolver is not None:
-                state.actor = to_actor(self.options.actor_resolver(environ))
+                state.actor = resolve_actor(self.options.actor_resolver, environ)
             emit_request_event(self._logger, self.options, state)
         except Exception as exc:  # noqa: BLE001 - auditing must not break the request
             state.emitted = True
