@@ -273,3 +273,23 @@ def test_no_audit_record_lost_across_gateway_outage_and_agent_crash(
 
     wait_for(lambda: expected <= set(archive_uids(topology.archive_path)), 60,
              message="every audit record in the archive")
+
+
+def test_store_rejecting_permanently_leaves_records_in_the_archive(
+    topology: CollectorTopology, otlp_sink: OtlpLogSink
+) -> None:
+    """A 401 from the store (wrong ingest key) is a permanent OTLP/HTTP error: the collector does
+    not retry it. The synchronous fan-out still wrote the records to the archive, which is the
+    documented recovery path (collector-config/README.md, "What each pipeline guarantees")."""
+    otlp_sink.fail_with(401)
+    app = App(topology)
+    try:
+        for _ in range(10):
+            app.audit()
+    finally:
+        app.close()
+    expected = set(app.audit_uids)
+    wait_for(lambda: expected <= set(archive_uids(topology.archive_path)), 60,
+             message=lambda: f"rejected audit records in the archive\n{topology.logs()}")
+    wait_for(lambda: otlp_sink.refused >= 1, 30, message="the store to be asked")
+    assert not sink_by_uid(otlp_sink), "nothing was accepted by the store"

@@ -78,3 +78,15 @@ def test_gateway_without_store_endpoint_is_rejected(collector_binary: Path) -> N
     result = validate_config(collector_binary, CONFIG_DIR / "gateway.yaml", env)
     assert result.returncode != 0
     assert "otlp_http/store" in result.stdout
+
+
+def test_build_script_reuses_the_cached_binary(collector_binary: Path) -> None:
+    import hashlib
+
+    from .conftest import REPO_ROOT, build_collector
+
+    again = build_collector(timeout=120)  # unchanged manifest: a cache hit, never a rebuild
+    assert again == collector_binary
+    digest = hashlib.sha256((CONFIG_DIR / "builder-config.yaml").read_bytes()).hexdigest()
+    assert again.parent.name == f"otelcol-audit-{digest}"
+    assert REPO_ROOT not in again.parents, "the binary is cached outside the repository"
