@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import get_current
+from opentelemetry.sdk._logs import Logger as SdkLogger
+from opentelemetry.sdk._logs import ReadWriteLogRecord
 
 from . import semconv
 from .context import current_audit_context
@@ -56,6 +58,28 @@ class _Binding:
 
 
 binding = _Binding()
+
+
+_new_writable = ReadWriteLogRecord.__new__
+
+
+def _validated_record(logger: SdkLogger, record: LogRecord) -> LogRecord | ReadWriteLogRecord:
+    """The SDK record for an audit LogRecord whose attributes AuditEvent already validated.
+
+    The SDK re-validates every attribute when it builds a ReadWriteLogRecord (more than half of its emit cost);
+    audit attributes are validated once, in AuditEvent, so the record is built without that step (attributes stay
+    a plain mutable dict). When attribute limits are configured the SDK's own path applies them as usual.
+    """
+    limits = logger._log_record_limits
+    attributes = record.attributes
+    if limits.max_log_record_attribute_length is not None or len(attributes or ()) > limits.max_log_record_attributes:
+        return record
+    writable = _new_writable(ReadWriteLogRecord)
+    writable.log_record = record
+    writable.resource = logger._resource
+    writable.instrumentation_scope = logger._instrumentation_scope
+    writable.limits = limits
+    return writable
 
 
 def new_uid() -> str:
@@ -228,7 +252,11 @@ class AuditLogger:
             attributes=semconv.event_to_attributes(event, uid),
             event_name=semconv.event_name(event.action),
         )
-        self._logger().emit(record)
+        logger = self._logger()
+        if logger.__class__ is SdkLogger:
+            logger.emit(_validated_record(logger, record))
+        else:
+            logger.emit(record)
         return uid
 
     _SEED_KEYS = frozenset(

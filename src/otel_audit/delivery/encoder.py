@@ -71,61 +71,58 @@ def _key_prefix(key: str) -> bytes:
     return prefix
 
 
-def _encode_str(value: str) -> bytes:
-    data = value.encode("utf-8")
-    size = len(data)
-    return b"\x0a" + (_SMALL[size] if size < 0x80 else varint(size)) + data
-
-
-def _encode_int(value: int) -> bytes:
-    return b"\x18" + (_SMALL[value] if 0 <= value < 0x80 else varint(value))
-
-
-def _encode_map(value: Mapping[str, Any]) -> bytes:
-    cached = _string_pairs.get
-    parts = []
-    for key, item in value.items():
-        pair = cached((key, item)) if item.__class__ is str else None
-        parts.append(b"\x0a" + (pair or _pair(str(key), item)))
-    return _delimited(b"\x32", b"".join(parts))
-
-
-def _encode_array(value: Sequence[Any]) -> bytes:
-    return _delimited(b"\x2a", b"".join([_delimited(b"\x0a", encode_any_value(item)) for item in value]))
-
-
-_BY_TYPE = {
-    str: _encode_str,
-    int: _encode_int,
-    bool: lambda value: b"\x10\x01" if value else b"\x10\x00",
-    float: lambda value: b"\x21" + _DOUBLE.pack(value),
-    bytes: lambda value: _delimited(b"\x3a", value),
-    type(None): lambda value: b"",
-    dict: _encode_map,
-    list: _encode_array,
-    tuple: _encode_array,
-}
+def _length(size: int) -> bytes:
+    return _SMALL[size] if size < 0x80 else varint(size)
 
 
 def encode_any_value(value: Any) -> bytes:
     """The AnyValue message for a Python value (None -> empty AnyValue, as the SDK encodes it)."""
-    encode = _BY_TYPE.get(value.__class__)
-    if encode is not None:
-        return encode(value)
+    cls = value.__class__
+    if cls is str:
+        data = value.encode("utf-8")
+        size = len(data)
+        return b"\x0a" + (_SMALL[size] if size < 0x80 else varint(size)) + data
+    if cls is dict:
+        cached = _string_pairs.get
+        body = b"".join(
+            [b"\x0a" + ((item.__class__ is str and cached((key, item))) or _pair(key, item)) for key, item in value.items()]
+        )
+        return b"\x32" + _length(len(body)) + body
+    if value is None:
+        return b""
+    if cls is bool:
+        return b"\x10\x01" if value else b"\x10\x00"
+    if cls is int:
+        return b"\x18" + (_SMALL[value] if 0 <= value < 0x80 else varint(value))
+    if cls is list or cls is tuple:
+        parts = []
+        for item in value:
+            encoded = encode_any_value(item)
+            parts.append(b"\x0a" + _length(len(encoded)) + encoded)
+        body = b"".join(parts)
+        return b"\x2a" + _length(len(body)) + body
+    if cls is float:
+        return b"\x21" + _DOUBLE.pack(value)
+    return _encode_other(value)
+
+
+def _encode_other(value: Any) -> bytes:
+    """Subclasses and other containers (BoundedAttributes maps, enums of str/int, bytearray...)."""
     if isinstance(value, bool):
-        return _BY_TYPE[bool](value)
+        return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, int):
-        return _encode_int(int(value))
+        return encode_any_value(int(value))
     if isinstance(value, float):
-        return _BY_TYPE[float](float(value))
+        return encode_any_value(float(value))
     if isinstance(value, str):
-        return _encode_str(str(value))
+        return encode_any_value(str(value))
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return _delimited(b"\x3a", bytes(value))
+        data = bytes(value)
+        return b"\x3a" + _length(len(data)) + data
     if isinstance(value, Mapping):
-        return _encode_map(value)
+        return encode_any_value({str(key): item for key, item in value.items()})
     if isinstance(value, Sequence):
-        return _encode_array(value)
+        return encode_any_value(list(value))
     raise TypeError(f"cannot encode a {type(value).__name__} as an OTLP AnyValue")
 
 
@@ -133,16 +130,16 @@ def encode_key_value(key: str, value: Any) -> bytes:
     """The KeyValue message (without its own tag) for one attribute."""
     prefix = _key_prefixes.get(key) or _key_prefix(key)
     encoded = encode_any_value(value)
-    size = len(encoded)
-    return prefix + b"\x12" + (_SMALL[size] if size < 0x80 else varint(size)) + encoded
+    return prefix + b"\x12" + _length(len(encoded)) + encoded
 
 
 def _pair(key: str, value: Any) -> bytes:
     """A length-prefixed KeyValue, ready to follow a field tag; short string pairs (action, outcome, tenant, ...)
     repeat across events and come from a bounded cache."""
+    if key.__class__ is not str:
+        key = str(key)
     message = encode_key_value(key, value)
-    size = len(message)
-    encoded = (_SMALL[size] if size < 0x80 else varint(size)) + message
+    encoded = _length(len(message)) + message
     if value.__class__ is str and len(value) <= _VALUE_MAX_CACHED_LEN:
         if len(_string_pairs) >= _STRING_CACHE_LIMIT:
             _string_pairs.clear()
@@ -184,8 +181,7 @@ def encode_log_record(record: ReadWriteLogRecord | ReadableLogRecord) -> bytes:
     if attributes:
         cached = _string_pairs.get
         for key, value in attributes.items():
-            pair = cached((key, value)) if value.__class__ is str else None
-            parts.append(_TAG_ATTRIBUTE + (pair or _pair(key, value)))
+            parts.append(_TAG_ATTRIBUTE + ((value.__class__ is str and cached((key, value))) or _pair(key, value)))
     dropped = getattr(attributes, "dropped", 0)
     if dropped:
         parts.append(bytes((_TAG_DROPPED,)) + varint(dropped))

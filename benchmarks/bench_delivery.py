@@ -1,0 +1,247 @@
+"""Delivery benchmarks, side by side with the stock OpenTelemetry SDK in the same run (medians of repetitions).
+
+    python benchmarks/bench_delivery.py            # all figures
+    python benchmarks/bench_delivery.py --quick    # fewer events, for a smoke run
+
+Figures: emit cost (stock SDK Logger.emit + BatchLogRecordProcessor vs otel-audit `disk`), CPU per event from
+emit to acknowledged OTLP/HTTP export, sustained export rate, a 200,000-event burst (lost events), and encoding
+(SDK encoder vs the wire encoder). The receiver runs in a separate process so its decoding is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.sdk._logs import LoggerProvider, ReadWriteLogRecord
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+
+import otel_audit
+from otel_audit import semconv
+from otel_audit.config import AuditSettings
+from otel_audit.delivery import DurableLogRecordProcessor
+from otel_audit.delivery.encoder import encode_log_record
+from otel_audit.logger import new_uid
+from otel_audit.model import Actor, AuditEvent
+from otel_audit.model import Resource as Target
+
+
+def typical_event() -> AuditEvent:
+    """10 attributes and a nested map: the shape of the DESIGN.md reference figures."""
+    return AuditEvent(
+        action="document.share",
+        actor=Actor(id="user-42", email="ada@example.com", roles=("editor",)),
+        resource=Target("document", "doc-1234"),
+        tenant_id="acme",
+        client_address="203.0.113.7",
+        request_id="req-5f2c",
+        metadata={"shared_with": {"id": "user-7", "permission": "read"}, "via": "api"},
+    )
+
+
+def _receiver_main(queue: Any, counted: Any, stop: Any) -> None:
+    from otel_audit.testing.receiver import OTLPReceiver, Reply, _count
+
+    def count_only(request: Any, headers: dict[str, str]) -> Reply:
+        with counted.get_lock():
+            counted.value += _count(request)
+        return Reply()
+
+    with OTLPReceiver() as receiver:
+        receiver._accept = count_only  # keeping every decoded request would dominate memory in long runs
+        queue.put(receiver.endpoint)
+        stop.wait()
+
+
+class Receiver:
+    """An OTLP receiver in a child process, counting records."""
+
+    def __enter__(self) -> Receiver:
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        self._stop = context.Event()
+        self._counted = context.Value("q", 0)
+        self._process = context.Process(target=_receiver_main, args=(queue, self._counted, self._stop), daemon=True)
+        self._process.start()
+        self.endpoint = queue.get(timeout=30)
+        return self
+
+    @property
+    def count(self) -> int:
+        return int(self._counted.value)
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.count < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.count >= count
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._process.join(5)
+
+
+def stock_provider(endpoint: str, **batch: Any) -> tuple[LoggerProvider, Any]:
+    provider = LoggerProvider(resource=Resource.create({"service.name": "bench"}), shutdown_on_exit=False)
+    provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint), **batch))
+    return provider, provider.get_logger("bench", "1")
+
+
+def durable_provider(endpoint: str, spool_dir: str, **settings: Any) -> tuple[LoggerProvider, Any]:
+    provider = LoggerProvider(resource=Resource.create({"service.name": "bench"}), shutdown_on_exit=False)
+    resolved = AuditSettings.resolve(endpoint=endpoint, spool_dir=spool_dir, **settings)
+    provider.add_log_record_processor(DurableLogRecordProcessor(resolved))
+    return provider, provider.get_logger("bench", "1")
+
+
+def stock_record(event: AuditEvent) -> LogRecord:
+    return LogRecord(
+        timestamp=time.time_ns(),
+        severity_number=SeverityNumber.INFO,
+        severity_text="INFO",
+        attributes=semconv.event_to_attributes(event, new_uid()),
+        event_name=semconv.event_name(event.action),
+    )
+
+
+def per_call_us(function: Any, count: int) -> float:
+    started = time.perf_counter()
+    for _ in range(count):
+        function()
+    return (time.perf_counter() - started) / count * 1e6
+
+
+def bench_emit(endpoint: str, count: int, repeat: int) -> dict[str, float]:
+    """Caller-side cost of one audit event, stock vs disk mode, alternating runs; medians."""
+    event = typical_event()
+    stock_runs, sdk_durable_runs, audit_runs, full_runs = [], [], [], []
+    with tempfile.TemporaryDirectory() as spool:
+        for _ in range(repeat):
+            provider, logger = stock_provider(endpoint, max_queue_size=count * 2)
+            stock_runs.append(per_call_us(lambda: logger.emit(stock_record(event)), count))
+            provider.shutdown()
+
+            provider, logger = durable_provider(endpoint, spool)
+            sdk_durable_runs.append(per_call_us(lambda: logger.emit(stock_record(event)), count))
+            provider.shutdown()
+
+            otel_audit.configure(service_name="bench", endpoint=endpoint, spool_dir=spool)
+            audit = otel_audit.get_audit_logger("bench")
+            audit_runs.append(per_call_us(lambda: audit.emit_event(event), count))
+            full_runs.append(
+                per_call_us(
+                    lambda: audit.emit(
+                        "document.share",
+                        actor=Actor(id="user-42", email="ada@example.com", roles=("editor",)),
+                        resource=("document", "doc-1234"),
+                        tenant="acme",
+                        client_address="203.0.113.7",
+                        request_id="req-5f2c",
+                        metadata={"shared_with": {"id": "user-7", "permission": "read"}, "via": "api"},
+                    ),
+                    count,
+                )
+            )
+            otel_audit.shutdown()
+    stock = statistics.median(stock_runs)
+    return {
+        "stock_sdk_emit_batch_us": stock,
+        "sdk_emit_into_durable_us": statistics.median(sdk_durable_runs),
+        "audit_emit_event_disk_us": statistics.median(audit_runs),
+        "audit_emit_full_validation_disk_us": statistics.median(full_runs),
+        "ratio_emit_event_vs_stock": statistics.median(audit_runs) / stock,
+        "ratio_sdk_emit_durable_vs_stock": statistics.median(sdk_durable_runs) / stock,
+    }
+
+
+def bench_encode(count: int) -> dict[str, float]:
+    event = typical_event()
+    provider = LoggerProvider(resource=Resource.create({"service.name": "bench"}), shutdown_on_exit=False)
+    logger = provider.get_logger("bench", "1")
+    record = ReadWriteLogRecord(
+        stock_record(event), resource=logger.resource, instrumentation_scope=logger.instrumentation_scope
+    )
+    sdk = statistics.median(per_call_us(lambda: encode_logs([record]).SerializeToString(), count // 10) for _ in range(5))
+    wire = statistics.median(per_call_us(lambda: encode_log_record(record), count) for _ in range(5))
+    return {"sdk_encode_us": sdk, "wire_encode_us": wire, "ratio_encode": wire / sdk}
+
+
+def bench_pipeline(endpoint_receiver: Receiver, count: int) -> dict[str, float]:
+    """CPU per event (all threads of this process) from emit to acknowledged export, and the export rate."""
+    event = typical_event()
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as spool:
+        for name in ("stock", "disk"):
+            base = endpoint_receiver.count
+            if name == "stock":
+                provider, logger = stock_provider(endpoint_receiver.endpoint, max_queue_size=count * 2)
+            else:
+                provider, logger = durable_provider(endpoint_receiver.endpoint, spool)
+            records = [stock_record(event) for _ in range(count)]
+            cpu, wall = time.process_time(), time.perf_counter()
+            for record in records:
+                logger.emit(record)
+            provider.force_flush(600_000)
+            endpoint_receiver.wait_for(base + count, 600)
+            results[f"{name}_cpu_us_per_event"] = (time.process_time() - cpu) / count * 1e6
+            results[f"{name}_export_per_s"] = count / (time.perf_counter() - wall)
+            results[f"{name}_received"] = endpoint_receiver.count - base
+            provider.shutdown()
+    results["ratio_cpu_per_event"] = results["disk_cpu_us_per_event"] / results["stock_cpu_us_per_event"]
+    results["ratio_export_rate"] = results["disk_export_per_s"] / results["stock_export_per_s"]
+    return results
+
+
+def bench_burst(receiver: Receiver, count: int) -> dict[str, float]:
+    """`count` events as fast as possible with default settings: how many arrive."""
+    event = typical_event()
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as spool:
+        for name in ("stock", "disk"):
+            base = receiver.count
+            if name == "stock":
+                provider, logger = stock_provider(receiver.endpoint)
+            else:
+                provider, logger = durable_provider(receiver.endpoint, spool)
+            for _ in range(count):
+                logger.emit(stock_record(event))
+            provider.force_flush(600_000)
+            receiver.wait_for(base + count, 120 if name == "disk" else 5)
+            results[f"{name}_burst_lost"] = count - (receiver.count - base)
+            provider.shutdown()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    emit_count, repeat = (2000, 3) if args.quick else (10000, 7)
+    figures: dict[str, Any] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    with Receiver() as receiver:
+        figures.update(bench_emit(receiver.endpoint, emit_count, repeat))
+        figures.update(bench_encode(emit_count))
+        figures.update(bench_pipeline(receiver, 5000 if args.quick else 30000))
+        figures.update(bench_burst(receiver, 20000 if args.quick else 200000))
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        for key, value in figures.items():
+            print(f"{key:40s} {value:12.3f}" if isinstance(value, float) else f"{key:40s} {value!s:>12}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
