@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
 import threading
 import time
@@ -9,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import uvicorn
+from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -91,6 +94,18 @@ def build_request(
             entry.key = key
             set_any_value(entry.value, value)
     return request
+
+
+def otlp_json(request: ExportLogsServiceRequest) -> bytes:
+    """OTLP/JSON as the spec writes it: protobuf's JSON mapping, but traceId/spanId in hex (not base64)."""
+    document = json_format.MessageToDict(request)
+    for resource_logs in document.get("resourceLogs", []):
+        for scope_logs in resource_logs.get("scopeLogs", []):
+            for record in scope_logs.get("logRecords", []):
+                for name in ("traceId", "spanId"):
+                    if name in record:
+                        record[name] = base64.b64decode(record[name]).hex()
+    return json.dumps(document).encode()
 
 
 def free_port() -> int:

@@ -6,7 +6,9 @@ reasons for rejected records, and how many non-audit records were ignored.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -92,10 +94,40 @@ def parse_request(body: bytes, encoding: str) -> ExportLogsServiceRequest:
     except UnicodeDecodeError as exc:
         raise IngestError(400, "invalid_utf8", f"JSON body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        json_format.Parse(text, request, ignore_unknown_fields=True)
+        document = json.loads(text)
+        _hex_ids_to_base64(document)
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+    except IngestError:
+        raise
     except (json_format.ParseError, RecursionError, ValueError, TypeError, AttributeError) as exc:
         raise IngestError(400, "malformed_json", f"body is not valid OTLP JSON: {str(exc)[:300]}") from None
     return request
+
+
+def _dicts(parent: dict[str, Any], *names: str) -> list[dict[str, Any]]:
+    for name in names:
+        items = parent.get(name)
+        if isinstance(items, list):
+            return [item for item in items if isinstance(item, dict)]
+    return []
+
+
+def _hex_ids_to_base64(document: Any) -> None:
+    """OTLP JSON writes traceId/spanId as hex, protobuf's JSON mapping expects base64: convert them in place."""
+    if not isinstance(document, dict):
+        return
+    for resource_logs in _dicts(document, "resourceLogs", "resource_logs"):
+        for scope_logs in _dicts(resource_logs, "scopeLogs", "scope_logs"):
+            for record in _dicts(scope_logs, "logRecords", "log_records"):
+                for name in ("traceId", "trace_id", "spanId", "span_id"):
+                    value = record.get(name)
+                    if isinstance(value, str) and value:
+                        try:
+                            record[name] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+                        except ValueError:
+                            raise IngestError(
+                                400, "malformed_json", f"body is not valid OTLP JSON: {name} must be hex, got {value[:40]!r}"
+                            ) from None
 
 
 def encode_response(rejected: int, message: str, encoding: str) -> bytes:
