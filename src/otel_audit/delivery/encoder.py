@@ -67,7 +67,8 @@ def _key_prefix(key: str) -> bytes:
     """`KeyValue.key` field bytes (tag, length, UTF-8), cached per key."""
     if len(_key_prefixes) >= _STRING_CACHE_LIMIT:
         _key_prefixes.clear()
-    prefix = _key_prefixes[key] = _delimited(b"\x0a", key.encode("utf-8"))
+    # proto3 leaves an empty string field out, so an empty key has no bytes at all
+    prefix = _key_prefixes[key] = _delimited(b"\x0a", key.encode("utf-8")) if key else b""
     return prefix
 
 
@@ -128,7 +129,7 @@ def _encode_other(value: Any) -> bytes:
 
 def encode_key_value(key: str, value: Any) -> bytes:
     """The KeyValue message (without its own tag) for one attribute."""
-    prefix = _key_prefixes.get(key) or _key_prefix(key)
+    prefix = _key_prefixes[key] if key in _key_prefixes else _key_prefix(key)
     encoded = encode_any_value(value)
     return prefix + b"\x12" + _length(len(encoded)) + encoded
 
