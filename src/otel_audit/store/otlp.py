@@ -230,10 +230,20 @@ def _text(value: str, name: str) -> str:
     return value
 
 
+def _validate(attributes: dict[str, Any]) -> None:
+    """Raise AuditEventError unless the attributes describe a valid AuditEvent (any odd shape counts as invalid)."""
+    try:
+        semconv.attributes_to_event(attributes)
+    except AuditEventError:
+        raise
+    except (TypeError, AttributeError, ValueError) as exc:
+        raise AuditEventError("attributes", f"do not describe an audit event ({type(exc).__name__}: {exc})") from None
+
+
 def _to_stored(
     record: Any, attributes: dict[str, Any], resource: dict[str, Any], scope: Any, tenant_id: str, received: int
 ) -> StoredEvent:
-    semconv.attributes_to_event(attributes)
+    _validate(attributes)
     claimed = attributes.get(semconv.AUDIT_TENANT_ID)
     if claimed is not None and claimed != tenant_id:
         raise AuditEventError(semconv.AUDIT_TENANT_ID, f"names tenant {claimed[:64]!r}, not the API key's tenant")
