@@ -1,0 +1,1 @@
+"""Benchmarks of otel-audit side by side with stock OpenTelemetry Python: `python -m benchmarks [--quick]`."""

@@ -1,0 +1,165 @@
+"""`python -m benchmarks [--quick] [--only NAME] [--out DIR]`: every benchmark, side by side with stock OpenTelemetry.
+
+Writes `<date>.json` and `<date>.md` (plus `latest.*`) into benchmarks/results/. Each figure is the median of at
+least 5 interleaved repetitions in fresh processes, with min and max; each comparison is a ratio within one
+repetition. Benchmark scripts of other areas are run as they are and read with a parser of their own; a script
+not written yet shows as "not measured yet".
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from benchmarks import bench_e2e, bench_emit
+from benchmarks.harness import (
+    BENCHMARKS_DIR,
+    MIN_REPETITIONS,
+    Benchmark,
+    Figure,
+    Metrics,
+    Ratio,
+    Target,
+    parse_any,
+    python_command,
+    run_all,
+    write_report,
+)
+
+RUN = "run"  # the single variant of a script that measures both sides itself
+
+
+def _script(name: str) -> Path:
+    return BENCHMARKS_DIR / name
+
+
+def _missing(name: str) -> str | None:
+    return None if _script(name).exists() else f"benchmarks/{name} is not written yet"
+
+
+_PROCESSOR_LINE = re.compile(r"^(?P<name>\S.*?)\s+median\s+(?P<value>\d+(?:\.\d+)?)\s+ns/event")
+
+
+def parse_processors(stdout: str) -> Metrics:
+    """bench_processors.py prints `<chain>  median <n> ns/event (...)` per chain."""
+    metrics = {match["name"].strip(): float(match["value"])
+               for match in map(_PROCESSOR_LINE.match, stdout.splitlines()) if match}
+    if not metrics:
+        return parse_any(stdout)
+    return metrics
+
+
+PROCESSORS = Benchmark(
+    name="processors",
+    title="2. Filter + redaction cost per event (benchmarks/bench_processors.py)",
+    variants=(RUN,),
+    command=lambda variant, size: python_command(
+        str(_script("bench_processors.py")),
+        "--events", {"smoke": "2000", "quick": "20000", "full": "50000"}[size],
+        "--repeat", {"smoke": "1", "quick": "1", "full": "3"}[size],
+    ),
+    parse=parse_processors,
+    figures=(
+        Figure("filter + redaction (default chain)", RUN, "filter + redaction", "ns/event",
+               Target("<= 3,000 ns (issue 3)", "<=", 3000.0)),
+        Figure("filter only", RUN, "filter only", "ns/event"),
+        Figure("filter + redaction with email/phone detectors", RUN, "filter + redaction (+email/phone)", "ns/event"),
+    ),
+    timeout=lambda size: {"smoke": 60.0, "quick": 60.0, "full": 300.0}[size],
+    unavailable=lambda: _missing("bench_processors.py"),
+    note="Pre-built SDK records through the default chain ending in a no-op stage; one process per repetition.",
+)
+
+DELIVERY = Benchmark(
+    name="delivery",
+    title="Delivery detail (benchmarks/bench_delivery.py: stock SDK vs otel-audit delivery stage, same process)",
+    variants=(RUN,),
+    command=lambda variant, size: python_command(
+        str(_script("bench_delivery.py")), "--json", *(() if size == "full" else ("--quick",))
+    ),
+    parse=parse_any,
+    ratios=(
+        Ratio("emit_event (disk) / stock SDK emit", (RUN, "audit_emit_event_disk_us"),
+              (RUN, "stock_sdk_emit_batch_us"), Target("<= 0.25x", "<=", 0.25)),
+        Ratio("emit() with validation (disk) / stock SDK emit", (RUN, "audit_emit_full_validation_disk_us"),
+              (RUN, "stock_sdk_emit_batch_us"), Target("<= 0.25x", "<=", 0.25)),
+        Ratio("SDK Logger.emit into the durable stage / into BatchLogRecordProcessor",
+              (RUN, "sdk_emit_into_durable_us"), (RUN, "stock_sdk_emit_batch_us")),
+        Ratio("wire encoder / SDK encoder", (RUN, "wire_encode_us"), (RUN, "sdk_encode_us")),
+        Ratio("CPU per event, durable stage / stock", (RUN, "disk_cpu_us_per_event"),
+              (RUN, "stock_cpu_us_per_event"), Target("<= 0.2x", "<=", 0.2)),
+        Ratio("export rate, durable stage / stock", (RUN, "disk_export_per_s"), (RUN, "stock_export_per_s"),
+              Target(">= 5x", ">=", 5.0)),
+    ),
+    figures=(
+        Figure("stock SDK emit + batch processor", RUN, "stock_sdk_emit_batch_us", "us/call"),
+        Figure("otel-audit emit_event (disk)", RUN, "audit_emit_event_disk_us", "us/call"),
+        Figure("otel-audit emit() with validation (disk)", RUN, "audit_emit_full_validation_disk_us", "us/call"),
+        Figure("SDK OTLP encoding", RUN, "sdk_encode_us", "us/record"),
+        Figure("otel-audit wire encoding", RUN, "wire_encode_us", "us/record"),
+        Figure("burst: events lost, durable stage", RUN, "disk_burst_lost", "events", Target("0", "<=", 0.0)),
+        Figure("burst: events lost, stock", RUN, "stock_burst_lost", "events"),
+    ),
+    timeout=lambda size: {"smoke": 120.0, "quick": 120.0, "full": 900.0}[size],
+    unavailable=lambda: _missing("bench_delivery.py"),
+    note="Measured by the delivery area's script: both sides in one process per repetition, records built by the "
+    "caller and handed to the SDK Logger / the delivery stage without the filter and redaction chain.",
+)
+
+FASTAPI = Benchmark(
+    name="fastapi",
+    title="6. FastAPI requests/second (benchmarks/bench_fastapi.py)",
+    variants=(RUN,),
+    command=lambda variant, size: python_command(
+        str(_script("bench_fastapi.py")), *(() if size == "full" else ("--quick",))
+    ),
+    parse=parse_any,
+    timeout=lambda size: {"smoke": 120.0, "quick": 120.0, "full": 900.0}[size],
+    unavailable=lambda: _missing("bench_fastapi.py"),
+)
+
+STORE = Benchmark(
+    name="store",
+    title="7. Store ingest and search (benchmarks/bench_store.py)",
+    variants=(RUN,),
+    command=lambda variant, size: python_command(
+        str(_script("bench_store.py")), *(() if size == "full" else ("--quick",))
+    ),
+    parse=parse_any,
+    timeout=lambda size: {"smoke": 120.0, "quick": 120.0, "full": 1800.0}[size],
+    unavailable=lambda: _missing("bench_store.py"),
+)
+
+BENCHMARKS: tuple[Benchmark, ...] = (
+    bench_emit.BENCHMARK, PROCESSORS, bench_e2e.BENCHMARK, DELIVERY, FASTAPI, STORE,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = [bench.name for bench in BENCHMARKS]
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short run (under 2 minutes on 2 idle cores)")
+    parser.add_argument("--only", action="append", choices=names, metavar="NAME",
+                        help=f"run only this benchmark (repeatable): {', '.join(names)}")
+    parser.add_argument("--out", type=Path, default=BENCHMARKS_DIR / "results", help="where results are written")
+    parser.add_argument("--repetitions", type=int, default=MIN_REPETITIONS,
+                        help=f"repetitions per figure (at least {MIN_REPETITIONS} for published figures)")
+    parser.add_argument("--size", choices=("smoke", "quick", "full"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repetitions < 1:
+        parser.error("--repetitions: must be at least 1")
+    size = args.size or ("quick" if args.quick else "full")
+    selected = [bench for bench in BENCHMARKS if not args.only or bench.name in args.only]
+    command = shlex.join(["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])])
+    report = run_all(selected, args.repetitions, size, command, log=lambda text: print(text, file=sys.stderr))
+    json_path, md_path = write_report(report, args.out)
+    print(md_path.read_text(encoding="utf-8"))
+    print(f"written: {json_path} and {md_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
