@@ -348,11 +348,13 @@ class AuditFilterProcessor(LogRecordProcessor):
         attributes = record.attributes
         if not name or not name.startswith(semconv.EVENT_NAME_PREFIX) or not attributes:
             return
-        action = attributes.get(semconv.AUDIT_ACTION)
+        # BoundedAttributes.get runs Python-level __getitem__; its backing dict (when present) is the hot path.
+        readable = getattr(attributes, "_dict", attributes)
+        action = readable.get(semconv.AUDIT_ACTION)
         if action is None:
             return
         if not self._keep_all:
-            level = self.policy.level_for(action, attributes.get(semconv.AUDIT_OUTCOME, "unknown"), attributes)
+            level = self.policy.level_for(action, readable.get(semconv.AUDIT_OUTCOME, "unknown"), readable)
             if level is Level.NONE:
                 return
             if level is Level.METADATA:

@@ -67,23 +67,31 @@ _MIN_SECRET_LEN = 6  # no detector matches a shorter string
 _CLEAN_CACHE_MAX = 8192
 _CACHEABLE_LEN = 256
 
+# Shapes that cannot hold anything a detector finds: ISO 8601 timestamps, and lower-case tokens (ids, UUIDs, words,
+# versions, paths) joined by - . / whose all-digit tokens are at most 3 digits long (so no card, SSN or phone).
+# One linear fullmatch (possessive quantifiers, no backtracking) instead of three searches.
+_BENIGN_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9:.]++(?:Z|[+-][0-9:]++)?)?"
+    r"|/?(?:[0-9]{0,8}+[a-z][a-z0-9]*+|[0-9]{1,3}+)(?:[-./](?:[0-9]{0,8}+[a-z][a-z0-9]*+|[0-9]{1,3}+))*+/?"
+)
 # Literal-led alternatives only, so `re` can jump to positions starting with one of these characters.
+_AWS_PREFIXES = ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA")
 _LITERAL_RE = re.compile(
     r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
-    r"|(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9])"
-    r"|AIza[0-9A-Za-z_-]{35}"
+    + "".join(f"|{prefix}[A-Z0-9]{{16}}(?![A-Z0-9])" for prefix in _AWS_PREFIXES)
+    + r"|AIza[0-9A-Za-z_-]{35}"
     r"|ya29\.[0-9A-Za-z_-]{20,}"
     r"|gh[pousr]_[A-Za-z0-9]{36,}"
     r"|github_pat_[A-Za-z0-9_]{22,}"
     r"|xox[abposr]-[A-Za-z0-9-]{10,}"
     r"|xapp-[0-9]-[A-Za-z0-9-]{10,}"
     r"|hooks\.slack\.com/services/[A-Za-z0-9/_-]{10,}"
-    r"|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}"
+    r"|sk_live_[A-Za-z0-9]{10,}|sk_test_[A-Za-z0-9]{10,}|rk_live_[A-Za-z0-9]{10,}|rk_test_[A-Za-z0-9]{10,}"
     r"|whsec_[A-Za-z0-9+/=]{20,}"
     r"|-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\Z)"
-    r"|(?:Bearer|bearer|BEARER)\s+[A-Za-z0-9._~+/-]{12,}=*"
-    r"|(?:Basic|basic|BASIC)\s+[A-Za-z0-9+/]{6,}=*"
-    r"|://[^\s:/@?#\[\]]+:[^\s/@?#]+@"
+    + "".join(f"|{word}\\s+[A-Za-z0-9._~+/-]{{12,}}=*" for word in ("Bearer", "bearer", "BEARER"))
+    + "".join(f"|{word}\\s+[A-Za-z0-9+/]{{6,}}=*" for word in ("Basic", "basic", "BASIC"))
+    + r"|://[^\s:/@?#\[\]]+:[^\s/@?#]+@"
 )
 # `name=value` and `"name": "value"` pairs inside text (query strings, exception messages, JSON bodies).
 _KEY_VALUE_RE = re.compile(
@@ -100,7 +108,8 @@ _NUMBER_RE = re.compile(
 )
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _PHONE_RE = re.compile(
-    r"(?<![0-9A-Za-z+])(?:\+[1-9][0-9]{0,2}[ .-]?)?(?:\([0-9]{2,4}\)|[0-9]{2,4})(?:[ .-]?[0-9]{2,4}){2,4}(?![0-9])"
+    r"(?<![0-9A-Za-z])(?:\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,5}"
+    r"|\(?[2-9][0-9]{2}\)?[ .-][0-9]{3}[ .-][0-9]{4})(?![0-9A-Za-z])"
 )
 
 _IBAN_LENGTHS = {
@@ -293,6 +302,8 @@ class Redactor:
         self._numbers = any(name in detectors for name in ("card", "ssn", "iban"))
         self._email = "email" in detectors
         self._phone = "phone" in detectors
+        # Short all-digit tokens (`01.23.45.67.89`) can be a phone number once that detector is on.
+        self._benign_shapes = not self._phone
         self._key_cache: dict[str, str] = {}
         self._clean: set[str] = set()
 
@@ -358,6 +369,9 @@ class Redactor:
         """The text with every detected secret replaced, or None when nothing was found."""
         if len(text) < _MIN_SECRET_LEN or text in self._clean:
             return None
+        if self._benign_shapes and _BENIGN_RE.fullmatch(text):
+            self._remember_clean(text)
+            return None
         spans: list[tuple[int, int, str]] = []
         detectors = self.detectors
         if self._literal:
@@ -394,15 +408,18 @@ class Redactor:
             spans.extend((match.start(), match.end(), detectors["email"]) for match in _EMAIL_RE.finditer(text))
         if self._phone:
             for match in _PHONE_RE.finditer(text):
-                if 9 <= sum(char.isdigit() for char in match.group()) <= 15:
+                if 8 <= sum(char.isdigit() for char in match.group()) <= 15:
                     spans.append((match.start(), match.end(), detectors["phone"]))
         if not spans:
-            if len(text) <= _CACHEABLE_LEN:
-                if len(self._clean) >= _CLEAN_CACHE_MAX:
-                    self._clean.clear()
-                self._clean.add(text)
+            self._remember_clean(text)
             return None
         return self._splice(text, spans)
+
+    def _remember_clean(self, text: str) -> None:
+        if len(text) <= _CACHEABLE_LEN:
+            if len(self._clean) >= _CLEAN_CACHE_MAX:
+                self._clean.clear()
+            self._clean.add(text)
 
     def _splice(self, text: str, spans: list[tuple[int, int, str]]) -> str:
         spans.sort()
@@ -474,16 +491,20 @@ class Redactor:
     def _redact_container(self, value: Any, path: str, touched: list[str], depth: int) -> Any:
         if isinstance(value, Mapping):
             changed: dict[str, Any] | None = None
+            key_cache = self._key_cache
+            clean = self._clean
             for key, item in value.items():
-                decision = self.key_decision(key, _NESTED)
-                if decision == _SKIP:
-                    continue
-                child = f"{path}.{key}"
+                decision = key_cache.get(_NESTED + "\x00" + key) or self.key_decision(key, _NESTED)
                 if decision == _SCAN:
-                    new = self._guarded(item, child, touched, depth)
+                    kind = type(item)
+                    if kind is str and (len(item) < _MIN_SECRET_LEN or item in clean) or kind is bool or kind is float:
+                        continue
+                    new = self._guarded(item, f"{path}.{key}", touched, depth)
+                elif decision == _SKIP:
+                    continue
                 else:
                     new = self.apply(decision, item)
-                    touched.append(child)
+                    touched.append(f"{path}.{key}")
                 if new is not None:
                     if changed is None:
                         changed = dict(value)

@@ -1,0 +1,121 @@
+"""Cost of the filter + redaction chain on a typical audit event (standalone: `python benchmarks/bench_processors.py`).
+
+A typical event: 10 attributes (a unique uid and request id, users/resources/tenants drawn from realistic pools)
+plus a 5-key `audit.metadata` map, as the SDK builds it (BoundedAttributes). Records are pre-built, then handed to
+the default chain (filter with the default policy -> redaction with the default rules) ending in a no-op stage.
+Prints the median ns/event over many repetitions; nothing is asserted (see docs/processors.md for the target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import random
+import statistics
+import time
+
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
+
+from otel_audit import semconv
+from otel_audit.logger import new_uid
+from otel_audit.processors.filter import AuditFilterProcessor, AuditPolicy
+from otel_audit.processors.redact import RedactionConfig, RedactionProcessor
+
+
+class Sink(LogRecordProcessor):
+    """The end of the chain: does nothing, so only the processors are measured."""
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def typical_records(count: int, seed: int = 7) -> list[ReadWriteLogRecord]:
+    """`count` SDK records of typical audit events, distinct ids per event."""
+    rng = random.Random(seed)
+    actions = ["document.read", "document.share", "user.login", "invoice.update", "project.delete"]
+    start = _dt.datetime(2026, 1, 1, tzinfo=_dt.timezone.utc)
+    records = []
+    for index in range(count):
+        user = rng.randrange(50)
+        attributes = {
+            semconv.AUDIT_ACTION: rng.choice(actions),
+            semconv.AUDIT_OUTCOME: "success" if rng.random() < 0.9 else "denied",
+            semconv.LOG_RECORD_UID: new_uid(),
+            semconv.AUDIT_ACTOR_TYPE: "user",
+            semconv.USER_ID: f"user-{user:04d}",
+            semconv.USER_EMAIL: f"person{user}@example.com",
+            semconv.AUDIT_RESOURCE_TYPE: "document",
+            semconv.AUDIT_RESOURCE_ID: f"doc-{rng.randrange(1000):05d}",
+            semconv.AUDIT_TENANT_ID: f"tenant-{user % 7}",
+            semconv.AUDIT_REQUEST_ID: f"req-{rng.getrandbits(64):016x}",
+            semconv.AUDIT_METADATA: {
+                "plan": rng.choice(["free", "pro", "enterprise"]),
+                "items": rng.randrange(20),
+                "source": rng.choice(["web-app", "mobile", "api"]),
+                "client_version": rng.choice(["4.12.1", "4.13.0", "5.0.2"]),
+                "requested_at": (start + _dt.timedelta(seconds=index * 1.7)).isoformat(),
+            },
+        }
+        record = LogRecord(
+            timestamp=time.time_ns(),
+            severity_number=SeverityNumber.INFO,
+            attributes=attributes,
+            event_name=semconv.event_name(attributes[semconv.AUDIT_ACTION]),
+        )
+        records.append(ReadWriteLogRecord(record))
+    return records
+
+
+def measure(chain: LogRecordProcessor, records: list[ReadWriteLogRecord], batch: int) -> list[float]:
+    """ns/event of each batch of `batch` records."""
+    on_emit = chain.on_emit
+    figures = []
+    for offset in range(0, len(records) - batch + 1, batch):
+        part = records[offset : offset + batch]
+        begin = time.perf_counter_ns()
+        for record in part:
+            on_emit(record)
+        figures.append((time.perf_counter_ns() - begin) / batch)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    chains = {
+        "filter only": AuditFilterProcessor(Sink(), AuditPolicy()),
+        "filter + redaction": AuditFilterProcessor(RedactionProcessor(RedactionConfig(), Sink()), AuditPolicy()),
+        "filter + redaction (+email/phone)": AuditFilterProcessor(
+            RedactionProcessor(RedactionConfig(detectors={"email": True, "phone": True}), Sink()), AuditPolicy()
+        ),
+    }
+    for name, chain in chains.items():
+        medians = []
+        for repetition in range(args.repeat):
+            records = typical_records(args.events, seed=repetition)
+            gc.collect()
+            gc.disable()
+            try:
+                medians.append(statistics.median(measure(chain, records, args.batch)))
+            finally:
+                gc.enable()
+        print(
+            f"{name:36s} median {statistics.median(medians):7.0f} ns/event"
+            f"  (per-repetition medians: {', '.join(f'{m:.0f}' for m in medians)})"
+        )
+
+
+if __name__ == "__main__":
+    main()
