@@ -1,0 +1,97 @@
+"""The spool on disk: replay after a restart, torn and corrupt bytes, lanes, acknowledgement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from otel_audit import stats
+from otel_audit.delivery.spool import HEADER, MAGIC
+
+from .conftest import free_port
+
+
+def lanes(spool_dir: Path) -> list[Path]:
+    return sorted(path for path in spool_dir.iterdir() if path.name.startswith("w-"))
+
+
+def spool_records_without_receiver(make_pipeline, count: int, **attributes) -> tuple[Path, int]:
+    """Emit `count` records while nothing listens, shut down (they stay spooled); returns the lane and the port."""
+    port = free_port()
+    pipeline = make_pipeline(endpoint=f"http://127.0.0.1:{port}/v1/logs", shutdown_timeout=0.5)
+    for _ in range(count):
+        pipeline.emit(**attributes)
+    pipeline.shutdown()
+    (lane,) = lanes(Path(pipeline.settings.spool_dir))
+    return lane, port
+
+
+def test_unacknowledged_records_are_replayed_by_the_next_process(receiver, make_pipeline, spool_dir) -> None:
+    lane, _ = spool_records_without_receiver(make_pipeline, 50)
+    assert (lane / "lock").exists() and list(lane.glob("seg-*.log"))
+    pipeline = make_pipeline(endpoint=receiver.endpoint)
+    assert pipeline.processor.force_flush(20_000)
+    assert [record.attributes["seq"] for record in receiver.records] == list(range(1, 51))
+    assert [record.attributes["log.record.uid"] for record in receiver.records] == [f"uid-{n}" for n in range(1, 51)]
+    assert receiver.records[0].resource["service.name"] == "delivery-test"
+    assert not lane.exists()  # replayed, acknowledged, removed
+
+
+def test_acknowledged_records_are_not_sent_again(receiver, make_pipeline, spool_dir) -> None:
+    first = make_pipeline(endpoint=receiver.endpoint)
+    for _ in range(20):
+        first.emit()
+    assert first.processor.force_flush(20_000)
+    first.shutdown()
+    second = make_pipeline(endpoint=receiver.endpoint)
+    second.emit()
+    assert second.processor.force_flush(20_000)
+    assert len(receiver.records) == 21
+
+
+def test_segments_rotate_and_are_released_after_acknowledgement(receiver, make_pipeline, spool_dir) -> None:
+    pipeline = make_pipeline(endpoint=f"http://127.0.0.1:{free_port()}/v1/logs", max_spool_bytes=1 << 20)
+    pipeline.processor._source.segment_bytes = 4096
+    for _ in range(200):
+        pipeline.emit(text="z" * 100)
+    (lane,) = lanes(spool_dir)
+    assert len(list(lane.glob("seg-*.log"))) > 3
+    pipeline.shutdown()
+    replay = make_pipeline(endpoint=receiver.endpoint)
+    assert replay.processor.force_flush(20_000)
+    assert [record.attributes["seq"] for record in receiver.records] == list(range(1, 201))
+    assert not lane.exists()
+
+
+def test_torn_tail_and_flipped_bytes_keep_the_surrounding_records(receiver, make_pipeline, spool_dir) -> None:
+    lane, _ = spool_records_without_receiver(make_pipeline, 30)
+    (segment,) = lane.glob("seg-*.log")
+    data = bytearray(segment.read_bytes())
+    position = last = 0
+    while position < len(data):
+        last = position
+        position += HEADER.size + HEADER.unpack_from(data, position)[2]
+    assert data[last] == MAGIC
+    damaged = data.index(b"uid-10")
+    data[damaged + 4] ^= 0xFF  # "uid-10" -> a different byte: that frame's checksum no longer matches
+    data[damaged + 2] ^= 0x01
+    torn = bytes(data[last : last + HEADER.size + 7])  # a crash mid-write: header and the start of a payload
+    segment.write_bytes(bytes(data) + torn)
+    before = stats.delivery_stats()["corrupt_bytes"]
+
+    pipeline = make_pipeline(endpoint=receiver.endpoint)
+    assert pipeline.processor.force_flush(20_000)
+    assert [record.attributes["seq"] for record in receiver.records] == [n for n in range(1, 31) if n != 10]
+    moved = sorted((spool_dir / "corrupt").iterdir())
+    assert len(moved) == 2
+    assert torn in [path.read_bytes() for path in moved]
+    corrupt = stats.delivery_stats()["corrupt_bytes"] - before
+    assert corrupt == sum(path.stat().st_size for path in moved)
+
+
+def test_lane_of_a_live_process_is_not_adopted(make_pipeline, spool_dir) -> None:
+    port = free_port()
+    first = make_pipeline(endpoint=f"http://127.0.0.1:{port}/v1/logs")
+    first.emit()
+    second = make_pipeline(endpoint=f"http://127.0.0.1:{port}/v1/logs")
+    assert second.processor._source.adopt_orphans() == 0
+    assert len(lanes(spool_dir)) == 2
