@@ -93,8 +93,9 @@ class Rule:
             raise PolicyError(
                 f"unknown level {self.level!r} (expected none, metadata or full)", path="level"
             ) from None
-        object.__setattr__(self, "actions", _as_str_list(self.actions, "actions") if self.actions else ())
-        outcomes = _as_str_list(self.outcomes, "outcomes") if self.outcomes else ()
+        # () is "not given"; an explicit empty list is a mistake (a rule that could never match), so it is rejected.
+        object.__setattr__(self, "actions", _as_str_list(self.actions, "actions") if self.actions != () else ())
+        outcomes = _as_str_list(self.outcomes, "outcomes") if self.outcomes != () else ()
         allowed = {"success", "failure", "denied", "unknown"}
         for outcome in outcomes:
             if outcome not in allowed:
@@ -242,11 +243,10 @@ class AuditPolicy:
                 data = tomllib.loads(text)
             except tomllib.TOMLDecodeError as exc:
                 line_match = re.search(r"line (\d+)", str(exc))
-                raise PolicyError(
-                    f"invalid TOML: {str(exc).split(' (at')[0]}",
-                    source=source,
-                    line=int(line_match.group(1)) if line_match else None,
-                ) from None
+                line = int(line_match.group(1)) if line_match else None
+                if line is None and "end of document" in str(exc):
+                    line = max(1, len(text.splitlines()))
+                raise PolicyError(f"invalid TOML: {str(exc).split(' (at')[0]}", source=source, line=line) from None
             return cls.from_data(data, source, _toml_lines(text))
         if suffix == ".json":
             try:
