@@ -190,6 +190,29 @@ def is_iban(candidate: str) -> bool:
     return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
 
 
+_SEPARATOR = re.compile(r"[ -]")
+
+
+def _card_span(candidate: str, start: int) -> tuple[int, int]:
+    """(start, length) of a card number within a digit run the regex took whole.
+
+    `4111 1111 1111 1111 2 items` or `qty 1 4111 1111 1111 1111` run into neighbouring numbers, so when the whole
+    run is not a card, every run of whole groups is tried. Returns length 0 when none is a card.
+    """
+    compact = candidate.replace(" ", "").replace("-", "")
+    if is_card_number(compact):
+        return start, len(candidate)
+    bounds = [0] + [match.end() for match in _SEPARATOR.finditer(candidate)]
+    ends = [match.start() for match in _SEPARATOR.finditer(candidate)] + [len(candidate)]
+    for first in range(len(bounds)):
+        for last in range(len(ends) - 1, first - 1, -1):
+            piece = candidate[bounds[first] : ends[last]]
+            digits = piece.replace(" ", "").replace("-", "")
+            if 13 <= len(digits) <= 19 and is_card_number(digits):
+                return start + bounds[first], len(piece)
+    return start, 0
+
+
 def _iban_prefix_length(candidate: str) -> int:
     """Length of the longest valid IBAN at the start of `candidate` (the regex may run on into following words)."""
     parts = candidate.split(" ")
@@ -397,7 +420,7 @@ class Redactor:
                 candidate = match.group(kind)  # type: ignore[arg-type]
                 start = match.start(kind)  # type: ignore[arg-type]
                 if kind == "card":
-                    length = len(candidate) if is_card_number(candidate.replace(" ", "").replace("-", "")) else 0
+                    start, length = _card_span(candidate, start)
                 elif kind == "iban":
                     length = _iban_prefix_length(candidate)
                 else:
