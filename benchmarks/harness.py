@@ -300,7 +300,7 @@ def format_number(value: float | None, unit: str = "") -> str:
 
 def _status(entry: dict[str, Any]) -> str:
     if entry["n"] == 0:
-        return "no data"
+        return "not measured in this run"
     notes = []
     if entry["met"] is True:
         notes.append("met")
