@@ -4,6 +4,8 @@ and the ASGI middleware called directly where a server would hide what is assert
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from typing import Any
 
 import pytest
@@ -103,9 +105,23 @@ def test_bad_trusted_proxy_is_a_configuration_error_naming_it() -> None:
 
 def test_request_id_is_kept_when_sane_and_replaced_otherwise() -> None:
     assert request_id_from("abc-123_X.y:z") == "abc-123_X.y:z"
-    for hostile in ("", "a b", "x" * 129, "<script>", "id\r\nSet-Cookie: x"):
-        generated = request_id_from(hostile)
-        assert generated != hostile and len(generated) == 36
+    generated = [request_id_from(hostile) for hostile in ("", "a b", "x" * 129, "<script>", "id\r\nSet-Cookie: x")]
+    assert all(re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]{12}", request_id) for request_id in generated)
+    assert len(set(generated)) == len(generated)
+
+
+def test_generated_request_ids_differ_between_forked_processes() -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_end, request_id_from(None).encode())
+        os._exit(0)
+    os.close(write_end)
+    child_id = os.read(read_end, 100).decode()
+    os.waitpid(pid, 0)
+    os.close(read_end)
+    parent_id = request_id_from(None)
+    assert child_id.split("-")[0] != parent_id.split("-")[0]
 
 
 def test_session_id_is_a_hash_never_the_cookie() -> None:

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import logging
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import ConfigurationError
-from ..logger import AuditLogger, error_type_of, new_uid, reason_of
+from ..logger import AuditLogger, error_type_of, reason_of
 from ..model import Actor, ActorType, AuditEventError, Outcome
 from ..pipeline import current_pipeline
 from ..stats import STATS
@@ -222,11 +224,30 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+class _RequestIds:
+    """Unique request ids without a syscall per request: a random per-process prefix (renewed after fork) and a
+    counter. Unique, not secret (they are echoed in logs anyway)."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self._prefix = secrets.token_hex(8) + "-"
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):012x}"
+
+
+_request_ids = _RequestIds()
+
+
 def request_id_from(header_value: str | None) -> str:
-    """The client's request id when it is a sane token (1-128 URL-safe characters), else a new time-ordered one."""
+    """The client's request id when it is a sane token (1-128 URL-safe characters), else a new unique one."""
     if header_value and _REQUEST_ID_RE.match(header_value):
         return header_value
-    return new_uid()
+    return _request_ids.next()
 
 
 def session_id_from_cookie(cookie_header: str | None, cookie_name: str) -> str | None:

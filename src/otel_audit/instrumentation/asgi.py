@@ -225,9 +225,13 @@ class ActorContextMiddleware:
         if state is None or (state.actor is not None and (state.tenant is not None or self._tenant_resolver is None)):
             await self.app(scope, receive, send)
             return
-        if state.actor is None:
-            state.actor = resolve_actor(self._actor_resolver, scope)
-        if state.tenant is None and self._tenant_resolver is not None:
-            state.tenant = resolve_text(self._tenant_resolver, scope, "tenant_resolver")
-        with audit_context(actor=state.actor, tenant=state.tenant):
+        actor, tenant = state.actor, state.tenant
+        if actor is None:
+            actor = state.actor = resolve_actor(self._actor_resolver, scope)
+        if tenant is None and self._tenant_resolver is not None:
+            tenant = state.tenant = resolve_text(self._tenant_resolver, scope, "tenant_resolver")
+        if actor is None and tenant is None:
+            await self.app(scope, receive, send)
+            return
+        with audit_context(actor=actor, tenant=tenant):
             await self.app(scope, receive, send)
