@@ -8,14 +8,15 @@ actually stored (duplicates excluded).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +29,9 @@ from . import export, otlp
 from .events import EventQuery, QueryError, StoredEvent
 from .keys import ApiKeyError, Authenticator, create_key
 from .storage import ApiKey, Storage
+
+if TYPE_CHECKING:
+    from .webhooks import WebhookSettings
 
 _log = logging.getLogger(__name__)
 
@@ -101,7 +105,8 @@ def _transient_errors() -> tuple[type[Exception], ...]:
 class StoreApp:
     """Build with `create_app(storage)`; `.asgi` is the Starlette application."""
 
-    def __init__(self, storage: Storage, settings: StoreSettings, ingest_hooks: Sequence[IngestHook]) -> None:
+    def __init__(self, storage: Storage, settings: StoreSettings, ingest_hooks: Sequence[IngestHook],
+                 webhook_settings: WebhookSettings | None = None) -> None:
         self.storage = storage
         self.settings = settings
         self.ingest_hooks = list(ingest_hooks)
@@ -125,8 +130,21 @@ class StoreApp:
         self.asgi = Starlette(
             routes=routes,
             exception_handlers={ApiError: self._on_api_error, HTTPException: self._on_http_error, Exception: self._on_crash},
+            lifespan=self._lifespan,
         )
         self.asgi.state.store = self
+        from .alert_routes import install_alerting
+
+        self.alerting = install_alerting(self, webhook_settings)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """Background work of the app (webhook deliveries) runs while it is served."""
+        self.alerting.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(self.alerting.stop)
 
     def add_ingest_hook(self, hook: IngestHook) -> None:
         """Call `hook(stored_events)` after every batch that stored something (exceptions are logged)."""
@@ -378,7 +396,9 @@ class StoreApp:
 
 
 def create_app(
-    storage: Storage, *, settings: StoreSettings | None = None, ingest_hooks: Sequence[IngestHook] = ()
+    storage: Storage, *, settings: StoreSettings | None = None, ingest_hooks: Sequence[IngestHook] = (),
+    webhooks: WebhookSettings | None = None,
 ) -> Starlette:
-    """The store's ASGI app over `storage`; `app.state.store` is the StoreApp (for add_ingest_hook)."""
-    return StoreApp(storage, settings or StoreSettings(), ingest_hooks).asgi
+    """The store's ASGI app over `storage`; `app.state.store` is the StoreApp (for add_ingest_hook).
+    `webhooks` (default: from OTEL_AUDIT_WEBHOOK_* variables) sets the webhook allowlist and retry policy."""
+    return StoreApp(storage, settings or StoreSettings(), ingest_hooks, webhooks).asgi

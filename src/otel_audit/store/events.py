@@ -223,12 +223,15 @@ def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def dumps(value: Any) -> str:
-    """Compact JSON for stored attributes; bytes become base64 text (OTLP JSON's encoding of bytes)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return base64.b64encode(value).decode("ascii")
     raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default, check_circular=False)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON for stored attributes; bytes become base64 text (OTLP JSON's encoding of bytes)."""
+    return _ENCODER.encode(value)
