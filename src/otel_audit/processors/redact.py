@@ -74,6 +74,10 @@ _BENIGN_RE = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9:.]++(?:Z|[+-][0-9:]++)?)?"
     r"|/?(?:[0-9]{0,8}+[a-z][a-z0-9]*+|[0-9]{1,3}+)(?:[-./](?:[0-9]{0,8}+[a-z][a-z0-9]*+|[0-9]{1,3}+))*+/?"
 )
+# With the phone detector on, short all-digit tokens (`01.23.45.67.89`) may be a phone number: every token needs a letter.
+_BENIGN_WITH_PHONE_RE = re.compile(
+    r"/?[0-9]{0,8}+[a-z][a-z0-9]*+(?:[-./][0-9]{0,8}+[a-z][a-z0-9]*+)*+/?"
+)
 # Literal-led alternatives only, so `re` can jump to positions starting with one of these characters.
 _AWS_PREFIXES = ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA")
 _LITERAL_RE = re.compile(
@@ -98,18 +102,21 @@ _KEY_VALUE_RE = re.compile(
     r"(?<![A-Za-z0-9_])([A-Za-z][A-Za-z0-9_.-]{0,63})[\"']?\s*[=:]\s*[\"']?"
     r"(?=((?:(?:Bearer|Basic|Token|Digest|bearer|basic|token)\s+)?[^\s\"'&,;}<>]+))"
 )
-# Digit-bearing identifiers: card numbers, SSNs, IBANs.
+# Digit-bearing identifiers: card numbers, SSNs, IBANs. Like the phone pattern below, it starts with a character
+# class (so `re` skips positions that cannot start a match) and checks the word boundary behind that first character.
 _NUMBER_RE = re.compile(
-    r"(?<![0-9A-Za-z])(?:"
-    r"(?P<card>[0-9](?:[ -]?[0-9]){12,18})"
-    r"|(?P<ssn>(?!000|666|9)[0-9]{3}(?P<sep>[- ])(?!00)[0-9]{2}(?P=sep)(?!0000)[0-9]{4})"
-    r"|(?P<iban>[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30})"
+    r"[0-9A-Z](?<![0-9A-Za-z].)(?:"
+    r"(?P<card>(?<=[0-9])(?:[ -]?[0-9]){12,18})"
+    r"|(?P<ssn>(?<=[0-8])[0-9]{2}(?<!000)(?<!666)(?P<sep>[- ])(?!00)[0-9]{2}(?P=sep)(?!0000)[0-9]{4})"
+    r"|(?P<iban>(?<=[A-Z])[A-Z][0-9]{2}(?: ?[A-Z0-9]){11,30})"
     r")(?![0-9A-Za-z])"
 )
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# International numbers (+CC ...) and North American ones with separators: (212) 555-0100, 415-555-0100.
 _PHONE_RE = re.compile(
-    r"(?<![0-9A-Za-z])(?:\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,5}"
-    r"|\(?[2-9][0-9]{2}\)?[ .-][0-9]{3}[ .-][0-9]{4})(?![0-9A-Za-z])"
+    r"[+(2-9](?<![0-9A-Za-z].)(?:(?<=\+)[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,5}"
+    r"|(?<=\()[2-9][0-9]{2}\)[ .-]?[0-9]{3}[ .-][0-9]{4}"
+    r"|(?<=[2-9])[0-9]{2}[ .-][0-9]{3}[ .-][0-9]{4})(?![0-9A-Za-z])"
 )
 
 _IBAN_LENGTHS = {
@@ -325,8 +332,7 @@ class Redactor:
         self._numbers = any(name in detectors for name in ("card", "ssn", "iban"))
         self._email = "email" in detectors
         self._phone = "phone" in detectors
-        # Short all-digit tokens (`01.23.45.67.89`) can be a phone number once that detector is on.
-        self._benign_shapes = not self._phone
+        self._benign = _BENIGN_WITH_PHONE_RE if self._phone else _BENIGN_RE
         self._key_cache: dict[str, str] = {}
         self._clean: set[str] = set()
 
@@ -392,7 +398,7 @@ class Redactor:
         """The text with every detected secret replaced, or None when nothing was found."""
         if len(text) < _MIN_SECRET_LEN or text in self._clean:
             return None
-        if self._benign_shapes and _BENIGN_RE.fullmatch(text):
+        if self._benign.fullmatch(text):
             self._remember_clean(text)
             return None
         spans: list[tuple[int, int, str]] = []
@@ -417,8 +423,8 @@ class Redactor:
                 kind = match.lastgroup
                 if kind not in detectors:
                     continue
-                candidate = match.group(kind)  # type: ignore[arg-type]
-                start = match.start(kind)  # type: ignore[arg-type]
+                candidate = match.group()
+                start = match.start()
                 if kind == "card":
                     start, length = _card_span(candidate, start)
                 elif kind == "iban":
