@@ -4,7 +4,10 @@ One variant per process: `python -m benchmarks.bench_fastapi --variant otel-audi
 sink (benchmarks.harness sink, its own process), the variant's app under uvicorn (its own process, one worker,
 127.0.0.1), and drives `POST /documents/{document_id}` with wrk (keep-alive, fixed connections, fixed duration)
 after a warm-up. Every POST is audited, so each request of the audited variants is one event; the sink's record
-count afterwards shows they all arrived. `python -m benchmarks.bench_fastapi --compare` runs every variant
+count afterwards shows they all arrived. Besides requests/s it records the server process's CPU time per request
+(all threads, so the audit exporter is included): on a shared machine the throughput of one run swings with the
+neighbours' load, while CPU per request hardly does, and 1e6 / CPU-us is the throughput the server would reach on
+a core of its own. `python -m benchmarks.bench_fastapi --compare` runs every variant
 interleaved (harness.run_benchmark) and prints ratios of the medians and the medians of per-repetition ratios.
 """
 
@@ -185,6 +188,12 @@ def _wrk(base_url: str, seconds: int, script: Path) -> tuple[float, int]:
     return float(rps.group(1)), int(total.group(1))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc; clock-tick resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(variant: str, size: str) -> dict[str, Any]:
     """Throughput of one variant; for audited variants also how many events reached the sink."""
     with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
@@ -209,7 +218,9 @@ def measure(variant: str, size: str) -> dict[str, Any]:
         try:
             _wait_ready(base_url, server)
             _, warmup_requests = _wrk(base_url, WARMUP_SECONDS, script)
+            cpu_before = _cpu_seconds(server.pid)
             rps, requests = _wrk(base_url, SECONDS[size], script)
+            cpu_per_request_us = (_cpu_seconds(server.pid) - cpu_before) / requests * 1e6
             expected = warmup_requests + requests
             received = sink.count()
             if variant in ("otel-audit", "stock ASGI + SDK log"):
@@ -224,7 +235,8 @@ def measure(variant: str, size: str) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait(15)
-    result: dict[str, Any] = {"rps": rps, "requests": requests}
+    result: dict[str, Any] = {"rps": rps, "requests": requests, "server_cpu_us_per_request": cpu_per_request_us,
+                              "cpu_capacity_rps": 1e6 / cpu_per_request_us}
     if variant in ("otel-audit", "stock ASGI + SDK log"):
         result.update({"events_expected": expected, "events_received": received,
                        "events_missing": max(0, expected - received)})
@@ -246,11 +258,21 @@ BENCHMARK = Benchmark(
         Figure("with otel-audit middleware", "otel-audit", "rps", "req/s"),
         Figure("with stock ASGI middleware + SDK log", "stock ASGI + SDK log", "rps", "req/s"),
         Figure("with FastAPIInstrumentor", "FastAPIInstrumentor", "rps", "req/s"),
+        Figure("plain: server CPU per request", "plain", "server_cpu_us_per_request", "us"),
+        Figure("otel-audit: server CPU per request", "otel-audit", "server_cpu_us_per_request", "us"),
+        Figure("stock ASGI + SDK log: server CPU per request", "stock ASGI + SDK log", "server_cpu_us_per_request", "us"),
+        Figure("FastAPIInstrumentor: server CPU per request", "FastAPIInstrumentor", "server_cpu_us_per_request", "us"),
         Figure("otel-audit events missing at the sink", "otel-audit", "events_missing", "events",
                Target("0", "<=", 0.0)),
     ),
     ratios=(
         Ratio("otel-audit / plain throughput", ("otel-audit", "rps"), ("plain", "rps"), Target(">= 0.90", ">=", 0.90)),
+        Ratio("otel-audit / plain, from server CPU per request", ("otel-audit", "cpu_capacity_rps"),
+              ("plain", "cpu_capacity_rps"), Target(">= 0.90", ">=", 0.90)),
+        Ratio("stock ASGI + SDK log / plain, from server CPU per request", ("stock ASGI + SDK log", "cpu_capacity_rps"),
+              ("plain", "cpu_capacity_rps")),
+        Ratio("FastAPIInstrumentor / plain, from server CPU per request", ("FastAPIInstrumentor", "cpu_capacity_rps"),
+              ("plain", "cpu_capacity_rps")),
         Ratio("stock ASGI + SDK log / plain", ("stock ASGI + SDK log", "rps"), ("plain", "rps")),
         Ratio("FastAPIInstrumentor / plain", ("FastAPIInstrumentor", "rps"), ("plain", "rps")),
     ),
@@ -264,11 +286,13 @@ def compare(repetitions: int, size: str) -> dict[str, Any]:
     result = run_benchmark(BENCHMARK, repetitions, size, log=lambda text: print(text, file=sys.stderr, flush=True))
     if result.get("status") == "not measured yet":
         return result
-    medians = {variant: statistics.median(run["rps"] for run in runs if run) for variant, runs in result["samples"].items()
-               if any(runs)}
-    plain = medians.get("plain")
-    result["ratio_of_medians"] = {variant: round(value / plain, 3) for variant, value in medians.items() if plain}
-    result["median_rps"] = {variant: round(value) for variant, value in medians.items()}
+    for key in ("rps", "cpu_capacity_rps"):
+        medians = {variant: statistics.median(run[key] for run in runs if run)
+                   for variant, runs in result["samples"].items() if any(runs)}
+        plain = medians.get("plain")
+        result[f"median_{key}"] = {variant: round(value) for variant, value in medians.items()}
+        result[f"ratio_of_medians_{key}"] = {variant: round(value / plain, 3) for variant, value in medians.items()
+                                             if plain}
     return result
 
 
@@ -281,8 +305,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.compare:
         report = compare(args.repetitions, args.size)
-        print(json.dumps({key: report.get(key) for key in ("median_rps", "ratio_of_medians", "ratios", "figures",
-                                                           "errors", "status")}, indent=2, default=str))
+        keys = ("median_rps", "ratio_of_medians_rps", "median_cpu_capacity_rps", "ratio_of_medians_cpu_capacity_rps",
+                "ratios", "figures", "errors", "status")
+        print(json.dumps({key: report.get(key) for key in keys}, indent=2, default=str))
         return
     if args.variant is None:
         parser.error("--variant or --compare is required")
