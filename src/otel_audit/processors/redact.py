@@ -252,6 +252,7 @@ class RedactionConfig:
     normalised); with `mode="allowlist"`, keys inside metadata/changes/body that are not allowed are redacted.
     `detectors`: name -> True/False/strategy to enable, disable or re-strategise a detector (email and phone are
     off by default). `hash_key` (or OTEL_AUDIT_REDACTION_KEY) is required when any rule uses `hash`.
+    `exempt_keys`: record attributes left alone (build_chain puts the pseudonymized fields here).
     """
 
     strategy: str = "mask"
@@ -325,8 +326,9 @@ class Redactor:
         self._hash_key = key.encode() if isinstance(key, str) else key
 
         detectors = self.detectors
-        self._literal = "jwt" in detectors or any(
-            name in detectors for name in ("bearer", "basic", "aws", "gcp", "github", "slack", "stripe", "pem", "url_password")
+        self._literal = any(
+            name in detectors
+            for name in ("jwt", "bearer", "basic", "aws", "gcp", "github", "slack", "stripe", "pem", "url_password")
         )
         self._key_value = "key_value" in detectors
         self._numbers = any(name in detectors for name in ("card", "ssn", "iban"))
