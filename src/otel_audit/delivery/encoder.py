@@ -85,10 +85,25 @@ def encode_any_value(value: Any) -> bytes:
         return b"\x0a" + (_SMALL[size] if size < 0x80 else varint(size)) + data
     if cls is dict:
         cached = _string_pairs.get
-        body = b"".join(
-            [b"\x0a" + ((item.__class__ is str and cached((key, item))) or _pair(key, item)) for key, item in value.items()]
-        )
-        return b"\x32" + _length(len(body)) + body
+        parts = []
+        for key, item in value.items():
+            if item.__class__ is str:
+                pair = cached((key, item)) or _pair(key, item)
+            else:
+                inner = encode_any_value(item)
+                size = len(inner)
+                message = (
+                    (_key_prefixes[key] if key in _key_prefixes else _key_prefix(str(key)))
+                    + b"\x12"
+                    + (_SMALL[size] if size < 0x80 else varint(size))
+                    + inner
+                )
+                size = len(message)
+                pair = (_SMALL[size] if size < 0x80 else varint(size)) + message
+            parts.append(b"\x0a" + pair)
+        body = b"".join(parts)
+        size = len(body)
+        return b"\x32" + (_SMALL[size] if size < 0x80 else varint(size)) + body
     if value is None:
         return b""
     if cls is bool:
@@ -98,10 +113,18 @@ def encode_any_value(value: Any) -> bytes:
     if cls is list or cls is tuple:
         parts = []
         for item in value:
+            if item.__class__ is str:
+                data = item.encode("utf-8")
+                size = len(data)
+                if size < 0x7E:  # AnyValue{string_value} fits in a one-byte length too
+                    parts.append(b"\x0a" + _SMALL[size + 2] + b"\x0a" + _SMALL[size] + data)
+                    continue
             encoded = encode_any_value(item)
-            parts.append(b"\x0a" + _length(len(encoded)) + encoded)
+            size = len(encoded)
+            parts.append(b"\x0a" + (_SMALL[size] if size < 0x80 else varint(size)) + encoded)
         body = b"".join(parts)
-        return b"\x2a" + _length(len(body)) + body
+        size = len(body)
+        return b"\x2a" + (_SMALL[size] if size < 0x80 else varint(size)) + body
     if cls is float:
         return b"\x21" + _DOUBLE.pack(value)
     return _encode_other(value)
@@ -166,41 +189,77 @@ def _severity(number: Any, text: str | None) -> bytes:
     return encoded
 
 
+def _attribute_field(key: str, value: Any) -> bytes:
+    """One `LogRecord.attributes` field (tag + length-prefixed KeyValue); short string ones are cached whole."""
+    encoded = _TAG_ATTRIBUTE + _pair(key, value)
+    if value.__class__ is str and len(value) <= _VALUE_MAX_CACHED_LEN:
+        if len(_attribute_fields) >= _STRING_CACHE_LIMIT:
+            _attribute_fields.clear()
+        _attribute_fields[(key, value)] = encoded
+    return encoded
+
+
+_attribute_fields: dict[tuple[str, str], bytes] = {}
+_event_name_fields: dict[str, bytes] = {}
+_pack_fixed64 = _FIXED64.pack
+
+
 def encode_log_record(record: ReadWriteLogRecord | ReadableLogRecord) -> bytes:
     """The OTLP `LogRecord` message of an SDK record, fields in field-number order, defaults left out."""
     log = record.log_record
     parts = []
+    append = parts.append
     timestamp = log.timestamp
     if timestamp:
-        parts.append(_TAG_TIME + _FIXED64.pack(timestamp))
-    if log.severity_number is not None or log.severity_text:
-        parts.append(_severity(log.severity_number, log.severity_text))
+        append(_TAG_TIME + _pack_fixed64(timestamp))
+    severity_number, severity_text = log.severity_number, log.severity_text
+    if severity_number is not None or severity_text:
+        append(_severity_fields.get((severity_number, severity_text)) or _severity(severity_number, severity_text))
     body = log.body
     if body is not None:
-        parts.append(_delimited(_TAG_BODY, encode_any_value(body)))
+        append(_delimited(_TAG_BODY, encode_any_value(body)))
     attributes = log.attributes
     if attributes:
-        cached = _string_pairs.get
-        for key, value in attributes.items():
-            parts.append(_TAG_ATTRIBUTE + ((value.__class__ is str and cached((key, value))) or _pair(key, value)))
-    dropped = getattr(attributes, "dropped", 0)
-    if dropped:
-        parts.append(bytes((_TAG_DROPPED,)) + varint(dropped))
+        cached = _attribute_fields.get
+        for item in attributes.items():
+            value = item[1]
+            if value.__class__ is str:
+                append(cached(item) or _attribute_field(item[0], value))  # type: ignore[arg-type]
+            else:
+                key = item[0]
+                inner = encode_any_value(value)
+                size = len(inner)
+                message = (
+                    (_key_prefixes[key] if key in _key_prefixes else _key_prefix(key))
+                    + b"\x12"
+                    + (_SMALL[size] if size < 0x80 else varint(size))
+                    + inner
+                )
+                size = len(message)
+                append(_TAG_ATTRIBUTE + (_SMALL[size] if size < 0x80 else varint(size)) + message)
+        dropped = getattr(attributes, "dropped", 0)
+        if dropped:
+            append(bytes((_TAG_DROPPED,)) + varint(dropped))
     flags = log.trace_flags
     if flags:
-        parts.append(_TAG_FLAGS + _FIXED32.pack(int(flags)))
+        append(_TAG_FLAGS + _FIXED32.pack(int(flags)))
     trace_id = log.trace_id
     if trace_id:
-        parts.append(_TAG_TRACE_ID + trace_id.to_bytes(16, "big"))
+        append(_TAG_TRACE_ID + trace_id.to_bytes(16, "big"))
     span_id = log.span_id
     if span_id:
-        parts.append(_TAG_SPAN_ID + span_id.to_bytes(8, "big"))
+        append(_TAG_SPAN_ID + span_id.to_bytes(8, "big"))
     observed = log.observed_timestamp
     if observed:
-        parts.append(_TAG_OBSERVED + _FIXED64.pack(observed))
+        append(_TAG_OBSERVED + _pack_fixed64(observed))
     event_name = log.event_name
     if event_name:
-        parts.append(_delimited(_TAG_EVENT_NAME, event_name.encode("utf-8")))
+        encoded = _event_name_fields.get(event_name)
+        if encoded is None:
+            encoded = _delimited(_TAG_EVENT_NAME, event_name.encode("utf-8"))
+            if len(_event_name_fields) < _STRING_CACHE_LIMIT:
+                _event_name_fields[event_name] = encoded
+        append(encoded)
     return b"".join(parts)
 
 
