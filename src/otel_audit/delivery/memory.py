@@ -30,13 +30,13 @@ class MemoryQueue:
     def append(self, scope_number: int, scope: ScopeDef, record: bytes) -> None:
         """Queue one record, or drop and count it when the queue is full (never blocks, never raises)."""
         with self._lock:
-            self.emitted += 1
             if len(self._items) >= self.max_records:
                 self.dropped += 1
                 full = True
             else:
                 self._items.append((scope, record, time.time_ns()))
                 self._bytes += len(record)
+                self.emitted += 1
                 full = False
         if full:
             stats.report_loss("dropped", 1, f"memory delivery queue full (max_queue_size={self.max_records})")
