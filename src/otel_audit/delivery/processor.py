@@ -139,6 +139,10 @@ class DurableLogRecordProcessor(LogRecordProcessor):
     def _restart_after_fork(self) -> None:
         """A forked child exports its own records with a thread of its own (the parent's did not survive fork)."""
         self._scopes_lock = threading.Lock()
+        self.dead_letters = DeadLetterFile(self.dead_letters.path)
+        if isinstance(self._sender, HttpSender):
+            # The parent's pooled connection (and its lock) must not be shared: the child dials its own.
+            self._sender = HttpSender(self.settings)
         self.exported = self.retried = 0
         self._inflight_since = 0
         if not self._shut_down:

@@ -344,6 +344,7 @@ class Spool:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.rename(hidden, self.root / name)
         self._lane = Lane(self, self.root / name, lock_fd, live=True)
+        self._lane.cursor_segment = 1
         self._segment = 0
         self._segment_fd = -1
         self._segment_size = 0
