@@ -64,6 +64,7 @@ TRUSTED_KEYS = frozenset(
 )
 
 _MIN_SECRET_LEN = 6  # no detector matches a shorter string
+_SMALLEST_CARD = 10**12  # card numbers have at least 13 digits
 _CLEAN_CACHE_MAX = 8192
 _CACHEABLE_LEN = 256
 
@@ -335,23 +336,20 @@ class Redactor:
         self._email = "email" in detectors
         self._phone = "phone" in detectors
         self._benign = _BENIGN_WITH_PHONE_RE if self._phone else _BENIGN_RE
-        self._key_cache: dict[str, str] = {}
+        self._key_caches: dict[str, dict[str, str]] = {_ATTRIBUTE: {}, _NESTED: {}, _TEXT: {}}
         self._clean: set[str] = set()
 
     # -- keys ---------------------------------------------------------------------------------------------------
 
     def key_decision(self, key: str, where: str = _ATTRIBUTE) -> str:
-        """`skip`, `scan`, or the strategy for a value under this key (cached per key name and place).
-
-        Attribute keys are cached under their own name so the hot loop can read the cache directly.
-        """
-        cache_key = key if where == _ATTRIBUTE else where + "\x00" + key
-        decision = self._key_cache.get(cache_key)
+        """`skip`, `scan`, or the strategy for a value under this key (cached per key name and place)."""
+        cache = self._key_caches[where]
+        decision = cache.get(key)
         if decision is None:
             decision = self._decide_key(key, where)
-            if len(self._key_cache) >= _CLEAN_CACHE_MAX:
-                self._key_cache.clear()
-            self._key_cache[cache_key] = decision
+            if len(cache) >= _CLEAN_CACHE_MAX:
+                cache.clear()
+            cache[key] = decision
         return decision
 
     def _decide_key(self, key: str, where: str) -> str:
@@ -496,7 +494,7 @@ class Redactor:
 
     def redact_number(self, value: int) -> Any:
         """A card number passed as an integer is a card number all the same."""
-        if "card" in self.detectors and 10**11 < abs(value) < 10**19 and is_card_number(str(abs(value))):
+        if "card" in self.detectors and _SMALLEST_CARD <= abs(value) < 10**19 and is_card_number(str(abs(value))):
             return self._replacement(self.detectors["card"], str(value))
         return None
 
@@ -522,32 +520,41 @@ class Redactor:
     def _redact_container(self, value: Any, path: str, touched: list[str], depth: int) -> Any:
         if isinstance(value, Mapping):
             changed: dict[str, Any] | None = None
-            key_cache = self._key_cache
+            key_cache = self._key_caches[_NESTED]
             clean = self._clean
             for key, item in value.items():
-                decision = key_cache.get(_NESTED + "\x00" + key) or self.key_decision(key, _NESTED)
+                decision = key_cache.get(key) or self.key_decision(key, _NESTED)
                 if decision == _SCAN:
+                    # The common cases inline (this loop is the hot path for audit.metadata): no call, no path.
                     kind = type(item)
-                    if kind is str and (len(item) < _MIN_SECRET_LEN or item in clean) or kind is bool or kind is float:
+                    if kind is str:
+                        if len(item) < _MIN_SECRET_LEN or item in clean:
+                            continue
+                    elif kind is bool or kind is float or item is None:
                         continue
-                    new = self._guarded(item, f"{path}.{key}", touched, depth)
+                    elif kind is int and -_SMALLEST_CARD < item < _SMALLEST_CARD:
+                        continue
+                    new = self.guarded(item, f"{path}.{key}", touched, depth)
+                    if new is None:
+                        continue
                 elif decision == _SKIP:
                     continue
                 else:
                     new = self.apply(decision, item)
                     touched.append(f"{path}.{key}")
-                if new is not None:
-                    if changed is None:
-                        changed = dict(value)
-                    if new is _DROP:
-                        del changed[key]
-                    else:
-                        changed[key] = new
+                if changed is None:
+                    changed = dict(value)
+                if new is _DROP:
+                    del changed[key]
+                else:
+                    changed[key] = new
             return changed
         if isinstance(value, (list, tuple)):
             items: list[Any] | None = None
             for index, item in enumerate(value):
-                new = self._guarded(item, f"{path}[{index}]", touched, depth)
+                if self.skips(item):
+                    continue
+                new = self.guarded(item, f"{path}[{index}]", touched, depth)
                 if new is not None:
                     if items is None:
                         items = list(value)
@@ -555,9 +562,26 @@ class Redactor:
             return items
         return MASK
 
-    def _guarded(self, value: Any, path: str, touched: list[str], depth: int) -> Any:
-        """redact_value for one nested value; a failure masks that value (fail closed) and is counted."""
+    def skips(self, value: Any) -> bool:
+        """Whether a value certainly needs no work: a short or known-clean string, a small number, a bool, None.
+
+        The hot loops call this first, so the common values never pay for building a path or a call chain.
+        """
+        kind = type(value)
+        if kind is str:
+            return len(value) < _MIN_SECRET_LEN or value in self._clean
+        if kind is int:
+            return -_SMALLEST_CARD < value < _SMALLEST_CARD
+        return kind is bool or kind is float or value is None
+
+    def guarded(self, value: Any, path: str, touched: list[str], depth: int = -1) -> Any:
+        """redact_value for one value below the record; a failure masks that value (fail closed) and is counted."""
         try:
+            if type(value) is str:
+                new = self.redact_text(value)
+                if new is not None:
+                    touched.append(path)
+                return new
             new = self.redact_value(value, path, touched, depth + 1)
         except Exception:  # noqa: BLE001 - fail closed: never pass through a value we could not inspect
             STATS.increment("processor_errors")
@@ -592,7 +616,7 @@ class RedactionProcessor(LogRecordProcessor):
         updates: dict[str, Any] | None = None
         if attributes:
             redactor = self.redactor
-            key_cache = redactor._key_cache
+            key_cache = redactor._key_caches[_ATTRIBUTE]
             clean = redactor._clean
             # BoundedAttributes answers items() through Python-level __getitem__ calls; reading its backing dict
             # (when present) is the measured hot path. Writes below go through the public mapping interface.
@@ -601,14 +625,15 @@ class RedactionProcessor(LogRecordProcessor):
                 if decision == _SKIP:
                     continue
                 if decision == _SCAN:
-                    if type(value) is str and (len(value) < _MIN_SECRET_LEN or value in clean):
+                    kind = type(value)
+                    if kind is str:
+                        if len(value) < _MIN_SECRET_LEN or value in clean:
+                            continue
+                    elif kind is bool or kind is float or value is None:
                         continue
-                    try:
-                        new = redactor.redact_value(value, key, touched)
-                    except Exception:  # noqa: BLE001 - fail closed for this attribute
-                        STATS.increment("processor_errors")
-                        new = MASK
-                        touched.append(key)
+                    elif kind is int and -_SMALLEST_CARD < value < _SMALLEST_CARD:
+                        continue
+                    new = redactor.guarded(value, key, touched)
                     if new is None:
                         continue
                 else:
@@ -619,7 +644,7 @@ class RedactionProcessor(LogRecordProcessor):
                 updates[key] = new
         body = record.body
         if body is not None:
-            new_body = self._guarded_body(body, touched)
+            new_body = self.redactor.guarded(body, "body", touched)
             if new_body is not None:
                 record.body = None if new_body is _DROP else new_body
         if updates:
@@ -635,15 +660,6 @@ class RedactionProcessor(LogRecordProcessor):
                 record.attributes = {semconv.AUDIT_REDACTED: trail}
             else:
                 attributes[semconv.AUDIT_REDACTED] = trail
-
-    def _guarded_body(self, body: Any, touched: list[str]) -> Any:
-        try:
-            new = self.redactor.redact_value(body, "body", touched)
-        except Exception:  # noqa: BLE001 - fail closed for the body
-            STATS.increment("processor_errors")
-            touched.append("body")
-            return MASK
-        return new
 
     def _scrub(self, record: Any) -> None:
         """Last resort after an unexpected failure: keep only trusted attributes and mark the record scrubbed."""
