@@ -455,7 +455,7 @@ class AlertEngine:
             groups.setdefault((hit.rule.rule_id, hit.group_key), []).append(hit)
         fired = queued = 0
         with self.storage.transaction() as conn:
-            conn.executemany(
+            conn.cursor().executemany(
                 f"INSERT INTO alert_hits (rule_id, uid, group_key, time_unix_nano) VALUES ({p}, {p}, {p}, {p})"
                 " ON CONFLICT (rule_id, uid) DO NOTHING",
                 [(hit.rule.rule_id, hit.uid, hit.group_key, hit.time_unix_nano) for hit in hits],

@@ -425,7 +425,7 @@ class WebhookRegistry:
             for webhook_id in webhook_ids
         ]
         if rows:
-            conn.executemany(
+            conn.cursor().executemany(
                 f"INSERT INTO webhook_deliveries ({_INSERT_DELIVERY_COLUMNS}) VALUES ({', '.join([p] * 14)})",
                 rows,
             )
