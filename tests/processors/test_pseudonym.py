@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -139,6 +141,33 @@ def test_vault_is_shared_between_processes(tmp_path: Path) -> None:
     vault.forget("u-7")
     with pytest.raises(SubjectForgotten):
         vault.reveal(email_pseudonym)
+    vault.close()
+
+
+def test_forked_child_uses_its_own_vault_connection(tmp_path: Path) -> None:
+    vault = PseudonymVault(tmp_path / "vault.sqlite", KEY)
+    vault.store("psn_parent", "parent@example.com", "u-parent")
+    pid = os.fork()
+    if pid == 0:  # child: store through the inherited object, then leave without running pytest's teardown
+        code = 0
+        try:
+            vault.store("psn_child", "child@example.com", "u-child")
+            vault.close()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(pid, 9)
+        pytest.fail("forked child did not finish")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert vault.reveal("psn_child") == "child@example.com"
+    assert vault.reveal("psn_parent") == "parent@example.com"
     vault.close()
 
 

@@ -73,6 +73,11 @@ class PseudonymVault:
         self._key = _as_key(key, "vault key")
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()
+
+    def _open(self) -> None:
+        """(Re)open the database: at start, and in a forked child, which must not use its parent's connection."""
+        self._pid = os.getpid()
         self._db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -88,6 +93,12 @@ class PseudonymVault:
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS mappings_subject ON mappings (subject_ref)")
 
+    def _connection(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self._lock = threading.Lock()
+            self._open()
+        return self._db
+
     def _subject_ref(self, subject: str) -> str:
         """Subjects are stored as keyed hashes, so the vault file itself does not list who is in it."""
         return hmac.new(self._key, b"subject\x00" + subject.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -95,13 +106,14 @@ class PseudonymVault:
     def store(self, pseudonym: str, original: str, subject: str) -> None:
         """Record pseudonym -> original under the subject's key (created on first use)."""
         ref = self._subject_ref(subject)
+        db = self._connection()
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute("SELECT data_key FROM subjects WHERE subject_ref = ?", (ref,)).fetchone()
+                row = db.execute("SELECT data_key FROM subjects WHERE subject_ref = ?", (ref,)).fetchone()
                 if row is None:
                     data_key = AESGCM.generate_key(bit_length=256)
-                    self._db.execute(
+                    db.execute(
                         "INSERT INTO subjects (subject_ref, data_key, created_ns) VALUES (?, ?, ?)",
                         (ref, data_key, time.time_ns()),
                     )
@@ -109,19 +121,20 @@ class PseudonymVault:
                     data_key = row[0]
                 nonce = os.urandom(12)
                 ciphertext = AESGCM(data_key).encrypt(nonce, original.encode("utf-8"), pseudonym.encode("ascii"))
-                self._db.execute(
+                db.execute(
                     "INSERT OR REPLACE INTO mappings (pseudonym, subject_ref, nonce, ciphertext) VALUES (?, ?, ?, ?)",
                     (pseudonym, ref, nonce, ciphertext),
                 )
-                self._db.execute("COMMIT")
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
 
     def reveal(self, pseudonym: str) -> str:
         """The original value; raises SubjectForgotten after forget(), PseudonymNotFound when never stored."""
+        db = self._connection()
         with self._lock:
-            row = self._db.execute(
+            row = db.execute(
                 "SELECT m.nonce, m.ciphertext, s.data_key FROM mappings m"
                 " LEFT JOIN subjects s ON s.subject_ref = m.subject_ref WHERE m.pseudonym = ?",
                 (pseudonym,),
@@ -139,15 +152,18 @@ class PseudonymVault:
     def forget(self, subject: str) -> bool:
         """Delete the subject's key (crypto-shredding); True when there was one. Mappings stay, unreadable."""
         ref = self._subject_ref(subject)
+        db = self._connection()
         with self._lock:
-            deleted = self._db.execute("DELETE FROM subjects WHERE subject_ref = ?", (ref,)).rowcount
+            deleted = db.execute("DELETE FROM subjects WHERE subject_ref = ?", (ref,)).rowcount
             # Move the overwritten page out of the write-ahead log too, so no copy of the key stays on disk.
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return deleted > 0
 
     def close(self) -> None:
+        """Close this process's connection (a forked child leaves its parent's connection alone)."""
         with self._lock:
-            self._db.close()
+            if self._pid == os.getpid():
+                self._db.close()
 
 
 @dataclass(frozen=True)

@@ -518,7 +518,7 @@ class Redactor:
         return result
 
     def _redact_container(self, value: Any, path: str, touched: list[str], depth: int) -> Any:
-        if isinstance(value, Mapping):
+        if type(value) is dict or isinstance(value, Mapping):
             changed: dict[str, Any] | None = None
             key_cache = self._key_caches[_NESTED]
             clean = self._clean
@@ -530,13 +530,22 @@ class Redactor:
                     if kind is str:
                         if len(item) < _MIN_SECRET_LEN or item in clean:
                             continue
+                        try:
+                            new = self.redact_text(item)
+                        except Exception:  # noqa: BLE001 - fail closed: mask what could not be inspected
+                            new = self._failed(f"{path}.{key}", touched)
+                        else:
+                            if new is None:
+                                continue
+                            touched.append(f"{path}.{key}")
                     elif kind is bool or kind is float or item is None:
                         continue
                     elif kind is int and -_SMALLEST_CARD < item < _SMALLEST_CARD:
                         continue
-                    new = self.guarded(item, f"{path}.{key}", touched, depth)
-                    if new is None:
-                        continue
+                    else:
+                        new = self.guarded(item, f"{path}.{key}", touched, depth)
+                        if new is None:
+                            continue
                 elif decision == _SKIP:
                     continue
                 else:
@@ -577,17 +586,24 @@ class Redactor:
     def guarded(self, value: Any, path: str, touched: list[str], depth: int = -1) -> Any:
         """redact_value for one value below the record; a failure masks that value (fail closed) and is counted."""
         try:
-            if type(value) is str:
+            kind = type(value)
+            if kind is str:
                 new = self.redact_text(value)
                 if new is not None:
                     touched.append(path)
                 return new
-            new = self.redact_value(value, path, touched, depth + 1)
+            if (kind is dict or kind is list or kind is tuple) and depth < 32:
+                return self._redact_container(value, path, touched, depth + 1)
+            return self.redact_value(value, path, touched, depth + 1)
         except Exception:  # noqa: BLE001 - fail closed: never pass through a value we could not inspect
-            STATS.increment("processor_errors")
-            touched.append(path)
-            return MASK
-        return new
+            return self._failed(path, touched)
+
+    @staticmethod
+    def _failed(path: str, touched: list[str]) -> str:
+        """Fail closed: the value at `path` is replaced by the mask, and the failure is counted."""
+        STATS.increment("processor_errors")
+        touched.append(path)
+        return MASK
 
 
 class RedactionProcessor(LogRecordProcessor):
