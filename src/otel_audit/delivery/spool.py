@@ -89,13 +89,12 @@ def _segment_number(name: str) -> int | None:
 
 
 class Lane:
-    """One writer directory: its segments and acknowledgement cursor; `live` when this process appends to it."""
+    """One writer directory (lane): its segments and acknowledgement cursor."""
 
-    def __init__(self, spool: Spool, path: Path, lock_fd: int, live: bool) -> None:
+    def __init__(self, spool: Spool, path: Path, lock_fd: int) -> None:
         self.spool = spool
         self.path = path
         self.lock_fd = lock_fd
-        self.live = live
         self.cursor_segment, self.cursor_offset = self._load_cursor()
         self.scopes: dict[int, dict[int, ScopeDef]] = {}
         self._read_fds: dict[int, int] = {}
@@ -343,7 +342,7 @@ class Spool:
         lock_fd = os.open(hidden / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.rename(hidden, self.root / name)
-        self._lane = Lane(self, self.root / name, lock_fd, live=True)
+        self._lane = Lane(self, self.root / name, lock_fd)
         self._lane.cursor_segment = 1
         self._segment = 0
         self._segment_fd = -1
@@ -477,7 +476,7 @@ class Spool:
             if not path.exists():
                 os.close(lock_fd)
                 continue
-            lane = Lane(self, path, lock_fd, live=False)
+            lane = Lane(self, path, lock_fd)
             pending = lane.pending_bytes()
             with self._cond:
                 self._orphans.append(lane)
