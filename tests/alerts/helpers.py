@@ -105,7 +105,8 @@ class WebhookReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def start(self) -> WebhookReceiver:
+    def bind(self) -> WebhookReceiver:
+        """Hold the port without listening: connections are refused (the receiver is "down")."""
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -124,8 +125,18 @@ class WebhookReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler, bind_and_activate=False)
         self._server.daemon_threads = True
+        self._server.allow_reuse_address = True
+        self._server.server_bind()
+        return self
+
+    def start(self) -> WebhookReceiver:
+        """Listen and serve (binding first if needed)."""
+        if self._server is None:
+            self.bind()
+        assert self._server is not None
+        self._server.server_activate()
         threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True).start()
         return self
 
