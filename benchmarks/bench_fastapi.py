@@ -40,10 +40,11 @@ from benchmarks.harness import (
     sink_process,
 )
 
-VARIANTS = ("plain", "otel-audit", "stock ASGI + SDK log", "FastAPIInstrumentor")
+VARIANTS = ("plain", "otel-audit", "otel-audit, no event", "stock ASGI + SDK log", "FastAPIInstrumentor")
 FACTORIES = {
     "plain": "plain_app",
     "otel-audit": "audited_app",
+    "otel-audit, no event": "audited_no_event_app",
     "stock ASGI + SDK log": "stock_log_app",
     "FastAPIInstrumentor": "traced_app",
 }
@@ -82,6 +83,15 @@ def audited_app() -> Any:
 
     otel_audit.configure()
     return instrument_app(plain_app())
+
+
+def audited_no_event_app() -> Any:
+    """The middleware's own cost: audit context and request bookkeeping, but POST is not an audited method."""
+    import otel_audit
+    from otel_audit.instrumentation.fastapi import instrument_app
+
+    otel_audit.configure()
+    return instrument_app(plain_app(), methods=["DELETE"])
 
 
 def stock_log_app() -> Any:
@@ -260,6 +270,7 @@ BENCHMARK = Benchmark(
         Figure("with FastAPIInstrumentor", "FastAPIInstrumentor", "rps", "req/s"),
         Figure("plain: server CPU per request", "plain", "server_cpu_us_per_request", "us"),
         Figure("otel-audit: server CPU per request", "otel-audit", "server_cpu_us_per_request", "us"),
+        Figure("otel-audit, no event: server CPU per request", "otel-audit, no event", "server_cpu_us_per_request", "us"),
         Figure("stock ASGI + SDK log: server CPU per request", "stock ASGI + SDK log", "server_cpu_us_per_request", "us"),
         Figure("FastAPIInstrumentor: server CPU per request", "FastAPIInstrumentor", "server_cpu_us_per_request", "us"),
         Figure("otel-audit events missing at the sink", "otel-audit", "events_missing", "events",
@@ -269,6 +280,8 @@ BENCHMARK = Benchmark(
         Ratio("otel-audit / plain throughput", ("otel-audit", "rps"), ("plain", "rps"), Target(">= 0.90", ">=", 0.90)),
         Ratio("otel-audit / plain, from server CPU per request", ("otel-audit", "cpu_capacity_rps"),
               ("plain", "cpu_capacity_rps"), Target(">= 0.90", ">=", 0.90)),
+        Ratio("otel-audit without events / plain, from server CPU per request", ("otel-audit, no event", "cpu_capacity_rps"),
+              ("plain", "cpu_capacity_rps")),
         Ratio("stock ASGI + SDK log / plain, from server CPU per request", ("stock ASGI + SDK log", "cpu_capacity_rps"),
               ("plain", "cpu_capacity_rps")),
         Ratio("FastAPIInstrumentor / plain, from server CPU per request", ("FastAPIInstrumentor", "cpu_capacity_rps"),

@@ -41,6 +41,8 @@ _ACTION_WORD_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 _VERB_BY_METHOD_ITEM = {"GET": "read", "HEAD": "read", "PUT": "update", "PATCH": "update", "POST": "update", "DELETE": "delete"}
 _VERB_BY_METHOD_COLLECTION = {"GET": "list", "HEAD": "list", "POST": "create", "PUT": "replace", "PATCH": "update", "DELETE": "delete"}
 
+ANONYMOUS = Actor.anonymous()
+
 ActorResolver = Callable[[Any], Any]
 StringResolver = Callable[[Any], "str | None"]
 
@@ -366,10 +368,12 @@ class AuditOptions:
         request_id_header: str = REQUEST_ID_HEADER,
     ) -> AuditOptions:
         """Check and precompute the options; raise ConfigurationError naming the bad argument."""
-        method_set = frozenset(m.upper() for m in (DEFAULT_METHODS if methods is None else methods))
-        for method in method_set:
-            if not isinstance(method, str) or not method.isalpha():
+        if isinstance(methods, str):
+            methods = [item for item in methods.split(",") if item.strip()]
+        for method in DEFAULT_METHODS if methods is None else methods:
+            if not isinstance(method, str) or not method.strip().isalpha():
                 raise ConfigurationError(f"methods: not an HTTP method: {method!r}")
+        method_set = frozenset(m.strip().upper() for m in (DEFAULT_METHODS if methods is None else methods))
         if excluded_urls is None:
             patterns = excluded_urls_from_env()
         elif isinstance(excluded_urls, str):
@@ -451,7 +455,7 @@ def emit_request_event(logger: AuditLogger, options: AuditOptions, state: Reques
         resource = (route.resource_type, resource_id)
     logger.emit(
         route.action,
-        actor=state.actor or Actor.anonymous(),
+        actor=state.actor or ANONYMOUS,
         resource=resource,
         outcome=outcome,
         error_type=error_type,

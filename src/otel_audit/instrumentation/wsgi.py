@@ -46,7 +46,7 @@ class WSGIAuditMiddleware:
     """`app.wsgi_app = WSGIAuditMiddleware(app.wsgi_app, ...)`; options as for the ASGI AuditMiddleware.
 
     Resolvers get the WSGI environ. `route_resolver(environ)` may return (template, path params) once the app
-    ran; frameworks integrations (see flask.py) fill the route and actor into the request state instead.
+    ran; framework integrations (see flask.py) fill the route and actor into the request state instead.
     """
 
     def __init__(
