@@ -186,18 +186,21 @@ def cmd_tail(args: argparse.Namespace) -> int:
     filters = _filter_kwargs(args)
     with _client(args) as client:
         _, token = client.tail()
+        print(f"otel-audit: following new events at {args.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         if args.last:
             recent = client.search_events(limit=args.last, **filters).events
             _print_events(list(reversed(recent)), args.json, header=True)
         header = not args.last
-        polls = 0
-        while args.max_polls is None or polls < args.max_polls:
-            polls += 1
+        printed = 0
+        while args.max_events is None or printed < args.max_events:
             events, token = client.tail(after=token)
             matching = [event for event in events if _matches(event, filters)]
+            if args.max_events is not None:
+                matching = matching[: args.max_events - printed]
             if matching:
                 _print_events(matching, args.json, header=header)
                 header = False
+                printed += len(matching)
             if not events:
                 time.sleep(args.interval)
     return 0
@@ -231,7 +234,7 @@ def add_tail(subparsers: Any) -> None:
     _add_filters(parser)
     parser.add_argument("--last", type=int, default=10, help="first show this many recent events (default 10)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls when idle")
-    parser.add_argument("--max-polls", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--max-events", type=int, default=None, help="exit after printing this many events")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.set_defaults(func=cmd_tail)
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,8 +170,12 @@ def test_cli_keys_tail_and_retention_against_a_served_database(tmp_path) -> None
         two_years_ago = time.time_ns() - 2 * 365 * 86_400 * 10**9
         request = build_request([old, new], times=[two_years_ago, time.time_ns()])
         tail = subprocess.Popen([*CLI, "tail", "--url", server.url, "--api-key", key["secret"], "--json", "--last", "0",
-                                 "--interval", "0.1", "--max-polls", "200"], stdout=subprocess.PIPE, text=True)
-        time.sleep(1.0)  # let tail take its starting position before the events arrive
+                                 "--interval", "0.1", "--max-events", "2"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        started = threading.Thread(target=tail.stderr.readline, daemon=True)  # "following new events ..."
+        started.start()
+        started.join(timeout=30)
+        assert not started.is_alive(), "otel-audit tail did not start following within 30 s"
         response = httpx.post(f"{server.url}/v1/logs", content=request.SerializeToString(), timeout=10,
                               headers={"authorization": f"Bearer {key['secret']}", "content-type": "application/x-protobuf"})
         assert response.status_code == 200
@@ -192,7 +197,7 @@ def test_cli_keys_tail_and_retention_against_a_served_database(tmp_path) -> None
         revoke = subprocess.run([*CLI, "keys", "revoke", "--db", db, key["key_id"]], capture_output=True, text=True,
                                 timeout=60)
         assert revoke.returncode == 0
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 15  # running stores cache key lookups for 5 s
         while time.monotonic() < deadline:
             status = httpx.get(f"{server.url}/v1/events", headers={"x-api-key": key["secret"]}, timeout=5).status_code
             if status == 401:
