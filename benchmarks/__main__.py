@@ -60,7 +60,7 @@ PROCESSORS = Benchmark(
     variants=(RUN,),
     command=lambda variant, size: python_command(
         str(_script("bench_processors.py")),
-        "--events", {"smoke": "2000", "quick": "20000", "full": "50000"}[size],
+        "--events", {"smoke": "2000", "quick": "5000", "full": "50000"}[size],
         "--repeat", {"smoke": "1", "quick": "1", "full": "3"}[size],
     ),
     parse=parse_processors,
@@ -107,6 +107,7 @@ DELIVERY = Benchmark(
     ),
     timeout=lambda size: {"smoke": 120.0, "quick": 120.0, "full": 900.0}[size],
     unavailable=lambda: _missing("bench_delivery.py"),
+    sizes=("smoke", "full"),
     note="Measured by the delivery area's script: both sides in one process per repetition, records built by the "
     "caller and handed to the SDK Logger / the delivery stage without the filter and redaction chain.",
 )
@@ -169,7 +170,7 @@ def parse_store(stdout: str) -> Metrics:
     return metrics
 
 
-STORE_EVENTS = {"smoke": "2000", "quick": "20000", "full": "1000000"}
+STORE_EVENTS = {"smoke": "2000", "quick": "10000", "full": "1000000"}
 
 STORE = Benchmark(
     name="store",
@@ -177,7 +178,7 @@ STORE = Benchmark(
     variants=(RUN,),
     command=lambda variant, size: python_command(
         str(_script("bench_store.py")), "--events", STORE_EVENTS[size], "--backend", "both",
-        "--rounds", {"smoke": "10", "quick": "30", "full": "200"}[size],
+        "--rounds", {"smoke": "10", "quick": "20", "full": "200"}[size],
         "--http", {"smoke": "0", "quick": "0", "full": "51200"}[size],
     ),
     parse=parse_store,
@@ -199,13 +200,15 @@ STORE = Benchmark(
     ),
     timeout=lambda size: {"smoke": 180.0, "quick": 180.0, "full": 3600.0}[size],
     unavailable=lambda: _missing("bench_store.py"),
-    note="Events stored per run: smoke 2,000, quick 20,000, full 1,000,000; the search target applies at 1,000,000 "
+    note="Events stored per run: quick 10,000, full 1,000,000; the search target applies at 1,000,000 "
     "events (full run). OTLP/HTTP ingest through `otel-audit serve` runs in the full run only.",
 )
 
 
-def own_benchmark(module: str, fallback: Benchmark) -> Benchmark:
-    """The BENCHMARK a script of another area declares for this harness, else the adapter written for it here."""
+def own_benchmark(module: str, fallback: Benchmark, quick_as: str = "quick") -> Benchmark:
+    """The BENCHMARK a script of another area declares for this harness, else the adapter written for it here.
+
+    `quick_as` is the size a --quick run asks of the script's own BENCHMARK (to keep --quick short)."""
     path = _script(f"{module}.py")
     if not path.exists() or not re.search(r"^BENCHMARK\s*[:=]", path.read_text(encoding="utf-8"), re.MULTILINE):
         return fallback
@@ -214,7 +217,14 @@ def own_benchmark(module: str, fallback: Benchmark) -> Benchmark:
     except Exception as exc:  # noqa: BLE001 - a broken script must not stop the other benchmarks
         reason = f"benchmarks/{module}.py does not import: {type(exc).__name__}: {exc}"
         return dataclasses.replace(fallback, unavailable=lambda: reason)
-    return dataclasses.replace(declared, name=fallback.name, title=fallback.title)
+    if quick_as == "quick":
+        return dataclasses.replace(declared, name=fallback.name, title=fallback.title)
+    return dataclasses.replace(
+        declared, name=fallback.name, title=fallback.title,
+        command=lambda variant, size: declared.command(variant, quick_as if size == "quick" else size),
+        timeout=lambda size: declared.timeout(quick_as if size == "quick" else size),
+        note=" ".join(filter(None, (declared.note, f"A --quick run measures at the script's `{quick_as}` size."))),
+    )
 
 
 def registry() -> tuple[Benchmark, ...]:
@@ -224,7 +234,7 @@ def registry() -> tuple[Benchmark, ...]:
         own_benchmark("bench_processors", PROCESSORS),
         bench_e2e.BENCHMARK,
         own_benchmark("bench_delivery", DELIVERY),
-        own_benchmark("bench_fastapi", FASTAPI),
+        own_benchmark("bench_fastapi", FASTAPI, quick_as="smoke"),
         own_benchmark("bench_store", STORE),
     )
 

@@ -25,7 +25,7 @@ from benchmarks.harness import Benchmark, Figure, Ratio, Target, print_result, p
 
 VARIANTS = ("otel-audit memory", "otel-audit disk", "otel-audit strict", "stock SDK", "stdlib logging")
 # (timed chunks, calls per chunk): strict fsyncs every call, so it gets fewer.
-CHUNKS = {"smoke": (3, 20), "quick": (15, 200), "full": (150, 200)}
+CHUNKS = {"smoke": (3, 20), "quick": (10, 200), "full": (150, 200)}
 STRICT_CHUNKS = {"smoke": (2, 10), "quick": (8, 50), "full": (40, 50)}
 ACTION = "document.share"
 EVENT_NAME = "audit.document.share"

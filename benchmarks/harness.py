@@ -86,6 +86,7 @@ class Benchmark:
     timeout: Callable[[str], float] = field(default=lambda size: 120.0)
     unavailable: Callable[[], str | None] = field(default=lambda: None)
     note: str = ""
+    sizes: tuple[str, ...] = SIZES
 
 
 class ResultFormatError(ValueError):
@@ -179,6 +180,9 @@ def run_benchmark(
     reason = bench.unavailable()
     if reason is not None:
         return {"title": bench.title, "status": "not measured yet", "reason": reason, "figures": [], "ratios": []}
+    if size not in bench.sizes:
+        return {"title": bench.title, "status": "not run at this size", "figures": [], "ratios": [],
+                "reason": f"not part of a {size} run; `python -m benchmarks --only {bench.name}` measures it"}
     samples: dict[str, list[Metrics | None]] = {variant: [] for variant in bench.variants}
     errors: list[dict[str, Any]] = []
     started = time.monotonic()
@@ -326,8 +330,8 @@ def markdown(report: dict[str, Any]) -> str:
     for name, result in report["benchmarks"].items():
         lines.append(f"### {result['title']}")
         lines.append("")
-        if result["status"] == "not measured yet":
-            lines.append(f"Not measured yet: {result['reason']}.")
+        if result["status"] in ("not measured yet", "not run at this size"):
+            lines.append(f"{result['status'].capitalize()}: {result['reason']}.")
             lines.append("")
             continue
         if result.get("note"):

@@ -120,7 +120,8 @@ def test_failures_and_missing_scripts_are_reported_not_invented(tmp_path: Path) 
     )
     missing = Benchmark(name="later", title="not written", variants=("run",), command=lambda v, s: [],
                         unavailable=lambda: "benchmarks/bench_later.py is not written yet")
-    report = run_all([crashing, missing], repetitions=2, size="smoke", command="test")
+    full_only = dataclasses.replace(missing, name="long", unavailable=lambda: None, sizes=("full",))
+    report = run_all([crashing, missing, full_only], repetitions=2, size="smoke", command="test")
     crash = report["benchmarks"]["crash"]
     assert crash["status"] == "measured with errors"
     assert [error["variant"] for error in crash["errors"]] == ["a", "a"]
@@ -128,6 +129,7 @@ def test_failures_and_missing_scripts_are_reported_not_invented(tmp_path: Path) 
     assert crash["ratios"][0]["n"] == 0 and crash["ratios"][0]["median"] is None and crash["ratios"][0]["met"] is None
     assert crash["figures"][0]["values"] == [4.0, 4.0]
     assert report["benchmarks"]["later"]["status"] == "not measured yet"
+    assert report["benchmarks"]["long"]["status"] == "not run at this size"
 
     json_path, md_path = write_report(report, tmp_path)
     assert json.loads(json_path.read_text())["benchmarks"]["crash"]["figures"][0]["median"] == 4.0
@@ -136,6 +138,7 @@ def test_failures_and_missing_scripts_are_reported_not_invented(tmp_path: Path) 
     assert "| a / b | - | - | <= 1x | not measured in this run |" in text
     assert "| x of b | 4 us | 4 us - 4 us |  | only 2 repetitions |" in text
     assert "Not measured yet: benchmarks/bench_later.py is not written yet." in text
+    assert "Not run at this size: not part of a smoke run; `python -m benchmarks --only long` measures it." in text
 
 
 def test_command_line_runs_a_script_of_another_area_in_fresh_processes(tmp_path: Path) -> None:
