@@ -15,6 +15,8 @@ from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from .. import semconv
+
 _FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
 _FIXED32 = struct.Struct("<I")
@@ -55,8 +57,7 @@ _SMALL = [bytes((n,)) for n in range(0x80)]
 
 
 def _delimited(tag: bytes, payload: bytes) -> bytes:
-    size = len(payload)
-    return tag + (_SMALL[size] if size < 0x80 else varint(size)) + payload
+    return tag + _length(len(payload)) + payload
 
 
 _key_prefixes: dict[str, bytes] = {}
@@ -73,7 +74,12 @@ def _key_prefix(key: str) -> bytes:
 
 
 def _length(size: int) -> bytes:
-    return _SMALL[size] if size < 0x80 else varint(size)
+    """The varint length prefix; one and two bytes (every record and most requests' parts) without a loop."""
+    if size < 0x80:
+        return _SMALL[size]
+    if size < 0x4000:
+        return bytes(((size & 0x7F) | 0x80, size >> 7))
+    return varint(size)
 
 
 def encode_any_value(value: Any) -> bytes:
@@ -157,6 +163,11 @@ def encode_key_value(key: str, value: Any) -> bytes:
     return prefix + b"\x12" + _length(len(encoded)) + encoded
 
 
+def _length_prefixed_pair(key: str, value: Any) -> bytes:
+    message = encode_key_value(key, value)
+    return _length(len(message)) + message
+
+
 def _pair(key: str, value: Any) -> bytes:
     """A length-prefixed KeyValue, ready to follow a field tag; short string pairs (action, outcome, tenant, ...)
     repeat across events and come from a bounded cache."""
@@ -190,7 +201,10 @@ def _severity(number: Any, text: str | None) -> bytes:
 
 
 def _attribute_field(key: str, value: Any) -> bytes:
-    """One `LogRecord.attributes` field (tag + length-prefixed KeyValue); short string ones are cached whole."""
+    """One `LogRecord.attributes` field (tag + length-prefixed KeyValue); short string ones are cached whole,
+    except those unique to each record, which would only churn the cache."""
+    if key in _UNIQUE_PER_RECORD:
+        return _TAG_ATTRIBUTE + _length_prefixed_pair(key, value)
     encoded = _TAG_ATTRIBUTE + _pair(key, value)
     if value.__class__ is str and len(value) <= _VALUE_MAX_CACHED_LEN:
         if len(_attribute_fields) >= _STRING_CACHE_LIMIT:
@@ -200,6 +214,9 @@ def _attribute_field(key: str, value: Any) -> bytes:
 
 
 _attribute_fields: dict[tuple[str, str], bytes] = {}
+_UNIQUE_PER_RECORD = frozenset(
+    {semconv.LOG_RECORD_UID, semconv.AUDIT_CHAIN_HASH, semconv.AUDIT_CHAIN_PREV, semconv.AUDIT_CHAIN_SEQ}
+)
 _event_name_fields: dict[str, bytes] = {}
 _pack_fixed64 = _FIXED64.pack
 
@@ -341,7 +358,7 @@ def frame_request(records: Iterable[tuple[ScopeDef, bytes]]) -> bytes:
         if current is None:
             return
         scope_logs = [_delimited(b"\x0a", current.scope)]
-        scope_logs.extend(_delimited(b"\x12", record) for record in run)
+        scope_logs.extend([b"\x12" + _length(len(record)) + record for record in run])
         if current.scope_schema_url:
             scope_logs.append(_delimited(b"\x1a", current.scope_schema_url.encode("utf-8")))
         resource_logs = [_delimited(b"\x0a", current.resource), _delimited(b"\x12", b"".join(scope_logs))]
