@@ -21,7 +21,6 @@ from otel_audit.store.pgcluster import PostgresCluster
 from .conftest import postgres_url
 from .helpers import NS, Api, WebhookReceiver, free_port, login_event, wait_for
 
-pytestmark = pytest.mark.postgres
 DEV_KEY = "alerts-dev-key-0123456789"
 
 
@@ -94,6 +93,7 @@ def _run(apis: list[Api], plans: list[list[tuple[list[dict], list[int]]]]) -> No
     assert not any(thread.is_alive() for thread in threads)
 
 
+@pytest.mark.postgres
 def test_two_processes_fire_and_deliver_each_alert_once(two_stores: list[str]) -> None:
     apis = [Api(base, DEV_KEY) for base in two_stores]
     with WebhookReceiver() as receiver:
@@ -120,9 +120,10 @@ def test_two_processes_fire_and_deliver_each_alert_once(two_stores: list[str]) -
         api.close()
 
 
-def test_concurrent_completions_of_one_window_fire_once(postgres_cluster: PostgresCluster, serve) -> None:
-    """Many requests, on two stores with separate connection pools, each complete the same window at once."""
-    url = postgres_url(postgres_cluster)
+@pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_concurrent_completions_of_one_window_fire_once(db_url: str, serve) -> None:
+    """Many requests, on two stores with separate connections to one database, each complete the same window at once."""
+    url = db_url
     storages = [open_storage(url), open_storage(url)]
     servers = []
     try:
