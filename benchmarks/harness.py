@@ -87,6 +87,7 @@ class Benchmark:
     unavailable: Callable[[], str | None] = field(default=lambda: None)
     note: str = ""
     sizes: tuple[str, ...] = SIZES
+    describe: Callable[[str], tuple[str, Target | None] | None] = field(default=lambda key: ("", None))
 
 
 class ResultFormatError(ValueError):
@@ -219,17 +220,25 @@ def _figures_to_report(bench: Benchmark, samples: dict[str, list[Metrics | None]
     declared |= {side for ratio in bench.ratios for side in (ratio.numerator, ratio.denominator)}
     if bench.figures and declared & seen:
         return bench.figures
-    return _every_metric(samples)
+    return _every_metric(samples, bench.describe)
 
 
-def _every_metric(samples: dict[str, list[Metrics | None]]) -> tuple[Figure, ...]:
-    """For a script the harness has no figure list for: every metric it printed, as it named it."""
+def _every_metric(
+    samples: dict[str, list[Metrics | None]], describe: Callable[[str], tuple[str, Target | None] | None]
+) -> tuple[Figure, ...]:
+    """For a script the harness has no figure list for: every metric it printed, as it named it; `describe` gives
+    a metric's unit and target, or None to leave it out."""
     seen: dict[tuple[str, str], None] = {}
     for variant, runs in samples.items():
         for run in runs:
             for key in run or ():
                 seen[(variant, key)] = None
-    return tuple(Figure(key, variant, key, "") for variant, key in seen)
+    figures = []
+    for variant, key in seen:
+        description = describe(key)
+        if description is not None:
+            figures.append(Figure(key, variant, key, description[0], description[1]))
+    return tuple(figures)
 
 
 def _all_empty(samples: dict[str, list[Metrics | None]]) -> bool:
