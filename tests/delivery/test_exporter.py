@@ -3,6 +3,7 @@ memory mode, full spool, fork, and the delivery counters."""
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import os
 import threading
@@ -17,6 +18,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otel_audit import stats
 from otel_audit.delivery import AuditDeliveryError
 from otel_audit.delivery.deadletter import read_dead_letters
+from otel_audit.delivery.sender import parse_retry_after
 from otel_audit.testing.receiver import OTLPReceiver, Reply, decode_request
 
 from .conftest import free_port, wait_until
@@ -225,3 +227,47 @@ def test_counters_are_published_as_otel_metrics(receiver, make_pipeline) -> None
     assert points["otel_audit.delivery.spool_bytes"] == 0
     assert "otel_audit.delivery.oldest_unexported_age" in points
     provider.shutdown()
+
+
+def test_backlog_is_visible_in_the_gauges_while_the_receiver_is_down(make_pipeline) -> None:
+    port = free_port()
+    pipeline = make_pipeline(endpoint=f"http://127.0.0.1:{port}/v1/logs")
+    pipeline.emit()
+    assert wait_until(lambda: stats.delivery_stats()["oldest_unexported_age"] > 0.2, 10)
+    assert stats.delivery_stats()["spool_bytes"] > 0
+    with OTLPReceiver(port=port) as receiver:
+        assert pipeline.processor.force_flush(20_000)
+        assert seqs(receiver) == [1]
+    assert pipeline.processor._source.pending_bytes() == 0  # this pipeline's share of the process-wide gauges
+    assert pipeline.processor._counters()["oldest_unexported_age"] == 0
+
+
+def test_deflate_compression(receiver, make_pipeline) -> None:
+    pipeline = make_pipeline(endpoint=receiver.endpoint, compression="deflate")
+    pipeline.emit()
+    assert pipeline.processor.force_flush(20_000)
+    assert receiver.headers[0]["content-encoding"] == "deflate"
+    assert seqs(receiver) == [1]
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    assert parse_retry_after("7") == 7.0
+    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert 50 <= parse_retry_after(in_a_minute) <= 60
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_grpc_protocol_uses_the_sdk_batch_processor(tmp_path) -> None:
+    import otel_audit
+
+    with OTLPReceiver(grpc=True) as receiver:
+        pipeline = otel_audit.configure(
+            service_name="grpc", protocol="grpc", endpoint=receiver.grpc_endpoint, spool_dir=str(tmp_path), flush_interval=0.05
+        )
+        try:
+            uid = otel_audit.get_audit_logger("grpc").emit("document.read", actor="u-1")
+            assert pipeline.force_flush(20_000)
+            assert [record.attributes["log.record.uid"] for record in receiver.wait_for(1)] == [uid]
+        finally:
+            otel_audit.shutdown()

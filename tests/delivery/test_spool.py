@@ -95,3 +95,12 @@ def test_lane_of_a_live_process_is_not_adopted(make_pipeline, spool_dir) -> None
     second = make_pipeline(endpoint=f"http://127.0.0.1:{port}/v1/logs")
     assert second.processor._source.adopt_orphans() == 0
     assert len(lanes(spool_dir)) == 2
+
+
+def test_a_lane_left_half_created_is_cleaned_up(make_pipeline, spool_dir) -> None:
+    spool_dir.mkdir(parents=True)
+    unborn = spool_dir / ".w-999999-deadbeef"
+    unborn.mkdir()
+    (unborn / "lock").write_bytes(b"")
+    make_pipeline(endpoint=f"http://127.0.0.1:{free_port()}/v1/logs")
+    assert not unborn.exists()

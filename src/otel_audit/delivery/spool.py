@@ -461,6 +461,9 @@ class Spool:
         adopted = 0
         known = {lane.path.name for lane in self._orphans} | {self._lane.path.name}
         for entry in sorted(os.listdir(self.root)):
+            if entry.startswith("." + LANE_PREFIX):
+                self._remove_unborn_lane(self.root / entry)
+                continue
             if not entry.startswith(LANE_PREFIX) or entry in known:
                 continue
             path = self.root / entry
@@ -484,6 +487,27 @@ class Spool:
             adopted += 1
             _log.info("otel-audit: replaying %d spooled bytes left by %s", pending, entry)
         return adopted
+
+    @staticmethod
+    def _remove_unborn_lane(path: Path) -> None:
+        """A hidden lane left by a process that died while creating it (it never held a record)."""
+        try:
+            lock_fd = os.open(path / "lock", os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            lock_fd = -1
+        except NotADirectoryError:
+            return
+        try:
+            if lock_fd >= 0:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for name in os.listdir(path):
+                os.unlink(path / name)
+            os.rmdir(path)
+        except OSError:
+            pass  # being created right now by a live process, or already gone
+        finally:
+            if lock_fd >= 0:
+                os.close(lock_fd)
 
     def read_batch(self, max_records: int, max_bytes: int = 4 << 20) -> Batch | None:
         """The next records to export: lanes of dead processes first (they are older), then this process's."""
