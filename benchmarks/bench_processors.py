@@ -22,6 +22,7 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from otel_audit import semconv
 from otel_audit.logger import new_uid
 from otel_audit.processors.filter import AuditFilterProcessor, AuditPolicy
+from otel_audit.processors.pseudonym import PseudonymConfig, PseudonymProcessor
 from otel_audit.processors.redact import RedactionConfig, RedactionProcessor
 
 
@@ -109,6 +110,13 @@ def main() -> None:
         "filter + redaction": AuditFilterProcessor(RedactionProcessor(RedactionConfig(), Sink()), AuditPolicy()),
         "filter + redaction (+email/phone)": AuditFilterProcessor(
             RedactionProcessor(RedactionConfig(detectors={"email": True, "phone": True}), Sink()), AuditPolicy()
+        ),
+        "filter + redaction + pseudonyms": AuditFilterProcessor(
+            RedactionProcessor(
+                RedactionConfig(exempt_keys=(semconv.USER_EMAIL, semconv.USER_NAME)),
+                PseudonymProcessor(PseudonymConfig(key=b"benchmark-pseudonym-key-0123456789"), Sink()),
+            ),
+            AuditPolicy(),
         ),
     }
     for name, chain in chains.items():

@@ -23,6 +23,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import operator
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -65,7 +66,8 @@ TRUSTED_KEYS = frozenset(
 
 _MIN_SECRET_LEN = 6  # no detector matches a shorter string
 _SMALLEST_CARD = 10**12  # card numbers have at least 13 digits
-_CLEAN_CACHE_MAX = 8192
+_CLEAN_CACHE_MAX = 32768
+_PLANS_MAX = 1024
 _CACHEABLE_LEN = 256
 
 # Shapes that cannot hold anything a detector finds: ISO 8601 timestamps, and lower-case tokens (ids, UUIDs, words,
@@ -288,6 +290,17 @@ def _check_strategy(strategy: Any, where: str) -> str:
     return strategy
 
 
+def _with_changes(mapping: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `mapping` with the replacements applied (and _DROP-ped keys removed)."""
+    changed = dict(mapping)
+    for key, new in changes.items():
+        if new is _DROP:
+            del changed[key]
+        else:
+            changed[key] = new
+    return changed
+
+
 class Redactor:
     """The redaction engine over plain values; RedactionProcessor applies it to log records."""
 
@@ -337,7 +350,8 @@ class Redactor:
         self._phone = "phone" in detectors
         self._benign = _BENIGN_WITH_PHONE_RE if self._phone else _BENIGN_RE
         self._key_caches: dict[str, dict[str, str]] = {_ATTRIBUTE: {}, _NESTED: {}, _TEXT: {}}
-        self._clean: set[str] = set()
+        self._clean: set[Any] = set()
+        self._plans: dict[str, dict[tuple[str, ...], tuple[Any, ...]]] = {_ATTRIBUTE: {}, _NESTED: {}}
 
     # -- keys ---------------------------------------------------------------------------------------------------
 
@@ -444,11 +458,12 @@ class Redactor:
             return None
         return self._splice(text, spans)
 
-    def _remember_clean(self, text: str) -> None:
-        if len(text) <= _CACHEABLE_LEN:
+    def _remember_clean(self, value: Any) -> None:
+        """Remember a value found clean (strings up to 256 characters, numbers, tuples of them); bounded."""
+        if type(value) is not str or len(value) <= _CACHEABLE_LEN:
             if len(self._clean) >= _CLEAN_CACHE_MAX:
                 self._clean.clear()
-            self._clean.add(text)
+            self._clean.add(value)
 
     def _splice(self, text: str, spans: list[tuple[int, int, str]]) -> str:
         spans.sort()
@@ -519,45 +534,8 @@ class Redactor:
 
     def _redact_container(self, value: Any, path: str, touched: list[str], depth: int) -> Any:
         if type(value) is dict or isinstance(value, Mapping):
-            changed: dict[str, Any] | None = None
-            key_cache = self._key_caches[_NESTED]
-            clean = self._clean
-            for key, item in value.items():
-                decision = key_cache.get(key) or self.key_decision(key, _NESTED)
-                if decision == _SCAN:
-                    # The common cases inline (this loop is the hot path for audit.metadata): no call, no path.
-                    kind = type(item)
-                    if kind is str:
-                        if len(item) < _MIN_SECRET_LEN or item in clean:
-                            continue
-                        try:
-                            new = self.redact_text(item)
-                        except Exception:  # noqa: BLE001 - fail closed: mask what could not be inspected
-                            new = self._failed(f"{path}.{key}", touched)
-                        else:
-                            if new is None:
-                                continue
-                            touched.append(f"{path}.{key}")
-                    elif kind is bool or kind is float or item is None:
-                        continue
-                    elif kind is int and -_SMALLEST_CARD < item < _SMALLEST_CARD:
-                        continue
-                    else:
-                        new = self.guarded(item, f"{path}.{key}", touched, depth)
-                        if new is None:
-                            continue
-                elif decision == _SKIP:
-                    continue
-                else:
-                    new = self.apply(decision, item)
-                    touched.append(f"{path}.{key}")
-                if changed is None:
-                    changed = dict(value)
-                if new is _DROP:
-                    del changed[key]
-                else:
-                    changed[key] = new
-            return changed
+            changes = self.changes_in(value, path + ".", _NESTED, touched, depth)
+            return None if changes is None else _with_changes(value, changes)
         if isinstance(value, (list, tuple)):
             items: list[Any] | None = None
             for index, item in enumerate(value):
@@ -570,6 +548,114 @@ class Redactor:
                     items[index] = new
             return items
         return MASK
+
+    def changes_in(
+        self, mapping: Mapping[str, Any], prefix: str, where: str, touched: list[str], depth: int = 0
+    ) -> dict[str, Any] | None:
+        """{key: replacement (or _DROP)} for the entries of `mapping` that need redaction; None when none do.
+
+        Maps with the same keys (every record of one shape) share a plan: which keys to skip, to redact whole,
+        to walk as containers, and to check as scalars. The scalars are checked in bulk against the set of values
+        already known to be clean (one C-level set difference), so only values never seen before are inspected.
+        """
+        keys = tuple(mapping)
+        plan = self._plans[where].get(keys) or self._plan(keys, mapping, where)
+        scalar_keys, get_scalars, container_keys, strategy_keys = plan
+        changes: dict[str, Any] | None = None
+        if get_scalars is not None:
+            values = get_scalars(mapping)
+            try:
+                unknown = set(values).difference(self._clean)
+            except TypeError:  # an unhashable value where this shape had a scalar: check key by key
+                unknown = None
+            if unknown is None:
+                for key in scalar_keys:
+                    new = self.guarded(mapping[key], prefix + key, touched, depth)
+                    if new is not None:
+                        changes = changes or {}
+                        changes[key] = new
+            elif unknown:
+                changes = self._check_unknown(unknown, mapping, scalar_keys, prefix, touched, depth)
+        for key in container_keys:
+            value = mapping[key]
+            if type(value) is dict and depth < 32:  # the common nested map, without the generic dispatch
+                try:
+                    inner = self.changes_in(value, prefix + key + ".", _NESTED, touched, depth + 1)
+                except Exception:  # noqa: BLE001 - fail closed: mask what could not be inspected
+                    new = self._failed(prefix + key, touched)
+                else:
+                    if inner is None:
+                        continue
+                    new = _with_changes(value, inner)
+            else:
+                new = self.guarded(value, prefix + key, touched, depth)
+                if new is None:
+                    continue
+            changes = changes or {}
+            changes[key] = new
+        for key, strategy in strategy_keys:
+            changes = changes or {}
+            changes[key] = self.apply(strategy, mapping[key])
+            touched.append(prefix + key)
+        return changes
+
+    def _check_unknown(
+        self, unknown: set[Any], mapping: Mapping[str, Any], scalar_keys: tuple[str, ...], prefix: str,
+        touched: list[str], depth: int,
+    ) -> dict[str, Any] | None:
+        """Inspect values not known to be clean; remember the clean ones, map the others back to their keys."""
+        changes: dict[str, Any] | None = None
+        benign = self._benign.fullmatch
+        clean = self._clean
+        for value in unknown:
+            if type(value) is str and (len(value) < _MIN_SECRET_LEN or benign(value)):
+                if len(value) <= _CACHEABLE_LEN:
+                    if len(clean) >= _CLEAN_CACHE_MAX:
+                        clean.clear()
+                    clean.add(value)
+                continue
+            found: list[str] = []
+            new = self.guarded(value, "", found, depth)
+            if new is None:
+                if type(value) is not str:  # redact_text remembers clean strings itself
+                    self._remember_clean(value)
+                continue
+            for key in scalar_keys:
+                current = mapping[key]
+                if current == value and type(current) is type(value):
+                    changes = changes or {}
+                    changes[key] = new
+                    touched.append(prefix + key)
+                    # paths below this value (a list attribute) are reported under the key
+                    touched.extend(prefix + key + path for path in found if path)
+        return changes
+
+    def _plan(self, keys: tuple[str, ...], mapping: Mapping[str, Any], where: str) -> tuple[Any, ...]:
+        """How to check maps with these keys; containers are the keys whose value is a map or list right now."""
+        scalar_keys, container_keys, strategy_keys = [], [], []
+        for key in keys:
+            decision = self.key_decision(key, where)
+            if decision == _SKIP:
+                continue
+            if decision != _SCAN:
+                strategy_keys.append((key, decision))
+            elif isinstance(mapping[key], (Mapping, list)):
+                container_keys.append(key)
+            else:
+                scalar_keys.append(key)
+        if not scalar_keys:
+            get_scalars = None
+        elif len(scalar_keys) == 1:
+            only = scalar_keys[0]
+            get_scalars = lambda values: (values[only],)  # noqa: E731 - itemgetter of one key returns no tuple
+        else:
+            get_scalars = operator.itemgetter(*scalar_keys)
+        plan = (tuple(scalar_keys), get_scalars, tuple(container_keys), tuple(strategy_keys))
+        plans = self._plans[where]
+        if len(plans) >= _PLANS_MAX:
+            plans.clear()
+        plans[keys] = plan
+        return plan
 
     def skips(self, value: Any) -> bool:
         """Whether a value certainly needs no work: a short or known-clean string, a small number, a bool, None.
@@ -631,33 +717,9 @@ class RedactionProcessor(LogRecordProcessor):
         touched: list[str] = []
         updates: dict[str, Any] | None = None
         if attributes:
-            redactor = self.redactor
-            key_cache = redactor._key_caches[_ATTRIBUTE]
-            clean = redactor._clean
-            # BoundedAttributes answers items() through Python-level __getitem__ calls; reading its backing dict
+            # BoundedAttributes answers reads through Python-level __getitem__ calls; reading its backing dict
             # (when present) is the measured hot path. Writes below go through the public mapping interface.
-            for key, value in getattr(attributes, "_dict", attributes).items():
-                decision = key_cache.get(key) or redactor.key_decision(key)
-                if decision == _SKIP:
-                    continue
-                if decision == _SCAN:
-                    kind = type(value)
-                    if kind is str:
-                        if len(value) < _MIN_SECRET_LEN or value in clean:
-                            continue
-                    elif kind is bool or kind is float or value is None:
-                        continue
-                    elif kind is int and -_SMALLEST_CARD < value < _SMALLEST_CARD:
-                        continue
-                    new = redactor.guarded(value, key, touched)
-                    if new is None:
-                        continue
-                else:
-                    new = redactor.apply(decision, value)
-                    touched.append(key)
-                if updates is None:
-                    updates = {}
-                updates[key] = new
+            updates = self.redactor.changes_in(getattr(attributes, "_dict", attributes), "", _ATTRIBUTE, touched)
         body = record.body
         if body is not None:
             new_body = self.redactor.guarded(body, "body", touched)
@@ -671,7 +733,7 @@ class RedactionProcessor(LogRecordProcessor):
                     attributes[key] = new
         if touched:
             previous = attributes.get(semconv.AUDIT_REDACTED) if attributes is not None else None
-            trail = list(previous or ()) + [path for path in dict.fromkeys(touched)]
+            trail = list(previous or ()) + sorted(set(touched))
             if attributes is None:
                 record.attributes = {semconv.AUDIT_REDACTED: trail}
             else:
