@@ -148,6 +148,176 @@ def _headers(api_key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {api_key}", "user-agent": "otel-audit-client"}
 
 
+@dataclass(frozen=True)
+class Webhook:
+    """A webhook of the tenant; `secret` is set only in the answers of create and rotate (shown once)."""
+
+    id: str
+    url: str
+    description: str
+    created_unix_nano: int
+    updated_unix_nano: int
+    secret: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Webhook:
+        return cls(data["id"], data["url"], data.get("description", ""), data["created_unix_nano"],
+                   data["updated_unix_nano"], data.get("secret"))
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """An alert rule as the store keeps it (condition as in the REST API: action, outcome, count, window...)."""
+
+    id: str
+    name: str
+    type: str
+    condition: dict[str, Any]
+    severity: str
+    webhook_ids: list[str]
+    cooldown_seconds: float | None
+    enabled: bool
+    description: str
+    created_unix_nano: int
+    updated_unix_nano: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AlertRule:
+        return cls(data["id"], data["name"], data["type"], dict(data["condition"]), data["severity"],
+                   list(data["webhook_ids"]), data.get("cooldown_seconds"), data["enabled"],
+                   data.get("description", ""), data["created_unix_nano"], data["updated_unix_nano"])
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One alert's delivery to one webhook: status pending/delivered/failed, attempts, the last error."""
+
+    id: str
+    webhook_id: str
+    alert_id: str
+    status: str
+    attempts: int
+    max_attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    created_unix_nano: int
+    delivered_unix_nano: int | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WebhookDelivery:
+        return cls(data["id"], data["webhook_id"], data["alert_id"], data["status"], data["attempts"],
+                   data["max_attempts"], data.get("last_status_code"), data.get("last_error"),
+                   data["created_unix_nano"], data.get("delivered_unix_nano"))
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A fired alert: the rule, the group, how many events in which window, and their `log.record.uid`s."""
+
+    id: str
+    fired_at: str
+    rule: dict[str, Any]
+    group: dict[str, Any]
+    count: int
+    threshold: int
+    window_seconds: float
+    window_start: str
+    window_end: str
+    event_ids: list[str]
+    deliveries: list[WebhookDelivery] | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Alert:
+        deliveries = data.get("deliveries")
+        return cls(data["id"], data["fired_at"], dict(data["rule"]), dict(data["group"]), data["count"],
+                   data["threshold"], data["window_seconds"], data["window_start"], data["window_end"],
+                   list(data["event_ids"]),
+                   None if deliveries is None else [WebhookDelivery.from_json(item) for item in deliveries])
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One REST call of the alerting API, shared by the sync and async clients."""
+
+    method: str
+    path: str
+    parse: Any
+    params: dict[str, str] | None = None
+    body: Any = None
+
+
+def _rule_body(name: str, condition: Mapping[str, Any], severity: str, webhook_ids: list[str] | tuple[str, ...],
+               cooldown_seconds: float | None, description: str, enabled: bool, type: str) -> dict[str, Any]:  # noqa: A002
+    body: dict[str, Any] = {"name": name, "type": type, "condition": dict(condition), "severity": severity,
+                            "webhook_ids": list(webhook_ids), "description": description, "enabled": enabled}
+    if cooldown_seconds is not None:
+        body["cooldown_seconds"] = cooldown_seconds
+    return body
+
+
+def _listing(params: Mapping[str, Any]) -> dict[str, str]:
+    return {name: str(value) for name, value in params.items() if value is not None}
+
+
+class _Alerting:
+    """Builders of the alerting calls (rules, webhooks, alerts, deliveries)."""
+
+    @staticmethod
+    def create_webhook(url: str, secret: str | None, description: str) -> _Call:
+        body = {"url": url, "description": description, **({"secret": secret} if secret is not None else {})}
+        return _Call("POST", "/v1/webhooks", Webhook.from_json, body=body)
+
+    @staticmethod
+    def list_webhooks() -> _Call:
+        return _Call("GET", "/v1/webhooks", lambda data: [Webhook.from_json(item) for item in data["webhooks"]])
+
+    @staticmethod
+    def delete_webhook(webhook_id: str) -> _Call:
+        return _Call("DELETE", f"/v1/webhooks/{quote(webhook_id, safe='')}", lambda data: None)
+
+    @staticmethod
+    def rotate_webhook_secret(webhook_id: str, secret: str | None) -> _Call:
+        return _Call("POST", f"/v1/webhooks/{quote(webhook_id, safe='')}/rotate-secret", Webhook.from_json,
+                     body={"secret": secret} if secret is not None else {})
+
+    @staticmethod
+    def create_alert_rule(body: dict[str, Any]) -> _Call:
+        return _Call("POST", "/v1/alert-rules", AlertRule.from_json, body=body)
+
+    @staticmethod
+    def list_alert_rules() -> _Call:
+        return _Call("GET", "/v1/alert-rules", lambda data: [AlertRule.from_json(item) for item in data["rules"]])
+
+    @staticmethod
+    def get_alert_rule(rule_id: str) -> _Call:
+        return _Call("GET", f"/v1/alert-rules/{quote(rule_id, safe='')}", AlertRule.from_json)
+
+    @staticmethod
+    def update_alert_rule(rule_id: str, changes: Mapping[str, Any]) -> _Call:
+        return _Call("PATCH", f"/v1/alert-rules/{quote(rule_id, safe='')}", AlertRule.from_json, body=dict(changes))
+
+    @staticmethod
+    def delete_alert_rule(rule_id: str) -> _Call:
+        return _Call("DELETE", f"/v1/alert-rules/{quote(rule_id, safe='')}", lambda data: None)
+
+    @staticmethod
+    def list_alerts(rule_id: str | None, limit: int, before: str | None) -> _Call:
+        return _Call("GET", "/v1/alerts", lambda data: [Alert.from_json(item) for item in data["alerts"]],
+                     params=_listing({"rule_id": rule_id, "limit": limit, "before": before}))
+
+    @staticmethod
+    def get_alert(alert_id: str) -> _Call:
+        return _Call("GET", f"/v1/alerts/{quote(alert_id, safe='')}", Alert.from_json)
+
+    @staticmethod
+    def list_webhook_deliveries(webhook_id: str | None, alert_id: str | None, status: str | None, limit: int,
+                                before: str | None) -> _Call:
+        params = _listing({"webhook_id": webhook_id, "alert_id": alert_id, "status": status, "limit": limit,
+                           "before": before})
+        return _Call("GET", "/v1/webhook-deliveries",
+                     lambda data: [WebhookDelivery.from_json(item) for item in data["deliveries"]], params=params)
+
+
 class AuditClient:
     """Synchronous client of the store's REST API (use as a context manager, or call close())."""
 
@@ -222,6 +392,70 @@ class AuditClient:
         """Revoke one of the tenant's keys (admin scope)."""
         _check(self._http.delete(f"/v1/keys/{quote(key_id, safe='')}"))
 
+    # alerting ---------------------------------------------------------------------------------------------
+
+    def _run(self, call: _Call) -> Any:
+        return call.parse(_check(self._http.request(call.method, call.path, params=call.params, json=call.body)))
+
+    def create_webhook(self, url: str, *, secret: str | None = None, description: str = "") -> Webhook:
+        """Register a webhook (admin scope); the result's `secret` (generated unless given) is shown only now."""
+        return self._run(_Alerting.create_webhook(url, secret, description))
+
+    def list_webhooks(self) -> list[Webhook]:
+        """The tenant's webhooks (never their secrets)."""
+        return self._run(_Alerting.list_webhooks())
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Delete a webhook no rule uses any more."""
+        self._run(_Alerting.delete_webhook(webhook_id))
+
+    def rotate_webhook_secret(self, webhook_id: str, secret: str | None = None) -> Webhook:
+        """A new signing secret (in the result, once); the old one keeps signing during the grace period."""
+        return self._run(_Alerting.rotate_webhook_secret(webhook_id, secret))
+
+    def create_alert_rule(
+        self, name: str, condition: Mapping[str, Any], *, severity: str = "medium",
+        webhook_ids: list[str] | tuple[str, ...] = (), cooldown_seconds: float | None = None, description: str = "",
+        enabled: bool = True, type: str = "threshold",  # noqa: A002 - the REST field
+    ) -> AlertRule:
+        """Create a rule, e.g. condition={"action": "user.login", "outcome": "failure", "count": 5,
+        "window_seconds": 300, "group_by": ["user.id"]}; invalid fields raise AuditClientError naming them."""
+        body = _rule_body(name, condition, severity, webhook_ids, cooldown_seconds, description, enabled, type)
+        return self._run(_Alerting.create_alert_rule(body))
+
+    def list_alert_rules(self) -> list[AlertRule]:
+        return self._run(_Alerting.list_alert_rules())
+
+    def get_alert_rule(self, rule_id: str) -> AlertRule:
+        return self._run(_Alerting.get_alert_rule(rule_id))
+
+    def update_alert_rule(self, rule_id: str, **changes: Any) -> AlertRule:
+        """Change some fields of a rule (PATCH), e.g. severity="critical" or enabled=False."""
+        return self._run(_Alerting.update_alert_rule(rule_id, changes))
+
+    def disable_alert_rule(self, rule_id: str) -> AlertRule:
+        return self.update_alert_rule(rule_id, enabled=False)
+
+    def enable_alert_rule(self, rule_id: str) -> AlertRule:
+        return self.update_alert_rule(rule_id, enabled=True)
+
+    def delete_alert_rule(self, rule_id: str) -> None:
+        self._run(_Alerting.delete_alert_rule(rule_id))
+
+    def list_alerts(self, *, rule_id: str | None = None, limit: int = 100, before: str | None = None) -> list[Alert]:
+        """Fired alerts, newest first (`before`: the last id of the previous page)."""
+        return self._run(_Alerting.list_alerts(rule_id, limit, before))
+
+    def get_alert(self, alert_id: str) -> Alert:
+        """One alert with its deliveries."""
+        return self._run(_Alerting.get_alert(alert_id))
+
+    def list_webhook_deliveries(self, *, webhook_id: str | None = None, alert_id: str | None = None,
+                                status: str | None = None, limit: int = 100,
+                                before: str | None = None) -> list[WebhookDelivery]:
+        """The delivery log, newest first: status, attempts, last status code and error."""
+        return self._run(_Alerting.list_webhook_deliveries(webhook_id, alert_id, status, limit, before))
+
 
 class AsyncAuditClient:
     """The asyncio twin of AuditClient (same methods, awaited)."""
@@ -276,3 +510,67 @@ class AsyncAuditClient:
         params = {"limit": str(limit), **({"after": after} if after is not None else {})}
         payload = _check(await self._http.get("/v1/events/tail", params=params))
         return [StoredAuditEvent.from_json(item) for item in payload["events"]], payload["next"]
+
+    # alerting ---------------------------------------------------------------------------------------------
+
+    async def _run(self, call: _Call) -> Any:
+        return call.parse(_check(await self._http.request(call.method, call.path, params=call.params, json=call.body)))
+
+    async def create_webhook(self, url: str, *, secret: str | None = None, description: str = "") -> Webhook:
+        """Register a webhook (admin scope); the result's `secret` (generated unless given) is shown only now."""
+        return await self._run(_Alerting.create_webhook(url, secret, description))
+
+    async def list_webhooks(self) -> list[Webhook]:
+        """The tenant's webhooks (never their secrets)."""
+        return await self._run(_Alerting.list_webhooks())
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        """Delete a webhook no rule uses any more."""
+        await self._run(_Alerting.delete_webhook(webhook_id))
+
+    async def rotate_webhook_secret(self, webhook_id: str, secret: str | None = None) -> Webhook:
+        """A new signing secret (in the result, once); the old one keeps signing during the grace period."""
+        return await self._run(_Alerting.rotate_webhook_secret(webhook_id, secret))
+
+    async def create_alert_rule(
+        self, name: str, condition: Mapping[str, Any], *, severity: str = "medium",
+        webhook_ids: list[str] | tuple[str, ...] = (), cooldown_seconds: float | None = None, description: str = "",
+        enabled: bool = True, type: str = "threshold",  # noqa: A002 - the REST field
+    ) -> AlertRule:
+        """Create a rule, e.g. condition={"action": "user.login", "outcome": "failure", "count": 5,
+        "window_seconds": 300, "group_by": ["user.id"]}; invalid fields raise AuditClientError naming them."""
+        body = _rule_body(name, condition, severity, webhook_ids, cooldown_seconds, description, enabled, type)
+        return await self._run(_Alerting.create_alert_rule(body))
+
+    async def list_alert_rules(self) -> list[AlertRule]:
+        return await self._run(_Alerting.list_alert_rules())
+
+    async def get_alert_rule(self, rule_id: str) -> AlertRule:
+        return await self._run(_Alerting.get_alert_rule(rule_id))
+
+    async def update_alert_rule(self, rule_id: str, **changes: Any) -> AlertRule:
+        """Change some fields of a rule (PATCH), e.g. severity="critical" or enabled=False."""
+        return await self._run(_Alerting.update_alert_rule(rule_id, changes))
+
+    async def disable_alert_rule(self, rule_id: str) -> AlertRule:
+        return await self.update_alert_rule(rule_id, enabled=False)
+
+    async def enable_alert_rule(self, rule_id: str) -> AlertRule:
+        return await self.update_alert_rule(rule_id, enabled=True)
+
+    async def delete_alert_rule(self, rule_id: str) -> None:
+        await self._run(_Alerting.delete_alert_rule(rule_id))
+
+    async def list_alerts(self, *, rule_id: str | None = None, limit: int = 100, before: str | None = None) -> list[Alert]:
+        """Fired alerts, newest first (`before`: the last id of the previous page)."""
+        return await self._run(_Alerting.list_alerts(rule_id, limit, before))
+
+    async def get_alert(self, alert_id: str) -> Alert:
+        """One alert with its deliveries."""
+        return await self._run(_Alerting.get_alert(alert_id))
+
+    async def list_webhook_deliveries(self, *, webhook_id: str | None = None, alert_id: str | None = None,
+                                      status: str | None = None, limit: int = 100,
+                                      before: str | None = None) -> list[WebhookDelivery]:
+        """The delivery log, newest first: status, attempts, last status code and error."""
+        return await self._run(_Alerting.list_webhook_deliveries(webhook_id, alert_id, status, limit, before))
