@@ -272,3 +272,17 @@ def test_grpc_protocol_uses_the_sdk_batch_processor(tmp_path) -> None:
             assert [record.attributes["log.record.uid"] for record in receiver.wait_for(1)] == [uid]
         finally:
             otel_audit.shutdown()
+
+
+def test_exporter_survives_a_failing_dead_letter_file_and_keeps_the_record(receiver, make_pipeline, spool_dir) -> None:
+    receiver.responder = lambda request: Reply(status=400, message="refused")
+    blocker = spool_dir / "dead-letter.jsonl"
+    blocker.mkdir(parents=True)  # a directory where the file should be: every write fails
+    pipeline = make_pipeline(endpoint=receiver.endpoint, retry_max=0.1)
+    pipeline.emit()
+    assert wait_until(lambda: len(receiver.replies) >= 2, 10)  # tried, failed to dead-letter, tried again
+    assert pipeline.processor._worker.is_alive()
+    assert pipeline.processor._source.has_pending()
+    blocker.rmdir()
+    assert pipeline.processor.force_flush(20_000)
+    assert [letter["uid"] for letter in read_dead_letters(blocker)] == ["uid-1"]

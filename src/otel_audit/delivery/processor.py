@@ -149,32 +149,20 @@ class DurableLogRecordProcessor(LogRecordProcessor):
             self._start_worker()
 
     def _run(self) -> None:
+        """The exporter loop: one batch in flight at a time, read from the spool's acknowledged position, so a
+        batch that failed for any reason is simply read and sent again."""
         next_sync = next_scan = time.monotonic()
         while True:
             if self._stopping and (not self._source.has_pending() or time.monotonic() >= self._deadline):
                 break
             try:
-                batch = self._source.read_batch(self._max_batch)
-            except OSError:
-                _log.exception("otel-audit: cannot read the spool; retrying")
-                batch = None
-                self._stop.wait(self.retry_max)
-            if batch is None:
-                self._notify_progress()
-                if self._stopping:
+                if not self._export_next():
                     break
-                self._wake.wait(self.settings.flush_interval)
-                self._wake.clear()
-            else:
-                self._inflight_since = batch.first_emit_ns
-                if batch.entries and not self._deliver(batch.entries):
-                    break  # shutting down and out of time: the batch stays in the spool
-                self._source.ack(batch)
+            except Exception:  # noqa: BLE001 - the exporter thread must outlive any single failure
+                _log.exception("otel-audit: delivery error; the records stay spooled and are retried")
                 self._inflight_since = 0
-                self._notify_progress()
-                if len(batch.entries) < self._max_batch and not self._stopping:
-                    self._wake.wait(self.settings.flush_interval)
-                    self._wake.clear()
+                if not self._pause(self.retry_max):
+                    break
             now = time.monotonic()
             if now >= next_sync:
                 next_sync = now + self.settings.flush_interval
@@ -186,6 +174,27 @@ class DurableLogRecordProcessor(LogRecordProcessor):
                 except OSError:
                     _log.exception("otel-audit: cannot scan the spool directory for unfinished lanes")
         self._notify_progress()
+
+    def _export_next(self) -> bool:
+        """Send the next batch, or wait for records; False when the loop must end (shutdown)."""
+        batch = self._source.read_batch(self._max_batch)
+        if batch is None:
+            self._notify_progress()
+            if self._stopping:
+                return False
+            self._wake.wait(self.settings.flush_interval)
+            self._wake.clear()
+            return True
+        self._inflight_since = batch.first_emit_ns
+        if batch.entries and not self._deliver(batch.entries):
+            return False  # shutting down and out of time: the batch stays in the spool
+        self._source.ack(batch)
+        self._inflight_since = 0
+        self._notify_progress()
+        if len(batch.entries) < self._max_batch and not self._stopping:
+            self._wake.wait(self.settings.flush_interval)
+            self._wake.clear()
+        return True
 
     def _sync(self) -> None:
         try:
