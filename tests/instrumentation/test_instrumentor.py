@@ -216,6 +216,9 @@ def test_opentelemetry_instrument_audits_an_unmodified_fastapi_app(
     assert archived.attributes["http.route"] == "/documents/{document_id}/archive"
     assert archived.resource["service.name"] == "zero-code"
     assert archived.scope_name == "otel_audit.instrumentation.asgi"
+    # FastAPIInstrumentor (also loaded by opentelemetry-instrument) traces the request: the audit record carries
+    # that span's trace context, so audit events and traces correlate.
+    assert archived.trace_id.strip("0") and archived.span_id.strip("0")
     assert denied.attributes["audit.outcome"] == "denied"
     assert denied.attributes["http.response.status_code"] == 403
     assert "/health" not in [record.attributes.get("url.path") for record in otlp_receiver.records]

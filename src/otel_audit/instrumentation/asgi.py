@@ -96,6 +96,7 @@ class AuditMiddleware:
         )
         self._actor_resolver = actor_resolver or default_actor
         self._request_id_header = self.options.request_id_header.encode("latin-1")
+        self._trusted_proxies = self.options.trusted_proxies if self.options.trusted_proxies else None
         self._logger = get_audit_logger(LOGGER_NAME, SCOPE_VERSION)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -139,8 +140,8 @@ class AuditMiddleware:
                 state.error = exc
                 try:
                     self._finish(scope, state)
-                except Exception as audit_exc:  # noqa: BLE001 - the app's exception is the one that matters
-                    report_failure_quietly(audit_exc)
+                except Exception:  # noqa: BLE001, S110 - reported by _finish (strict re-raises); the app's error wins
+                    pass
                 raise
             self._finish(scope, state)
 
@@ -163,7 +164,8 @@ class AuditMiddleware:
         client = scope.get("client")
         peer = client[0] if client else None
         options = self.options
-        client_address = options.trusted_proxies.client_address(peer, forwarded_for, forwarded) if options.trusted_proxies else peer
+        trusted = self._trusted_proxies
+        client_address = trusted.client_address(peer, forwarded_for, forwarded) if trusted is not None else peer
         if options.session_resolver is not None:
             session_id = resolve_text(options.session_resolver, scope, "session_resolver")
         elif options.session_cookie is not None:
@@ -200,14 +202,6 @@ class AuditMiddleware:
         except Exception as exc:  # noqa: BLE001 - auditing must not break the request
             state.emitted = True
             report_failure(exc, f"auditing {state.method} {state.path}")
-
-
-def report_failure_quietly(exc: BaseException) -> None:
-    """Report an auditing failure that happened while the app itself was failing (never raises)."""
-    try:
-        report_failure(exc, "auditing a failed request")
-    except Exception:  # noqa: BLE001 - strict mode re-raises; the app's own exception wins here
-        pass
 
 
 class ActorContextMiddleware:
