@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from opentelemetry._logs import LogRecord, SeverityNumber
-from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadWriteLogRecord
 
 from otel_audit import semconv
 from otel_audit.logger import new_uid
@@ -91,6 +91,24 @@ def measure(
     return figures
 
 
+def sdk_emit_reference(events: int, batch: int, clock: Callable[[], int]) -> float:
+    """Median ns of the stock SDK Logger.emit of the same typical events into a no-op processor: the yardstick the
+    processors are compared with (DESIGN.md quotes ~20 us for it on the reference machine)."""
+    provider = LoggerProvider()
+    provider.add_log_record_processor(Sink())
+    logger = provider.get_logger("bench")
+    records = typical_records(events)
+    figures = []
+    for offset in range(0, len(records) - batch + 1, batch):
+        part = [(dict(record.log_record.attributes), record.log_record.event_name) for record in records[offset : offset + batch]]
+        begin = clock()
+        for attributes, name in part:
+            logger.emit(attributes=attributes, event_name=name)
+        figures.append((clock() - begin) / batch)
+    provider.shutdown()
+    return statistics.median(figures)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=50_000)
@@ -133,6 +151,8 @@ def main() -> None:
             f"{name:36s} median {statistics.median(medians):7.0f} ns/event ({args.clock})"
             f"  (per-repetition medians: {', '.join(f'{m:.0f}' for m in medians)})"
         )
+    reference = sdk_emit_reference(min(args.events, 20_000), args.batch, clock)
+    print(f"{'reference: stock SDK Logger.emit':36s} median {reference:7.0f} ns/event ({args.clock})")
 
 
 if __name__ == "__main__":

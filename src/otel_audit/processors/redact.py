@@ -68,6 +68,7 @@ _MIN_SECRET_LEN = 6  # no detector matches a shorter string
 _SMALLEST_CARD = 10**12  # card numbers have at least 13 digits
 _CLEAN_CACHE_MAX = 32768
 _PLANS_MAX = 1024
+_REDACTED_CACHE_MAX = 4096
 _CACHEABLE_LEN = 256
 
 # Shapes that cannot hold anything a detector finds: ISO 8601 timestamps, and lower-case tokens (ids, UUIDs, words,
@@ -79,7 +80,8 @@ _BENIGN_RE = re.compile(
 )
 # With the phone detector on, short all-digit tokens (`01.23.45.67.89`) may be a phone number: every token needs a letter.
 _BENIGN_WITH_PHONE_RE = re.compile(
-    r"/?[0-9]{0,8}+[a-z][a-z0-9]*+(?:[-./][0-9]{0,8}+[a-z][a-z0-9]*+)*+/?"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9:.]++(?:Z|[+-][0-9:]++)?)?"
+    r"|/?[0-9]{0,8}+[a-z][a-z0-9]*+(?:[-./][0-9]{0,8}+[a-z][a-z0-9]*+)*+/?"
 )
 # Literal-led alternatives only, so `re` can jump to positions starting with one of these characters.
 _AWS_PREFIXES = ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA")
@@ -351,6 +353,8 @@ class Redactor:
         self._benign = _BENIGN_WITH_PHONE_RE if self._phone else _BENIGN_RE
         self._key_caches: dict[str, dict[str, str]] = {_ATTRIBUTE: {}, _NESTED: {}, _TEXT: {}}
         self._clean: set[Any] = set()
+        self._redacted: dict[bytes, str] = {}
+        self._cache_key = os.urandom(16)
         self._plans: dict[str, dict[tuple[str, ...], tuple[Any, ...]]] = {_ATTRIBUTE: {}, _NESTED: {}}
 
     # -- keys ---------------------------------------------------------------------------------------------------
@@ -415,6 +419,12 @@ class Redactor:
         if self._benign.fullmatch(text):
             self._remember_clean(text)
             return None
+        # Values that were redacted before (an email under PII rules, the same token in every record) are looked up
+        # by a keyed digest: the cache holds redacted output only, never a secret.
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=self._cache_key).digest()
+        redacted = self._redacted.get(digest)
+        if redacted is not None:
+            return redacted
         spans: list[tuple[int, int, str]] = []
         detectors = self.detectors
         if self._literal:
@@ -456,7 +466,12 @@ class Redactor:
         if not spans:
             self._remember_clean(text)
             return None
-        return self._splice(text, spans)
+        redacted = self._splice(text, spans)
+        if len(text) <= _CACHEABLE_LEN:
+            if len(self._redacted) >= _REDACTED_CACHE_MAX:
+                self._redacted.clear()
+            self._redacted[digest] = redacted
+        return redacted
 
     def _remember_clean(self, value: Any) -> None:
         """Remember a value found clean (strings up to 256 characters, numbers, tuples of them); bounded."""
