@@ -7,7 +7,6 @@ survives the process. Meant for tests and development, where losing events is ac
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 
 from .. import stats
@@ -27,14 +26,14 @@ class MemoryQueue:
         self._lock = threading.Lock()
         stats.STATS.register_source(self._counters)
 
-    def append(self, scope_number: int, scope: ScopeDef, record: bytes) -> None:
+    def append(self, scope_number: int, scope: ScopeDef, record: bytes, emit_ns: int) -> None:
         """Queue one record, or drop and count it when the queue is full (never blocks, never raises)."""
         with self._lock:
             if len(self._items) >= self.max_records:
                 self.dropped += 1
                 full = True
             else:
-                self._items.append((scope, record, time.time_ns()))
+                self._items.append((scope, record, emit_ns))
                 self._bytes += len(record)
                 self.emitted += 1
                 full = False

@@ -111,7 +111,7 @@ class DurableLogRecordProcessor(LogRecordProcessor):
         scope = self._scopes.get((id(log_record.resource), id(log_record.instrumentation_scope)))
         if scope is None:
             scope = self._register_scope(log_record)
-        self._source.append(scope[0], scope[1], data)
+        self._source.append(scope[0], scope[1], data, log_record.log_record.observed_timestamp or time.time_ns())
         self._unsignalled += 1
         if self._unsignalled >= self._max_batch:
             self._unsignalled = 0

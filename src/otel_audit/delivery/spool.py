@@ -321,7 +321,8 @@ class Spool:
         self.emitted = 0
         self.corrupt_bytes = 0
         self.corrupt_regions = 0
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._orphans: list[Lane] = []
         self._orphan_bytes = 0
         self._closed = False
@@ -369,14 +370,14 @@ class Spool:
             finally:
                 os.close(directory_fd)
 
-    def append(self, scope_number: int, scope: ScopeDef, record: bytes) -> None:
+    def append(self, scope_number: int, scope: ScopeDef, record: bytes, emit_ns: int) -> None:
         """Persist one encoded record (in the OS before returning; on disk too when fsync is `always`).
 
         Raises AuditDeliveryError when the spool is full past its policy or the write fails.
         """
-        payload = RECORD_HEAD.pack(scope_number, time.time_ns()) + record
+        payload = RECORD_HEAD.pack(scope_number, emit_ns) + record
         frame = HEADER.pack(MAGIC, KIND_RECORD, len(payload), zlib.crc32(payload, KIND_RECORD)) + payload
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise AuditDeliveryError("the audit spool is shut down; the event was not recorded")
             if scope_number not in self._segment_scopes:
@@ -432,7 +433,8 @@ class Spool:
 
     def _reopen_after_fork(self) -> None:
         """In a forked child: forget the parent's lanes and descriptors and start a lane of our own."""
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         for fd in (self._segment_fd, self._lane.lock_fd):
             if fd >= 0:
                 os.close(fd)
