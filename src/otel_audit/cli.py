@@ -62,6 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .store import StoreSettings, bootstrap_key, create_app, open_storage
+    from .store.webhooks import WebhookSettings
 
     env_keys = [item for item in os.environ.get("OTEL_AUDIT_STORE_DEV_KEYS", "").split(",") if item.strip()]
     dev_keys = _dev_keys([*env_keys, *args.dev_key])
@@ -71,7 +72,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"otel-audit: dev key {key.key_id} for tenant {tenant!r} (scopes: {', '.join(key.scopes)})",
               file=sys.stderr)
     settings = StoreSettings(max_body_bytes=args.max_body_bytes, max_decompressed_bytes=args.max_decompressed_bytes)
-    app = create_app(storage, settings=settings)
+    env_hosts = [item.strip() for item in os.environ.get("OTEL_AUDIT_WEBHOOK_ALLOW_HOSTS", "").split(",") if item.strip()]
+    webhooks = WebhookSettings.from_env(allow_hosts=tuple([*env_hosts, *args.webhook_allow_host]))
+    app = create_app(storage, settings=settings, webhooks=webhooks)
     print(f"otel-audit: store on http://{args.host}:{args.port} (OTLP/HTTP: /v1/logs), db {args.db or 'default'}",
           file=sys.stderr, flush=True)
     try:
@@ -94,6 +97,9 @@ def add_serve(subparsers: Any) -> None:
     parser.add_argument("--max-decompressed-bytes", type=int, default=64 << 20)
     parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--webhook-allow-host", action="append", default=[], metavar="HOST",
+                        help="let webhooks reach this host name, IP or CIDR even if private/loopback; repeatable; "
+                             "also $OTEL_AUDIT_WEBHOOK_ALLOW_HOSTS=a,b")
     parser.set_defaults(func=cmd_serve)
 
 
@@ -321,12 +327,170 @@ def add_retention(subparsers: Any) -> None:
     parser.set_defaults(func=cmd_retention)
 
 
+# alerts ------------------------------------------------------------------------------------------------------
+
+def _print_json(value: Any) -> None:
+    import dataclasses
+
+    def plain(item: Any) -> Any:
+        return dataclasses.asdict(item) if dataclasses.is_dataclass(item) else item
+
+    data = [plain(item) for item in value] if isinstance(value, list) else plain(value)
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _rule_condition(args: argparse.Namespace) -> dict[str, Any]:
+    condition: dict[str, Any] = {"action": args.action, "count": args.count, "window_seconds": args.window}
+    if args.outcome:
+        condition["outcome"] = args.outcome
+    if args.group_by:
+        condition["group_by"] = args.group_by
+    filters: dict[str, Any] = {}
+    for item in args.where:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CliError(f"--where must be ATTRIBUTE=VALUE, got {item!r}")
+        filters.setdefault(name, []).append(value)
+    if filters:
+        condition["attributes"] = {name: values[0] if len(values) == 1 else values for name, values in filters.items()}
+    return condition
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        command = args.alerts_command
+        if command == "list":
+            alerts = client.list_alerts(rule_id=args.rule, limit=args.limit)
+            if args.json:
+                _print_json(alerts)
+            for alert in [] if args.json else alerts:
+                group = ", ".join(f"{name}={value}" for name, value in alert.group.items()) or "-"
+                print(f"{alert.fired_at}  {alert.id}  [{alert.rule.get('severity')}] {alert.rule.get('name')}  "
+                      f"{alert.count} events  {group}")
+        elif command == "deliveries":
+            deliveries = client.list_webhook_deliveries(webhook_id=args.webhook, alert_id=args.alert,
+                                                        status=args.status, limit=args.limit)
+            if args.json:
+                _print_json(deliveries)
+            for item in [] if args.json else deliveries:
+                print(f"{item.id}  {item.status:9}  attempts {item.attempts}/{item.max_attempts}  "
+                      f"alert {item.alert_id}  webhook {item.webhook_id}  {item.last_error or ''}".rstrip())
+        elif command == "rules":
+            _rules_command(client, args)
+        elif command == "webhooks":
+            _webhooks_command(client, args)
+    return 0
+
+
+def _rules_command(client: Any, args: argparse.Namespace) -> None:
+    action = args.rules_command
+    if action == "list":
+        rules = client.list_alert_rules()
+        if args.json:
+            _print_json(rules)
+            return
+        for rule in rules:
+            state = "enabled" if rule.enabled else "disabled"
+            condition = rule.condition
+            print(f"{rule.id}  {state:8}  [{rule.severity}] {rule.name}: {condition['count']}x {condition['action']}"
+                  f"{'/' + condition['outcome'] if condition.get('outcome') else ''} in {condition['window_seconds']:g} s"
+                  f"{' by ' + ','.join(condition['group_by']) if condition.get('group_by') else ''}")
+    elif action == "create":
+        rule = client.create_alert_rule(args.name, _rule_condition(args), severity=args.severity,
+                                        webhook_ids=args.webhook, cooldown_seconds=args.cooldown,
+                                        description=args.description)
+        if args.json:
+            _print_json(rule)
+        else:
+            print(f"created rule {rule.id}")
+    elif action in ("enable", "disable"):
+        rule = client.update_alert_rule(args.rule_id, enabled=action == "enable")
+        print(f"{rule.id} {'enabled' if rule.enabled else 'disabled'}")
+    elif action == "delete":
+        client.delete_alert_rule(args.rule_id)
+        print(f"deleted rule {args.rule_id}")
+
+
+def _webhooks_command(client: Any, args: argparse.Namespace) -> None:
+    action = args.webhooks_command
+    if action == "list":
+        webhooks = client.list_webhooks()
+        if args.json:
+            _print_json(webhooks)
+        for webhook in [] if args.json else webhooks:
+            print(f"{webhook.id}  {webhook.url}  {webhook.description}".rstrip())
+    elif action in ("create", "rotate"):
+        if action == "create":
+            webhook = client.create_webhook(args.webhook_url, description=args.description)
+        else:
+            webhook = client.rotate_webhook_secret(args.webhook_id)
+        if args.json:
+            _print_json(webhook)
+        else:
+            print(f"{'created' if action == 'create' else 'rotated'} {webhook.id}; the signing secret is shown only now:",
+                  file=sys.stderr)
+            print(webhook.secret)
+    elif action == "delete":
+        client.delete_webhook(args.webhook_id)
+        print(f"deleted webhook {args.webhook_id}")
+
+
+def add_alerts(subparsers: Any) -> None:
+    parser = subparsers.add_parser("alerts", help="alert rules, webhooks, fired alerts and webhook deliveries")
+    commands = parser.add_subparsers(dest="alerts_command", required=True)
+
+    def remote(sub: argparse.ArgumentParser, json_flag: bool = True) -> argparse.ArgumentParser:
+        _add_remote(sub)
+        if json_flag:
+            sub.add_argument("--json", action="store_true", help="print JSON")
+        return sub
+
+    listing = remote(commands.add_parser("list", help="fired alerts, newest first"))
+    listing.add_argument("--rule", help="only this rule's alerts")
+    listing.add_argument("--limit", type=int, default=50)
+    deliveries = remote(commands.add_parser("deliveries", help="the webhook delivery log"))
+    deliveries.add_argument("--webhook")
+    deliveries.add_argument("--alert")
+    deliveries.add_argument("--status", choices=["pending", "delivered", "failed"])
+    deliveries.add_argument("--limit", type=int, default=50)
+
+    rules = commands.add_parser("rules", help="manage alert rules (admin scope)").add_subparsers(
+        dest="rules_command", required=True)
+    remote(rules.add_parser("list", help="list rules"))
+    create = remote(rules.add_parser("create", help="create a threshold rule"))
+    create.add_argument("--name", required=True)
+    create.add_argument("--action", required=True, help="exact action or glob (user.*)")
+    create.add_argument("--outcome", choices=["success", "failure", "denied", "unknown"])
+    create.add_argument("--count", type=int, required=True, help="events within the window that fire the alert")
+    create.add_argument("--window", type=float, required=True, help="window in seconds (event time)")
+    create.add_argument("--group-by", action="append", default=[], metavar="ATTRIBUTE", help="e.g. user.id; repeatable")
+    create.add_argument("--where", action="append", default=[], metavar="ATTRIBUTE=VALUE",
+                        help="attribute filter; repeat a name for alternatives")
+    create.add_argument("--severity", default="medium", choices=["info", "low", "medium", "high", "critical"])
+    create.add_argument("--cooldown", type=float, default=None, help="quiet seconds after firing (default: window)")
+    create.add_argument("--webhook", action="append", default=[], metavar="WEBHOOK_ID", help="notify; repeatable")
+    create.add_argument("--description", default="")
+    for name in ("enable", "disable", "delete"):
+        remote(rules.add_parser(name, help=f"{name} a rule"), json_flag=False).add_argument("rule_id")
+
+    webhooks = commands.add_parser("webhooks", help="manage webhooks (admin scope)").add_subparsers(
+        dest="webhooks_command", required=True)
+    remote(webhooks.add_parser("list", help="list webhooks"))
+    create_webhook = remote(webhooks.add_parser("create", help="register a webhook; prints its secret once"))
+    create_webhook.add_argument("webhook_url", metavar="URL", help="https://... (where alerts are posted)")
+    create_webhook.add_argument("--description", default="")
+    remote(webhooks.add_parser("rotate", help="new signing secret; prints it once")).add_argument("webhook_id")
+    remote(webhooks.add_parser("delete", help="delete a webhook"), json_flag=False).add_argument("webhook_id")
+    parser.set_defaults(func=cmd_alerts)
+
+
 COMMANDS: dict[str, Callable[[Any], None]] = {
     "serve": add_serve,
     "search": add_search,
     "tail": add_tail,
     "keys": add_keys,
     "retention": add_retention,
+    "alerts": add_alerts,
 }
 
 

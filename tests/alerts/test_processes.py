@@ -28,16 +28,16 @@ DEV_KEY = "alerts-dev-key-0123456789"
 def two_stores(postgres_cluster: PostgresCluster) -> Iterator[list[str]]:
     """Two store processes on one fresh PostgreSQL database; their base URLs."""
     url = postgres_url(postgres_cluster)
-    env = {**os.environ, "OTEL_AUDIT_WEBHOOK_ALLOW_HOSTS": "127.0.0.1", "OTEL_AUDIT_WEBHOOK_BACKOFF_SECONDS": "0.05",
-           "OTEL_AUDIT_WEBHOOK_MAX_BACKOFF_SECONDS": "0.2"}
+    env = {**os.environ, "OTEL_AUDIT_WEBHOOK_BACKOFF_SECONDS": "0.05", "OTEL_AUDIT_WEBHOOK_MAX_BACKOFF_SECONDS": "0.2"}
+    allow_by = [({"OTEL_AUDIT_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}, []), ({}, ["--webhook-allow-host", "127.0.0.1"])]
     processes, urls = [], []
     try:
-        for _ in range(2):
+        for extra_env, extra_args in allow_by:
             port = free_port()
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "otel_audit.cli", "serve", "--db", url, "--port", str(port),
-                 "--dev-key", f"{DEV_KEY}:acme"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                 "--dev-key", f"{DEV_KEY}:acme", *extra_args],
+                env={**env, **extra_env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))
             urls.append(f"http://127.0.0.1:{port}")
         for base in urls:
