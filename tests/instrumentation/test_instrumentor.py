@@ -140,9 +140,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def uvicorn_command(port: int) -> list[str]:
+    return ["uvicorn", "zero_code_app:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+
+
 @contextmanager
-def zero_code_server(receiver: OTLPReceiver, tmp_path: Path, **extra_env: str) -> Iterator[str]:
-    """`opentelemetry-instrument uvicorn zero_code_app:app` as a subprocess; yields its base URL."""
+def zero_code_server(receiver: OTLPReceiver, tmp_path: Path, server: Any = uvicorn_command,
+                     **extra_env: str) -> Iterator[str]:
+    """`opentelemetry-instrument <server command>` as a subprocess (default: uvicorn zero_code_app:app); yields
+    its base URL."""
     port = _free_port()
     env = dict(os.environ)
     for name in [name for name in env if name.startswith("OTEL_")]:
@@ -162,8 +168,7 @@ def zero_code_server(receiver: OTLPReceiver, tmp_path: Path, **extra_env: str) -
         "OTEL_LOGS_EXPORTER": "none",
         **extra_env,
     })
-    command = [str(BIN / "opentelemetry-instrument"), "uvicorn", "zero_code_app:app",
-               "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    command = [str(BIN / "opentelemetry-instrument"), *server(port)]
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
@@ -236,3 +241,24 @@ def test_disabled_instrumentations_turns_it_off(otlp_receiver: OTLPReceiver, tmp
             probes = [r for r in otlp_receiver.records if r.attributes.get("audit.action") == "probe.ping"]
     assert len(probes) == 2
     assert [record.attributes["audit.action"] for record in otlp_receiver.records] == ["probe.ping", "probe.ping"]
+
+
+def test_opentelemetry_instrument_audits_flask_under_prefork_gunicorn(otlp_receiver: OTLPReceiver,
+                                                                      tmp_path: Path) -> None:
+    # The audit pipeline is configured in the gunicorn master (at instrument time) and used in forked workers.
+    def gunicorn(port: int) -> list[str]:
+        help_text = subprocess.run([str(BIN / "gunicorn"), "--help"], capture_output=True, text=True, timeout=30).stdout
+        own_socket = ["--no-control-socket"] if "--no-control-socket" in help_text else []
+        return ["gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", *own_socket, "zero_code_flask:app"]
+
+    with zero_code_server(otlp_receiver, tmp_path, gunicorn) as base_url:
+        with httpx.Client(base_url=base_url) as client:
+            statuses = [client.post(f"/documents/doc-{index}").status_code for index in range(20)]
+        deadline = time.monotonic() + 20
+        while len(otlp_receiver.records) < 20 and time.monotonic() < deadline:
+            otlp_receiver.wait_for(20, timeout=0.5)
+    assert statuses == [200] * 20
+    records = otlp_receiver.records
+    assert sorted(record.attributes["audit.resource.id"] for record in records) == sorted(f"doc-{i}" for i in range(20))
+    assert {record.attributes["http.route"] for record in records} == {"/documents/<document_id>"}
+    assert len({record.attributes["audit.request.id"] for record in records}) == 20
