@@ -132,6 +132,14 @@ def test_reveal_and_forget_with_the_vault(tmp_path: Path, capture_pipeline) -> N
         assert db.execute("SELECT count(*) FROM mappings").fetchone() == (3,)  # ciphertexts remain, unreadable
 
 
+def test_vault_files_are_owner_only(tmp_path: Path) -> None:
+    vault = PseudonymVault(tmp_path / "vault.sqlite", KEY)
+    vault.store("psn_x", "x@example.com", "u-x")
+    files = sorted(tmp_path.glob("vault.sqlite*"))
+    assert files and all(file.stat().st_mode & 0o077 == 0 for file in files), [oct(f.stat().st_mode) for f in files]
+    vault.close()
+
+
 def test_vault_is_shared_between_processes(tmp_path: Path) -> None:
     vault_path = tmp_path / "vault.sqlite"
     email_pseudonym, name_pseudonym = pseudonyms_from_child(KEY, vault_path)

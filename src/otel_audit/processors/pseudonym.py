@@ -73,6 +73,8 @@ class PseudonymVault:
         self._key = _as_key(key, "vault key")
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The vault holds the subjects' keys: owner-only from the start (SQLite gives its WAL files the same mode).
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         self._open()
 
     def _open(self) -> None:
