@@ -392,9 +392,10 @@ def _rules_command(client: Any, args: argparse.Namespace) -> None:
         for rule in rules:
             state = "enabled" if rule.enabled else "disabled"
             condition = rule.condition
+            outcome = "/" + condition["outcome"] if condition.get("outcome") else ""
+            group_by = " by " + ",".join(condition["group_by"]) if condition.get("group_by") else ""
             print(f"{rule.id}  {state:8}  [{rule.severity}] {rule.name}: {condition['count']}x {condition['action']}"
-                  f"{'/' + condition['outcome'] if condition.get('outcome') else ''} in {condition['window_seconds']:g} s"
-                  f"{' by ' + ','.join(condition['group_by']) if condition.get('group_by') else ''}")
+                  f"{outcome} in {condition['window_seconds']:g} s{group_by}")
     elif action == "create":
         rule = client.create_alert_rule(args.name, _rule_condition(args), severity=args.severity,
                                         webhook_ids=args.webhook, cooldown_seconds=args.cooldown,
@@ -427,8 +428,8 @@ def _webhooks_command(client: Any, args: argparse.Namespace) -> None:
         if args.json:
             _print_json(webhook)
         else:
-            print(f"{'created' if action == 'create' else 'rotated'} {webhook.id}; the signing secret is shown only now:",
-                  file=sys.stderr)
+            done = "created" if action == "create" else "rotated"
+            print(f"{done} {webhook.id}; the signing secret is shown only now:", file=sys.stderr)
             print(webhook.secret)
     elif action == "delete":
         client.delete_webhook(args.webhook_id)

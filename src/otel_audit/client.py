@@ -561,7 +561,8 @@ class AsyncAuditClient:
     async def delete_alert_rule(self, rule_id: str) -> None:
         await self._run(_Alerting.delete_alert_rule(rule_id))
 
-    async def list_alerts(self, *, rule_id: str | None = None, limit: int = 100, before: str | None = None) -> list[Alert]:
+    async def list_alerts(self, *, rule_id: str | None = None, limit: int = 100,
+                          before: str | None = None) -> list[Alert]:
         """Fired alerts, newest first (`before`: the last id of the previous page)."""
         return await self._run(_Alerting.list_alerts(rule_id, limit, before))
 

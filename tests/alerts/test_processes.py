@@ -84,7 +84,7 @@ def _send(api: Api, batches: list[tuple[list[dict], list[int]]], errors: list[Ba
 
 def _run(apis: list[Api], plans: list[list[tuple[list[dict], list[int]]]]) -> None:
     errors: list[BaseException] = []
-    threads = [threading.Thread(target=_send, args=(api, plan, errors)) for api, plan in zip(apis, plans)]
+    threads = [threading.Thread(target=_send, args=(api, plan, errors)) for api, plan in zip(apis, plans, strict=True)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -139,7 +139,8 @@ def test_concurrent_completions_of_one_window_fire_once(db_url: str, serve) -> N
             gate = threading.Barrier(8)
             errors: list[BaseException] = []
 
-            def complete(api: Api, moment: int, user: str = user) -> None:
+            def complete(api: Api, moment: int, user: str = user, gate: threading.Barrier = gate,
+                         errors: list[BaseException] = errors) -> None:
                 try:
                     gate.wait(10)
                     api.ingest([login_event(user)], [moment])

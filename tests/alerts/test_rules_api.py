@@ -44,7 +44,8 @@ def test_invalid_rules_get_400_naming_the_field(served: Served, change: dict, fi
 
 
 def test_malformed_bodies_and_unknown_ids_get_clear_errors(served: Served) -> None:
-    response = served.acme.http.post("/v1/alert-rules", content=b"{not json", headers={"content-type": "application/json"})
+    response = served.acme.http.post("/v1/alert-rules", content=b"{not json",
+                                     headers={"content-type": "application/json"})
     assert response.status_code == 400 and response.json()["error"] == "malformed_json"
     assert served.acme.http.post("/v1/alert-rules", json=[1]).json()["parameter"] == "body"
     assert served.acme.http.get("/v1/alert-rules/rul_nope").status_code == 404

@@ -55,7 +55,7 @@ def _object(payload: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _path_id(request: Request, name: str) -> str:
-    value = request.path_params[name]
+    value = str(request.path_params[name])
     if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
         raise _api_error(404, "not_found", f"no such {name.removesuffix('_id')}")
     return value
@@ -163,7 +163,7 @@ class Alerting:
 
     async def list_webhooks(self, request: Request) -> Response:
         key = await self.store._authorize(request, "admin")
-        found = await self.store._call(self.webhooks.list, key.tenant_id)
+        found = await self.store._call(self.webhooks.list_webhooks, key.tenant_id)
         return JSONResponse({"webhooks": [item.to_json() for item in found]})
 
     async def get_webhook(self, request: Request) -> Response:

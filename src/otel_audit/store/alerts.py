@@ -184,7 +184,8 @@ def _parse_condition(raw: Any) -> Condition:
         raise RuleError("condition.count", f"must be an integer from 1 to {MAX_COUNT}")
     window = raw["window_seconds"]
     if not _is_number(window) or not 0 < window <= MAX_WINDOW_SECONDS:
-        raise RuleError("condition.window_seconds", f"must be a number of seconds, above 0 and at most {MAX_WINDOW_SECONDS}")
+        raise RuleError("condition.window_seconds",
+                        f"must be a number of seconds, above 0 and at most {MAX_WINDOW_SECONDS}")
     group_by_raw = raw.get("group_by") or []
     if not isinstance(group_by_raw, list) or len(group_by_raw) > MAX_GROUP_BY:
         raise RuleError("condition.group_by", f"must be a list of at most {MAX_GROUP_BY} attribute names")

@@ -126,7 +126,7 @@ class WebhookSettings:
     def backoff(self, attempts: int) -> float:
         """Seconds before the next attempt after `attempts` failures: exponential with +-20% jitter, capped."""
         delay = min(self.backoff_seconds * 2 ** max(attempts - 1, 0), self.max_backoff_seconds)
-        return delay * random.uniform(0.8, 1.2)
+        return float(delay * random.uniform(0.8, 1.2))
 
 
 class DestinationError(ValueError):
@@ -351,7 +351,7 @@ class WebhookRegistry:
             )
         return webhook, chosen
 
-    def list(self, tenant_id: str) -> list[Webhook]:
+    def list_webhooks(self, tenant_id: str) -> list[Webhook]:
         p = self.storage.placeholder
         with self.storage.read() as conn:
             rows = conn.execute(
@@ -466,7 +466,7 @@ class WebhookRegistry:
                 " RETURNING delivery_id, tenant_id, webhook_id, body, attempts, max_attempts",
                 (lease, now, now),
             ).fetchall()
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+        return [tuple(row) for row in rows]
 
     def record(self, delivery_id: str, *, delivered: bool, attempts: int, max_attempts: int,
                status_code: int | None, error: str | None, retry_after: float | None = None) -> None:
@@ -485,8 +485,8 @@ class WebhookRegistry:
             delay = self.settings.backoff(attempts)
             if retry_after is not None:
                 delay = min(max(delay, retry_after), self.settings.max_backoff_seconds)
-            sql = (f"UPDATE webhook_deliveries SET last_status_code = {p}, last_error = {p}, next_attempt_unix_nano = {p},"
-                   f" updated_unix_nano = {p} WHERE delivery_id = {p}")
+            sql = (f"UPDATE webhook_deliveries SET last_status_code = {p}, last_error = {p},"
+                   f" next_attempt_unix_nano = {p}, updated_unix_nano = {p} WHERE delivery_id = {p}")
             params = (status_code, (error or "")[:MAX_ERROR_LENGTH], now + int(delay * 1e9), now, delivery_id)
         with self.storage.transaction() as conn:
             conn.execute(sql, params)
