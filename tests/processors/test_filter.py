@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk._logs import LoggerProvider
 
 import otel_audit
@@ -233,3 +236,24 @@ def test_unreadable_and_unknown_policy_files(tmp_path: Path) -> None:
     other.write_text("[rules]\n")
     with pytest.raises(PolicyError, match="unknown policy file type '.ini'"):
         AuditPolicy.from_file(other)
+
+
+action_words = st.text(alphabet="abcxyz_", min_size=1, max_size=4)
+actions_strategy = st.lists(action_words, min_size=2, max_size=3).map(".".join)
+globs = st.one_of(actions_strategy, action_words.map(lambda word: f"{word}.*"), action_words.map(lambda word: f"*.{word}"), st.just("*"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["none", "metadata", "full"]), st.lists(globs, min_size=1, max_size=3)), max_size=5),
+    actions_strategy,
+    st.sampled_from(["success", "failure", "denied", "unknown"]),
+)
+def test_policy_decision_is_the_first_rule_whose_glob_matches(rules, action: str, outcome: str) -> None:
+    policy = AuditPolicy([{"level": level, "actions": patterns} for level, patterns in rules], default="full")
+    expected = next(
+        (Level(level) for level, patterns in rules if any(fnmatch.fnmatchcase(action, pattern) for pattern in patterns)),
+        Level.FULL,
+    )
+    assert policy.level_for(action, outcome, {}) is expected
+    assert policy.level_for(action, outcome, {}) is expected  # and the cached answer agrees
