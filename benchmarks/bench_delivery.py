@@ -18,7 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Self
 
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
@@ -67,7 +67,7 @@ def _receiver_main(queue: Any, counted: Any, stop: Any) -> None:
 class Receiver:
     """An OTLP receiver in a child process, counting records."""
 
-    def __enter__(self) -> Receiver:
+    def __enter__(self) -> Self:
         context = multiprocessing.get_context("fork")
         queue = context.Queue()
         self._stop = context.Event()
@@ -87,7 +87,7 @@ class Receiver:
             time.sleep(0.02)
         return self.count >= count
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._process.join(5)
 
@@ -146,22 +146,22 @@ def bench_emit(endpoint: str, count: int, repeat: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as spool:
         for _ in range(repeat):
             provider, logger = stock_provider(endpoint, max_queue_size=count * 2)
-            run("stock_sdk_emit_batch_us", lambda: logger.emit(stock_record(event)))
+            run("stock_sdk_emit_batch_us", lambda logger=logger: logger.emit(stock_record(event)))
             provider.shutdown()
 
             provider, logger = durable_provider(endpoint, spool)
-            run("sdk_emit_into_durable_us", lambda: logger.emit(stock_record(event)))
+            run("sdk_emit_into_durable_us", lambda logger=logger: logger.emit(stock_record(event)))
             provider.shutdown()
 
             otel_audit.configure(service_name="bench", endpoint=endpoint, spool_dir=spool, redaction=False)
             audit = otel_audit.get_audit_logger("bench")
-            run("audit_emit_event_disk_us", lambda: audit.emit_event(event))
+            run("audit_emit_event_disk_us", lambda audit=audit: audit.emit_event(event))
             run("audit_emit_full_disk_us", full_emit(audit))
             otel_audit.shutdown()
 
             otel_audit.configure(service_name="bench", endpoint=endpoint, spool_dir=spool)
             audit = otel_audit.get_audit_logger("bench")
-            run("audit_emit_event_disk_with_redaction_us", lambda: audit.emit_event(event))
+            run("audit_emit_event_disk_with_redaction_us", lambda audit=audit: audit.emit_event(event))
             otel_audit.shutdown()
     figures = {name: statistics.median(values) for name, values in runs.items()}
     stock = figures["stock_sdk_emit_batch_us"]
@@ -258,7 +258,13 @@ def bench_burst(receiver: Receiver, count: int) -> dict[str, float]:
             base = receiver.count
             if name == "stock":
                 provider, logger = stock_provider(receiver.endpoint)
-                emit, finish = (lambda: logger.emit(stock_record(event))), lambda: (provider.force_flush(600_000), provider.shutdown())
+
+                def emit(logger: Any = logger) -> None:
+                    logger.emit(stock_record(event))
+
+                def finish(provider: Any = provider) -> None:
+                    provider.force_flush(600_000)
+                    provider.shutdown()
             else:
                 emit, finish = _emitters(name, receiver.endpoint, spool, count)
             for _ in range(count):

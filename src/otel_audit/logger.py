@@ -72,7 +72,8 @@ def _validated_record(logger: SdkLogger, record: LogRecord) -> LogRecord | ReadW
     """
     limits = logger._log_record_limits
     attributes = record.attributes
-    if limits.max_log_record_attribute_length is not None or len(attributes or ()) > limits.max_log_record_attributes:
+    max_count = limits.max_log_record_attributes
+    if limits.max_log_record_attribute_length is not None or (max_count is not None and len(attributes or ()) > max_count):
         return record
     writable = _new_writable(ReadWriteLogRecord)
     writable.log_record = record
@@ -254,7 +255,7 @@ class AuditLogger:
         )
         logger = self._logger()
         if logger.__class__ is SdkLogger:
-            logger.emit(_validated_record(logger, record))
+            logger.emit(_validated_record(logger, record))  # type: ignore[arg-type]  # the SDK accepts both
         else:
             logger.emit(record)
         return uid

@@ -9,14 +9,27 @@ from hypothesis import strategies as st
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import set_value
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+)
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord as ProtoLogRecord
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    TraceFlags,
+    set_span_in_context,
+)
 
-from otel_audit.delivery.encoder import ScopeDef, encode_any_value, encode_log_record, frame_request, varint
+from otel_audit.delivery.encoder import (
+    ScopeDef,
+    encode_any_value,
+    encode_log_record,
+    frame_request,
+    varint,
+)
 from otel_audit.testing.receiver import any_value_to_python
 
 RESOURCE = Resource.create({"service.name": "encoder-test", "deployment.environment.name": "test"})

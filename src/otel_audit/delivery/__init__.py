@@ -20,8 +20,10 @@ __all__ = ["AuditDeliveryError", "DurableLogRecordProcessor", "create_delivery_p
 def create_exporter(settings: AuditSettings) -> LogRecordExporter:
     """The SDK's OTLP log exporter for the configured protocol (gRPC needs the `grpc` extra)."""
     if settings.protocol == "grpc":
-        from grpc import Compression
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcExporter
+        from grpc import Compression  # type: ignore[import-untyped]
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
+            OTLPLogExporter as GrpcExporter,
+        )
 
         compression = {"gzip": Compression.Gzip, "deflate": Compression.Deflate}.get(settings.compression or "")
         insecure = settings.insecure if settings.insecure is not None else settings.endpoint.startswith("http://")
@@ -33,7 +35,9 @@ def create_exporter(settings: AuditSettings) -> LogRecordExporter:
             compression=compression,
         )
     from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpExporter
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+        OTLPLogExporter as HttpExporter,
+    )
 
     return HttpExporter(
         endpoint=settings.endpoint,

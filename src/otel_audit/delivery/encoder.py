@@ -224,7 +224,7 @@ _pack_fixed64 = _FIXED64.pack
 def encode_log_record(record: ReadWriteLogRecord | ReadableLogRecord) -> bytes:
     """The OTLP `LogRecord` message of an SDK record, fields in field-number order, defaults left out."""
     log = record.log_record
-    parts = []
+    parts: list[bytes] = []
     append = parts.append
     timestamp = log.timestamp
     if timestamp:
@@ -306,7 +306,7 @@ class ScopeDef:
     """Resource and instrumentation scope of a group of records, pre-encoded; records of one ScopeDef share a
     ScopeLogs entry in the request."""
 
-    __slots__ = ("resource", "scope", "resource_schema_url", "scope_schema_url", "key")
+    __slots__ = ("key", "resource", "resource_schema_url", "scope", "scope_schema_url")
 
     def __init__(self, resource: bytes, scope: bytes, resource_schema_url: str = "", scope_schema_url: str = "") -> None:
         self.resource = resource

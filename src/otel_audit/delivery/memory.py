@@ -44,7 +44,7 @@ class MemoryQueue:
         with self._lock:
             if not self._items:
                 return None
-            entries = []
+            entries: list[tuple[ScopeDef, bytes]] = []
             size = 0
             for scope, record, emitted_ns in self._items:
                 if len(entries) >= max_records or (entries and size + len(record) > max_bytes):

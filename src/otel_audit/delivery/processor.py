@@ -28,7 +28,7 @@ from .encoder import ScopeDef, encode_log_record, frame_request
 from .errors import AuditDeliveryError
 from .memory import MemoryQueue
 from .sender import HttpSender, SendResult
-from .spool import Batch, Spool
+from .spool import Spool
 
 _log = logging.getLogger("otel_audit.delivery")
 

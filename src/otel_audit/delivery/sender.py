@@ -7,6 +7,7 @@ job: this class never retries and never raises for HTTP or connection failures.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import gzip
 import json
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import urllib3
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceResponse,
+)
 
 from ..config import AuditSettings
 
@@ -58,12 +61,10 @@ def _error_message(body: bytes, content_type: str) -> str:
             pass
     if "protobuf" in content_type:
         response = ExportLogsServiceResponse()
-        try:
+        with contextlib.suppress(Exception):  # a google.rpc.Status or garbage: fall back to the text
             response.ParseFromString(body)
-            if response.partial_success.error_message:
-                return response.partial_success.error_message[:_ERROR_TEXT_LIMIT]
-        except Exception:  # noqa: BLE001 - a google.rpc.Status or garbage: fall back to the text
-            pass
+        if response.partial_success.error_message:
+            return response.partial_success.error_message[:_ERROR_TEXT_LIMIT]
     return body[:_ERROR_TEXT_LIMIT].decode("utf-8", "replace").strip()
 
 

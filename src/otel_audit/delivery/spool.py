@@ -260,9 +260,12 @@ class Lane:
                 break
             _, kind, length, checksum = HEADER.unpack_from(data, probe)
             end = probe + HEADER.size + length
-            if kind in (KIND_SCOPE, KIND_RECORD) and end <= len(data):
-                if zlib.crc32(data[probe + HEADER.size : end], kind) == checksum:
-                    break
+            if (
+                kind in (KIND_SCOPE, KIND_RECORD)
+                and end <= len(data)
+                and zlib.crc32(data[probe + HEADER.size : end], kind) == checksum
+            ):
+                break
             probe += 1
         if quarantine and probe:
             self.spool._quarantine(self, number, start, data[:probe])
