@@ -273,3 +273,11 @@ def test_audit_events_fixture_sees_redacted_values(audit_events: AuditCapture) -
     attributes = audit_events.assert_emitted(action="user.login")
     assert attributes[semconv.AUDIT_METADATA] == {"password": MASK, "note": f"token={MASK}"}
     assert "hunter2" not in str(audit_events.attributes)
+
+
+def test_list_attribute_reports_the_items_it_changed(capture_pipeline) -> None:
+    capture = capture_pipeline()
+    logger().emit("user.update", actor={"id": "u-1", "roles": ["viewer", f"admin {JWT}"]})
+    attributes = capture.attributes[0]
+    assert attributes[semconv.USER_ROLES] == ["viewer", f"admin {MASK}"]
+    assert attributes[semconv.AUDIT_REDACTED] == [f"{semconv.USER_ROLES}[1]"]

@@ -640,9 +640,9 @@ class Redactor:
                 if current == value and type(current) is type(value):
                     changes = changes or {}
                     changes[key] = new
-                    touched.append(prefix + key)
-                    # paths below this value (a list attribute) are reported under the key
-                    touched.extend(prefix + key + path for path in found if path)
+                    # a list attribute reports the items it changed (`user.roles[1]`), anything else the key itself
+                    below = [prefix + key + path for path in found if path]
+                    touched.extend(below or (prefix + key,))
         return changes
 
     def _plan(self, keys: tuple[str, ...], mapping: Mapping[str, Any], where: str) -> tuple[Any, ...]:
