@@ -176,3 +176,38 @@ def test_uninstrument_flask_restores_the_app(audit_pipeline: otel_audit.AuditPip
         [nested] = wait_for_action(otlp_receiver, "search.reindex")
     assert [record.attributes["audit.action"] for record in otlp_receiver.records] == ["search.reindex"]
     assert "audit.request.id" not in nested.attributes
+
+
+def test_flask_login_current_user_is_the_default_actor(audit_pipeline: otel_audit.AuditPipeline,
+                                                       otlp_receiver: OTLPReceiver) -> None:
+    flask_login = pytest.importorskip("flask_login")
+
+    class User(flask_login.UserMixin):
+        def __init__(self, user_id: str) -> None:
+            self.id = user_id
+            self.email = f"{user_id}@example.com"
+
+    app = Flask("with_login")
+    login_manager = flask_login.LoginManager(app)
+    login_manager.request_loader(
+        lambda req: User(req.headers["X-User"]) if "X-User" in req.headers else None
+    )
+
+    @app.post("/tickets/<ticket_id>/close")
+    def close_ticket(ticket_id: str) -> dict[str, str]:
+        service_audit.emit("ticket.notify", resource=("ticket", ticket_id))
+        return {"closed": ticket_id}
+
+    instrument_flask(app)
+    with serve_wsgi(app) as base_url:
+        assert httpx.post(f"{base_url}/tickets/t-1/close", headers={"X-User": "frank"}).status_code == 200
+        assert httpx.post(f"{base_url}/tickets/t-2/close").status_code == 200
+        closes = wait_for_action(otlp_receiver, "ticket.close", 2)
+        notifications = wait_for_action(otlp_receiver, "ticket.notify", 2)
+    by_ticket = {record.attributes["audit.resource.id"]: record.attributes for record in closes}
+    assert by_ticket["t-1"]["user.id"] == "frank"
+    assert by_ticket["t-1"]["user.email"] == "frank@example.com"
+    assert by_ticket["t-2"]["audit.actor.type"] == "anonymous"
+    notified_by_ticket = {record.attributes["audit.resource.id"]: record.attributes for record in notifications}
+    assert notified_by_ticket["t-1"]["user.id"] == "frank"
+    assert "user.id" not in notified_by_ticket["t-2"]
