@@ -23,7 +23,6 @@ import fnmatch
 import json
 import os
 import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,6 +238,10 @@ class AuditPolicy:
             data = _parse_yaml(text, source)
             return cls.from_data(data, source, _yaml_lines(text))
         if suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                raise PolicyError("TOML policy files need Python 3.11 or later (use YAML or JSON)", source=source) from None
             try:
                 data = tomllib.loads(text)
             except tomllib.TOMLDecodeError as exc:
