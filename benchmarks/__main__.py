@@ -180,7 +180,8 @@ STORE = Benchmark(
     title="7. Store ingest and search (benchmarks/bench_store.py)",
     variants=(RUN,),
     command=lambda variant, size: python_command(
-        str(_script("bench_store.py")), "--events", STORE_EVENTS[size], "--backend", "both",
+        str(_script("bench_store.py")), "--events", STORE_EVENTS[size],
+        "--backend", "sqlite" if size == "quick" else "both",
         "--rounds", {"smoke": "10", "quick": "20", "full": "200"}[size],
         "--http", {"smoke": "0", "quick": "0", "full": "51200"}[size],
     ),
@@ -204,14 +205,13 @@ STORE = Benchmark(
     timeout=lambda size: {"smoke": 180.0, "quick": 180.0, "full": 3600.0}[size],
     unavailable=lambda: _missing("bench_store.py"),
     note="Events stored per run: quick 10,000, full 1,000,000; the search target applies at 1,000,000 "
-    "events (full run). OTLP/HTTP ingest through `otel-audit serve` runs in the full run only.",
+    "events (full run). PostgreSQL (a throwaway cluster started per run) and OTLP/HTTP ingest through "
+    "`otel-audit serve` are measured in the full run only.",
 )
 
 
-def own_benchmark(module: str, fallback: Benchmark, quick_as: str = "quick") -> Benchmark:
-    """The BENCHMARK a script of another area declares for this harness, else the adapter written for it here.
-
-    `quick_as` is the size a --quick run asks of the script's own BENCHMARK (to keep --quick short)."""
+def own_benchmark(module: str, fallback: Benchmark) -> Benchmark:
+    """The BENCHMARK a script of another area declares for this harness, else the adapter written for it here."""
     path = _script(f"{module}.py")
     if not path.exists() or not re.search(r"^BENCHMARK\s*[:=]", path.read_text(encoding="utf-8"), re.MULTILINE):
         return fallback
@@ -220,31 +220,39 @@ def own_benchmark(module: str, fallback: Benchmark, quick_as: str = "quick") -> 
     except Exception as exc:  # noqa: BLE001 - a broken script must not stop the other benchmarks
         reason = f"benchmarks/{module}.py does not import: {type(exc).__name__}: {exc}"
         return dataclasses.replace(fallback, unavailable=lambda: reason)
-    if quick_as == "quick":
-        return dataclasses.replace(declared, name=fallback.name, title=fallback.title)
+    return dataclasses.replace(declared, name=fallback.name, title=fallback.title)
+
+
+def shortened(bench: Benchmark, size: str, leave_out: tuple[str, ...], note: str) -> Benchmark:
+    """`bench` as a --quick run measures it: at `size` instead of quick, without the variants in `leave_out`."""
+    variants = tuple(variant for variant in bench.variants if variant not in leave_out)
     return dataclasses.replace(
-        declared, name=fallback.name, title=fallback.title,
-        command=lambda variant, size: declared.command(variant, quick_as if size == "quick" else size),
-        timeout=lambda size: declared.timeout(quick_as if size == "quick" else size),
-        note=" ".join(filter(None, (declared.note, f"A --quick run measures at the script's `{quick_as}` size."))),
+        bench,
+        variants=variants,
+        command=lambda variant, asked: bench.command(variant, size if asked == "quick" else asked),
+        timeout=lambda asked: bench.timeout(size if asked == "quick" else asked),
+        note=" ".join(filter(None, (bench.note, note))),
     )
 
 
-def registry() -> tuple[Benchmark, ...]:
-    """Every benchmark, in the order of the issue's figures."""
+def registry(size: str = "full") -> tuple[Benchmark, ...]:
+    """Every benchmark, in the order of the issue's figures, as a run of `size` measures them."""
+    fastapi = own_benchmark("bench_fastapi", FASTAPI)
+    if size == "quick" and fastapi.unavailable() is None:
+        fastapi = shortened(fastapi, "smoke", ("otel-audit, no event",),
+                            "A --quick run measures 2 s per variant and leaves out the `otel-audit, no event` variant.")
     return (
         bench_emit.BENCHMARK,
         own_benchmark("bench_processors", PROCESSORS),
         bench_e2e.BENCHMARK,
         own_benchmark("bench_delivery", DELIVERY),
-        own_benchmark("bench_fastapi", FASTAPI, quick_as="smoke"),
+        fastapi,
         own_benchmark("bench_store", STORE),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    benchmarks = registry()
-    names = [bench.name for bench in benchmarks]
+    names = [bench.name for bench in registry()]
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short run (under 2 minutes on 2 idle cores)")
     parser.add_argument("--only", action="append", choices=names, metavar="NAME",
@@ -257,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repetitions < 1:
         parser.error("--repetitions: must be at least 1")
     size = args.size or ("quick" if args.quick else "full")
-    selected = [bench for bench in benchmarks if not args.only or bench.name in args.only]
+    selected = [bench for bench in registry(size) if not args.only or bench.name in args.only]
     command = shlex.join(["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])])
     report = run_all(selected, args.repetitions, size, command, log=lambda text: print(text, file=sys.stderr))
     json_path, md_path = write_report(report, args.out)
