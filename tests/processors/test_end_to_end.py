@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import otel_audit
 from otel_audit import semconv
 from otel_audit.processors import PseudonymVault, SubjectForgotten
 from otel_audit.processors.pseudonym import pseudonym_for
-from otel_audit.testing import OTLPReceiver
+from otel_audit.testing import OTLPReceiver, Reply
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1LTEiLCJyb2xlIjoiYWRtaW4ifQ.bG9uZy1zaWduYXR1cmUtYnl0ZXMtaGVyZQ"
 SECRETS = {
@@ -96,3 +97,21 @@ def test_forget_leaves_exported_events_byte_identical(otlp_receiver: OTLPReceive
         vault.reveal(pseudonym)
     vault.close()
     assert stored.read_bytes() == before  # erasure touched the vault only: stored events (and hash chains) intact
+
+
+def test_spooled_records_on_disk_are_redacted(otlp_receiver: OTLPReceiver, tmp_path: Path) -> None:
+    """While the collector is down, records wait in the durable spool: it must hold no secret either."""
+    accepting = threading.Event()
+    otlp_receiver.responder = lambda request: Reply() if accepting.is_set() else Reply(status=503, retry_after=0)
+    spool = tmp_path / "spool"
+    pipeline = otel_audit.configure(service_name="e2e", endpoint=otlp_receiver.endpoint, flush_interval=0.05, spool_dir=str(spool))
+    otel_audit.get_audit_logger("e2e").emit(
+        "user.password_change", actor="u-1", metadata={"password": SECRETS["password"], "note": f"key {SECRETS['aws']}"}
+    )
+    on_disk = b"".join(path.read_bytes() for path in spool.rglob("*") if path.is_file())
+    assert b"user.password_change" in on_disk  # the record is really there, waiting
+    assert SECRETS["password"].encode() not in on_disk and SECRETS["aws"].encode() not in on_disk
+    accepting.set()
+    assert pipeline.force_flush(10_000)
+    (record,) = otlp_receiver.wait_for(1, timeout=10)
+    assert record.attributes[semconv.AUDIT_METADATA] == {"password": "[REDACTED]", "note": "key [REDACTED]"}
