@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -144,15 +145,26 @@ def python_command(*args: str) -> list[str]:
 
 
 def run_process(argv: Sequence[str], timeout: float) -> tuple[str, str, int]:
-    """Run one measurement process to completion (killed after `timeout` seconds); stdout, stderr, exit code."""
+    """Run one measurement process to completion; stdout, stderr, exit code.
+
+    It runs in a process group of its own, killed whole (servers and sinks it started included) when `timeout`
+    seconds pass; subprocess.TimeoutExpired is raised then.
+    """
     env = dict(os.environ, PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1")
     for name in list(env):
         if name.startswith(("OTEL_BLRP_", "OTEL_AUDIT_", "OTEL_EXPORTER_OTLP")):
             del env[name]  # stock defaults and otel-audit defaults, whatever the calling shell set
-    completed = subprocess.run(
-        list(argv), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    process = subprocess.Popen(
+        list(argv), cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
     )
-    return completed.stdout, completed.stderr, completed.returncode
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return stdout, stderr, process.returncode
 
 
 def summarize(values: Sequence[float]) -> dict[str, Any]:

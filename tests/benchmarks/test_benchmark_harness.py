@@ -7,6 +7,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,26 @@ def test_failures_and_missing_scripts_are_reported_not_invented(tmp_path: Path) 
     assert "| x of b | 4 us | 4 us - 4 us |  | only 2 repetitions |" in text
     assert "Not measured yet: benchmarks/bench_later.py is not written yet." in text
     assert "Not run at this size: not part of a smoke run; `python -m benchmarks --only long` measures it." in text
+
+
+def test_a_process_over_its_time_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    marker = tmp_path / "grandchild.pid"
+    sleeper = (
+        "import subprocess, sys, time; "
+        f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(marker)!r}, 'w').write(str(child.pid)); time.sleep(60)"
+    )
+    slow = Benchmark(name="slow", title="never finishes", variants=("a",),
+                     command=lambda variant, size: python_command("-c", sleeper), timeout=lambda size: 3.0)
+    result = run_benchmark(slow, repetitions=1, size="smoke")
+
+    assert result["status"] == "failed"
+    assert "timed out" in result["errors"][0]["error"]
+    grandchild = int(marker.read_text())
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{grandchild}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # killed by SIGKILL; its parent (now gone) can't reap it, init does
+    assert not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]
 
 
 def test_command_line_runs_a_script_of_another_area_in_fresh_processes(tmp_path: Path) -> None:
