@@ -247,7 +247,8 @@ def test_opentelemetry_instrument_audits_flask_under_prefork_gunicorn(otlp_recei
                                                                       tmp_path: Path) -> None:
     # The audit pipeline is configured in the gunicorn master (at instrument time) and used in forked workers.
     def gunicorn(port: int) -> list[str]:
-        help_text = subprocess.run([str(BIN / "gunicorn"), "--help"], capture_output=True, text=True, timeout=30).stdout
+        help_text = subprocess.run([str(BIN / "gunicorn"), "--help"], capture_output=True, text=True, timeout=30,
+                                   check=False).stdout
         no_control_socket = ["--no-control-socket"] if "--no-control-socket" in help_text else []
         return ["gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", *no_control_socket, "zero_code_flask:app"]
 

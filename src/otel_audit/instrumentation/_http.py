@@ -113,7 +113,7 @@ def analyze_route(method: str, template: str | None) -> RouteAudit:
     if preceding is not None and not _PARAM_RE.match(preceding):
         resource_type = _action_word(singular(preceding))
     else:
-        resource_type = _action_word(param[:-3] if param.endswith("_id") else param)
+        resource_type = _action_word(param.removesuffix("_id"))
     if resource_type is None:
         return fallback
     trailing = [segment for segment in segments[last_param + 1:] if not _PARAM_RE.match(segment)]
@@ -156,7 +156,7 @@ def _attribute_text(obj: Any, *names: str) -> str | None:
             value = getattr(obj, name, None)
             if callable(value):
                 value = value()
-        except Exception:  # noqa: BLE001 - user objects may raise (e.g. Starlette's BaseUser.identity)
+        except Exception:  # noqa: BLE001, S112 - user objects may raise (e.g. Starlette's BaseUser.identity)
             continue
         if value is not None and not isinstance(value, bool) and value != "":
             return str(value)
@@ -414,12 +414,12 @@ class AuditOptions:
         key = (method, template)
         found = self._routes.get(key)
         if found is None:
-            derived = analyze_route(method, template)
-            override_key = f"{method} {template}" if f"{method} {template}" in self.actions else template
-            if template is not None and override_key in self.actions:
-                found = RouteAudit(self.actions[override_key], derived.resource_type, derived.resource_id_param)
-            else:
-                found = derived
+            found = analyze_route(method, template)
+            if template is not None:
+                for override_key in (f"{method} {template}", template):
+                    if override_key in self.actions:
+                        found = RouteAudit(self.actions[override_key], found.resource_type, found.resource_id_param)
+                        break
             if len(self._routes) < 10_000:
                 self._routes[key] = found
         return found
@@ -439,6 +439,7 @@ def emit_request_event(logger: AuditLogger, options: AuditOptions, state: Reques
         return
     state.emitted = True
     error = state.error
+    error_type: str | None
     if error is not None:
         outcome = Outcome.FAILURE if isinstance(error, Exception) else Outcome.UNKNOWN
         error_type, reason = error_type_of(error), reason_of(error)

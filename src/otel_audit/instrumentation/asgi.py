@@ -109,7 +109,7 @@ class AuditMiddleware:
             return
         try:
             state = self._begin(scope)
-        except Exception as exc:  # noqa: BLE001 - auditing must not break the request
+        except Exception as exc:
             if is_strict():
                 raise
             report_failure(exc, "reading the request")

@@ -16,7 +16,7 @@ import flask
 from flask import Flask, g, request
 
 from ..context import audit_context
-from ._http import STATE_KEY, resolve_actor, resolve_text
+from ._http import STATE_KEY, RequestState, resolve_actor, resolve_text
 from .wsgi import WSGIAuditMiddleware
 
 EXTENSION = "otel_audit"
@@ -28,7 +28,7 @@ _signals_connected = False
 def default_flask_actor() -> Any:
     """Flask-Login's `current_user` when Flask-Login is set up on the app, else `g.user`."""
     if getattr(flask.current_app, "login_manager", None) is not None:
-        from flask_login import current_user
+        from flask_login import current_user  # type: ignore[import-untyped]
 
         return current_user._get_current_object()
     return g.get("user")
@@ -81,8 +81,9 @@ def uninstrument_flask(app: Flask) -> None:
     audit = app.extensions.pop(EXTENSION, None)
     if audit is None:
         return
-    if app.wsgi_app is audit.middleware:
-        app.wsgi_app = audit.middleware.app  # type: ignore[method-assign]
+    middleware: WSGIAuditMiddleware = audit.middleware
+    if app.wsgi_app is middleware:
+        app.wsgi_app = middleware.app  # type: ignore[method-assign, assignment]
     app.__dict__.pop("preprocess_request", None)
 
 
@@ -97,16 +98,20 @@ def connect_signals() -> None:
             _signals_connected = True
 
 
-def _audited(sender: Any) -> tuple[Any, Any] | tuple[None, None]:
-    audit = sender.extensions.get(EXTENSION) if hasattr(sender, "extensions") else None
-    state = request.environ.get(STATE_KEY) if audit is not None else None
-    return (audit, state) if state is not None else (None, None)
+def _audited(sender: Any) -> tuple[_FlaskAudit, RequestState] | None:
+    """The app's audit settings and the request's state, when this request is audited."""
+    audit: _FlaskAudit | None = sender.extensions.get(EXTENSION) if hasattr(sender, "extensions") else None
+    if audit is None:
+        return None
+    state: RequestState | None = request.environ.get(STATE_KEY)
+    return None if state is None else (audit, state)
 
 
 def _on_request_started(sender: Any, **extra: Any) -> None:
-    audit, state = _audited(sender)
-    if state is None:
+    audited = _audited(sender)
+    if audited is None:
         return
+    state = audited[1]
     rule = request.url_rule
     state.route_template = rule.rule if rule is not None else None
     state.path_params = request.view_args
@@ -127,15 +132,16 @@ def _enter_actor_context(audit: _FlaskAudit) -> None:
 
 
 def _on_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
-    audit, state = _audited(sender)
-    if state is not None:
-        state.error = exception
+    audited = _audited(sender)
+    if audited is not None:
+        audited[1].error = exception
 
 
 def _on_teardown(sender: Any, exc: BaseException | None = None, **extra: Any) -> None:
-    audit, state = _audited(sender)
-    if state is None:
+    audited = _audited(sender)
+    if audited is None:
         return
+    audit, state = audited
     context = request.environ.pop(_CONTEXT_KEY, None)
     try:
         if state.actor is None:

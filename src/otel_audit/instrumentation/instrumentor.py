@@ -16,7 +16,10 @@ import weakref
 from collections.abc import Collection
 from typing import Any
 
-from opentelemetry.instrumentation.dependencies import DependencyConflict, get_dependency_conflicts
+from opentelemetry.instrumentation.dependencies import (
+    DependencyConflict,
+    get_dependency_conflicts,
+)
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from ..pipeline import configure, current_pipeline
@@ -112,7 +115,7 @@ class AuditInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 return stack
 
             self._patches.append((cls, "build_middleware_stack", original))
-            cls.build_middleware_stack = functools.wraps(original)(build_middleware_stack)
+            cls.build_middleware_stack = functools.wraps(original)(build_middleware_stack)  # type: ignore[attr-defined]
 
     def _patch_flask(self) -> None:
         from flask import Flask
@@ -123,7 +126,7 @@ class AuditInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         options = self._options
         lock = self._lock
 
-        def __call__(app: Any, environ: Any, start_response: Any) -> Any:  # noqa: N807 - replaces Flask.__call__
+        def __call__(app: Any, environ: Any, start_response: Any) -> Any:
             if EXTENSION not in app.extensions:
                 with lock:
                     if EXTENSION not in app.extensions:
@@ -132,4 +135,4 @@ class AuditInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             return original(app, environ, start_response)
 
         self._patches.append((Flask, "__call__", original))
-        Flask.__call__ = functools.wraps(original)(__call__)  # type: ignore[method-assign]
+        Flask.__call__ = functools.wraps(original)(__call__)  # type: ignore[method-assign, assignment]

@@ -89,7 +89,7 @@ class WSGIAuditMiddleware:
             return self.app(environ, start_response)
         try:
             state = self._begin(environ, path)
-        except Exception as exc:  # noqa: BLE001 - auditing must not break the request
+        except Exception as exc:
             if is_strict():
                 raise
             report_failure(exc, "reading the request")
@@ -172,7 +172,7 @@ class WSGIAuditMiddleware:
     def _finish_quietly(self, environ: Environ, state: RequestState) -> None:
         try:
             self.finish(environ, state)
-        except Exception:  # noqa: BLE001 - strict mode re-raises; the app's own exception wins here
+        except Exception:  # noqa: BLE001, S110 - reported by finish (strict re-raises); the app's error wins
             pass
 
 
