@@ -348,12 +348,13 @@ class AuditFilterProcessor(LogRecordProcessor):
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         record = log_record.log_record
         name = record.event_name
-        attributes = record.attributes
-        if not name or not name.startswith(semconv.EVENT_NAME_PREFIX) or not attributes:
+        if not name or not name.startswith(semconv.EVENT_NAME_PREFIX):
             return
-        # BoundedAttributes.get runs Python-level __getitem__; its backing dict (when present) is the hot path.
+        attributes = record.attributes
+        # BoundedAttributes answers get/len through Python-level methods; its backing dict (when present) is the
+        # measured hot path.
         readable = getattr(attributes, "_dict", attributes)
-        action = readable.get(semconv.AUDIT_ACTION)
+        action = readable.get(semconv.AUDIT_ACTION) if readable else None
         if action is None:
             return
         if not self._keep_all:

@@ -731,10 +731,11 @@ class RedactionProcessor(LogRecordProcessor):
         attributes = record.attributes
         touched: list[str] = []
         updates: dict[str, Any] | None = None
-        if attributes:
-            # BoundedAttributes answers reads through Python-level __getitem__ calls; reading its backing dict
-            # (when present) is the measured hot path. Writes below go through the public mapping interface.
-            updates = self.redactor.changes_in(getattr(attributes, "_dict", attributes), "", _ATTRIBUTE, touched)
+        # BoundedAttributes answers reads through Python-level methods; reading its backing dict (when present) is
+        # the measured hot path. Writes below go through the public mapping interface.
+        readable = getattr(attributes, "_dict", attributes)
+        if readable:
+            updates = self.redactor.changes_in(readable, "", _ATTRIBUTE, touched)
         body = record.body
         if body is not None:
             new_body = self.redactor.guarded(body, "body", touched)
