@@ -12,9 +12,10 @@ Every attribute, the nested maps and lists of `audit.metadata` / `audit.changes`
 `audit.redacted` lists the paths that were touched. Redaction fails closed: a value whose redaction raises is masked
 as a whole and counted in `processor_errors`; emit never raises because of redaction.
 
-Speed: a record without secrets costs a few dictionary lookups. Key decisions are cached per key name, strings
-already found clean are remembered, the attributes this library generates from validated enums are skipped, and
-each remaining string meets at most three precompiled regexes whose first characters let `re` skip most positions.
+Speed (the emit path): maps of one shape share a plan (keys to skip, redact whole, walk or check), their scalar
+values are checked in bulk against the values already found clean, the attributes this library generates from
+validated enums are skipped, lower-case ids, UUIDs and timestamps are recognised by one linear match, and only the
+rest meets the detectors: precompiled patterns that start with a literal or a character class.
 """
 
 from __future__ import annotations
