@@ -23,7 +23,6 @@ from benchmarks.harness import (
     Benchmark,
     Figure,
     Metrics,
-    Ratio,
     Target,
     parse_any,
     python_command,

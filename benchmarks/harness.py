@@ -293,7 +293,7 @@ def _value(samples: dict[str, list[Metrics | None]], which: tuple[str, str], rep
 
 def environment() -> dict[str, Any]:
     """What the figures were measured on (they only compare within one run)."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http", "protobuf", "otel-audit"):
         try:
             versions[package] = _metadata.version(package)
@@ -341,11 +341,11 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Command: `{report['command']}`  ",
         f"Date: {report['date']}  ",
-        f"Machine: {report['environment']['cpus']} CPUs, Python {report['environment']['python']}, "
+        (f"Machine: {report['environment']['cpus']} CPUs, Python {report['environment']['python']}, "
         f"opentelemetry-sdk {report['environment']['packages'].get('opentelemetry-sdk')}, load average at start "
-        f"{', '.join(str(v) for v in report['environment']['load_average_at_start'])}  ",
-        f"Repetitions: {report['repetitions']} per figure (fresh process per variant, interleaved); "
-        "median [min - max]; ratios computed within each repetition.",
+        f"{', '.join(str(v) for v in report['environment']['load_average_at_start'])}  "),
+        (f"Repetitions: {report['repetitions']} per figure (fresh process per variant, interleaved); "
+        "median [min - max]; ratios computed within each repetition."),
         "",
     ]
     for name, result in report["benchmarks"].items():
@@ -424,17 +424,19 @@ def serve_sink(port: int = 0) -> None:
 
     Prints `SINK-PORT <port>` once listening; `GET /count` answers {"records", "requests", "first_attribute_keys"}.
     """
-    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+    )
 
     state = _SinkState()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - no access log
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             request = ExportLogsServiceRequest()
             try:
@@ -455,7 +457,7 @@ def serve_sink(port: int = 0) -> None:
                 state.requests += 1
             self._answer(200, b"", "application/x-protobuf")
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        def do_GET(self) -> None:
             with state.lock:
                 payload = {"records": state.records, "requests": state.requests,
                            "first_attribute_keys": state.first_keys}

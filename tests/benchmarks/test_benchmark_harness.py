@@ -6,7 +6,6 @@ import dataclasses
 import json
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -175,7 +174,7 @@ def test_command_line_runs_a_script_of_another_area_in_fresh_processes(tmp_path:
     chain = next(figure for figure in result["figures"] if figure["key"] == "filter + redaction")
     assert chain["n"] == 2 and all(value > 0 for value in chain["values"])
     assert chain["median"] == statistics.median(chain["values"])
-    assert f"| filter + redaction (default chain) |" in completed.stdout
+    assert "| filter + redaction (default chain) |" in completed.stdout
     assert report["command"].startswith("python -m benchmarks --size smoke")
 
 
