@@ -305,7 +305,30 @@ def environment() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
         "packages": versions,
+        "stock_pins": project_pins(),
     }
+
+
+def project_pins() -> dict[str, str]:
+    """The exact versions pyproject.toml's `dependencies` pin for the OpenTelemetry packages the baselines run on.
+
+    Read with a pattern rather than tomllib, which Python 3.10 (supported by the project) lacks."""
+    try:
+        text = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    block = re.search(r"^dependencies\s*=\s*\[(?P<items>.*?)\]", text, re.MULTILINE | re.DOTALL)
+    if block is None:
+        return {}
+    return dict(re.findall(r"[\"'](opentelemetry-[\w.-]+)\s*==\s*([\w.]+)[\"']", block["items"]))
+
+
+def _baseline_line(environment_info: dict[str, Any]) -> str:
+    installed = environment_info["packages"].get("opentelemetry-sdk")
+    pinned = environment_info.get("stock_pins", {}).get("opentelemetry-sdk")
+    if pinned is None or pinned == installed:
+        return f"opentelemetry-sdk {installed} (the project's pin)"
+    return f"opentelemetry-sdk {installed} (**differs from the project's pin {pinned}**)"
 
 
 def format_number(value: float | None, unit: str = "") -> str:
@@ -342,7 +365,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Command: `{report['command']}`  ",
         f"Date: {report['date']}  ",
         (f"Machine: {report['environment']['cpus']} CPUs, Python {report['environment']['python']}, "
-        f"opentelemetry-sdk {report['environment']['packages'].get('opentelemetry-sdk')}, load average at start "
+        f"stock baseline {_baseline_line(report['environment'])}, load average at start "
         f"{', '.join(str(v) for v in report['environment']['load_average_at_start'])}  "),
         (f"Repetitions: {report['repetitions']} per figure (fresh process per variant, interleaved); "
         "median [min - max]; ratios computed within each repetition."),

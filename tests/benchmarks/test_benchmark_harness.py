@@ -138,6 +138,9 @@ def test_failures_and_missing_scripts_are_reported_not_invented(tmp_path: Path) 
     assert "| a / b | - | - | <= 1x | not measured in this run |" in text
     assert "| x of b | 4 us | 4 us - 4 us |  | only 2 repetitions |" in text
     assert "Not measured yet: benchmarks/bench_later.py is not written yet." in text
+    pins = report["environment"]["stock_pins"]
+    assert pins["opentelemetry-sdk"] == report["environment"]["packages"]["opentelemetry-sdk"]
+    assert f"stock baseline opentelemetry-sdk {pins['opentelemetry-sdk']} (the project's pin)" in text
     assert "Not run at this size: not part of a smoke run; `python -m benchmarks --only long` measures it." in text
 
 
