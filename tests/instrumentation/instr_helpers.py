@@ -26,7 +26,10 @@ def serve_asgi(app: Any) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, backlog=512)
+    # proxy_headers=False: uvicorn would otherwise rewrite the client from X-Forwarded-For itself (it trusts
+    # 127.0.0.1 by default), and the tests are about the middleware's own trusted-proxy rule.
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, backlog=512,
+                            proxy_headers=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -355,3 +355,21 @@ def test_uninstrument_app_stops_auditing(audit_pipeline: otel_audit.AuditPipelin
         assert httpx.post(f"{base_url}/documents/d-2/share").status_code == 200
         wait_for_action(otlp_receiver, "mail.send")
     assert [record.attributes["audit.action"] for record in otlp_receiver.records] == ["http.post", "mail.send"]
+
+
+def test_spoofed_forwarded_for_is_ignored_without_trusted_proxies(server: str, otlp_receiver: OTLPReceiver) -> None:
+    httpx.post(f"{server}/documents", headers={"X-Forwarded-For": "203.0.113.66", "Forwarded": "for=203.0.113.67"})
+    [record] = wait_for_action(otlp_receiver, "document.create")
+    assert record.attributes["client.address"] == "127.0.0.1"
+
+
+def test_forwarded_headers_from_a_trusted_proxy_give_the_client(audit_pipeline: otel_audit.AuditPipeline,
+                                                                otlp_receiver: OTLPReceiver) -> None:
+    with serve_asgi(build_app(trusted_proxies=["127.0.0.0/8"])) as base_url:
+        # The client's own (spoofed) hop comes first; the proxy appended the peer it saw.
+        httpx.post(f"{base_url}/documents", headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.10"})
+        httpx.put(f"{base_url}/documents/5", headers={"Forwarded": 'for="[2001:db8::5]:443"'})
+        [created] = wait_for_action(otlp_receiver, "document.create")
+        [updated] = wait_for_action(otlp_receiver, "document.update")
+    assert created.attributes["client.address"] == "198.51.100.10"
+    assert updated.attributes["client.address"] == "2001:db8::5"
