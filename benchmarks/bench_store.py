@@ -43,9 +43,11 @@ TENANTS = ["acme"] * 9 + ["globex"]
 BATCH = 512
 
 
-def make_records(rng: random.Random, count: int) -> tuple[list[dict[str, Any]], list[int]]:
+def make_records(rng: random.Random, count: int, start_ns: int = START_NS, step_ns: int = 10**6) -> tuple[list[dict[str, Any]], list[int]]:
+    """`count` realistic audit records; timestamps advance by `step_ns` with a few seconds of jitter, as events
+    emitted "now" and delivered within seconds do."""
     records, times = [], []
-    for _ in range(count):
+    for index in range(count):
         resource_type = rng.choice(RESOURCE_TYPES)
         records.append(audit_attributes(
             rng.choice(ACTIONS),
@@ -54,7 +56,7 @@ def make_records(rng: random.Random, count: int) -> tuple[list[dict[str, Any]], 
                 semconv.USER_ID: f"user-{rng.randrange(2000)}",
                 semconv.USER_EMAIL: None,
                 semconv.AUDIT_RESOURCE_TYPE: resource_type,
-                semconv.AUDIT_RESOURCE_ID: f"{resource_type}-{rng.randrange(200_000)}",
+                semconv.AUDIT_RESOURCE_ID: f"{resource_type}-{rng.randrange(200_000) if rng.random() < 0.9 else rng.randrange(20)}",
                 semconv.CLIENT_ADDRESS: f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",
                 semconv.USER_AGENT_ORIGINAL: "Mozilla/5.0 (X11; Linux x86_64) bench",
                 semconv.AUDIT_REQUEST_ID: f"req-{rng.getrandbits(48):012x}",
@@ -65,35 +67,44 @@ def make_records(rng: random.Random, count: int) -> tuple[list[dict[str, Any]], 
                                          "tags": ["a", "b"]},
             },
         ))
-        times.append(START_NS + rng.randrange(SPAN_NS))
+        times.append(start_ns + index * step_ns + rng.randrange(-5 * 10**9, 5 * 10**9))
     return records, times
 
 
 def load(storage: Storage, total: int, seed: int = 1) -> dict[str, float]:
     """Insert `total` events batch by batch; return mapping and storage rates (events/s)."""
     rng = random.Random(seed)
-    map_seconds = insert_seconds = 0.0
+    step = SPAN_NS // total
+    map_seconds = insert_seconds = map_cpu = insert_cpu = 0.0
     done = 0
     next_report = time.monotonic() + 10
     while done < total:
         size = min(BATCH, total - done)
-        records, times = make_records(rng, size)
+        records, times = make_records(rng, size, START_NS + done * step, step)
         tenant = rng.choice(TENANTS)
         request = build_request(records, times=times)
         body = request.SerializeToString()
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         parsed = ExportLogsServiceRequest.FromString(body)
         batch = map_request(parsed, tenant)
-        mapped = time.perf_counter()
+        mapped, mapped_cpu = time.perf_counter(), time.process_time()
         stored = storage.insert_events(batch.events)
         insert_seconds += time.perf_counter() - mapped
+        insert_cpu += time.process_time() - mapped_cpu
         map_seconds += mapped - started
+        map_cpu += mapped_cpu - started_cpu
         assert len(stored) == size, (len(stored), batch.reasons)
         done += size
         if time.monotonic() > next_report:
             print(f"  loaded {done:,} / {total:,} (storage {done / insert_seconds:,.0f} ev/s)", flush=True)
             next_report = time.monotonic() + 10
-    return {"decode+map ev/s": total / map_seconds, "storage insert ev/s": total / insert_seconds}
+    return {
+        "decode+map ev/s (wall)": total / map_seconds,
+        "decode+map ev/s (per CPU s)": total / map_cpu,
+        "storage insert ev/s (wall)": total / insert_seconds,
+        "insert ev/s (per CPU s here)": total / insert_cpu,
+        "decode+map+insert ev/s (wall)": total / (map_seconds + insert_seconds),
+    }
 
 
 def search_latencies(storage: Storage, rounds: int, seed: int = 2) -> dict[str, tuple[float, float, float, int]]:
@@ -113,6 +124,7 @@ def search_latencies(storage: Storage, rounds: int, seed: int = 2) -> dict[str, 
         "resource_id": lambda: {"resource_id": f"document-{rng.randrange(200_000)}"},
         "resource_type+resource_id": lambda: {"resource_type": "document",
                                               "resource_id": f"document-{rng.randrange(200_000)}"},
+        "resource_id (busy: 20 ids)": lambda: {"resource_id": f"document-{rng.randrange(20)}"},
         "outcome=failure": lambda: {"outcome": "failure"},
         "outcome=denied + 1h window": lambda: {"outcome": "denied", **window()},
         "time range (1 h)": window,
@@ -145,38 +157,44 @@ def search_latencies(storage: Storage, rounds: int, seed: int = 2) -> dict[str, 
     return results
 
 
-def http_ingest(db_url: str, total: int, clients: int = 2) -> float:
+def http_ingest(db_url: str, total: int, clients: int = 2, workers: int = 1) -> float:
     """Full path: `otel-audit serve` subprocess, `clients` threads POSTing protobuf batches of 512; events/s."""
     import httpx
 
     port = free_port()
     key = "bench-dev-key-0123456789"
     cli = str(Path(sys.executable).with_name("otel-audit"))
-    server = subprocess.Popen([cli, "serve", "--db", db_url, "--port", str(port), "--dev-key", f"{key}:acme"],
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([cli, "serve", "--db", db_url, "--port", str(port), "--dev-key", f"{key}:acme",
+                               "--workers", str(workers)], stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while True:
             try:
                 if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
-                time.sleep(0.1)
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("otel-audit serve did not become ready")
+            time.sleep(0.1)
         rng = random.Random(3)
         bodies = []
         for _ in range(max(1, total // BATCH)):
-            records, times = make_records(rng, BATCH)
+            records, times = make_records(rng, BATCH, time.time_ns())
             bodies.append(build_request(records, times=times).SerializeToString())
         errors: list[str] = []
 
         def send(chunk: list[bytes]) -> None:
-            with httpx.Client(base_url=url, timeout=60) as client:
-                for body in chunk:
-                    response = client.post("/v1/logs", content=body, headers={
-                        "authorization": f"Bearer {key}", "content-type": "application/x-protobuf"})
-                    if response.status_code != 200 or response.content:
-                        errors.append(f"{response.status_code} {response.content[:200]!r}")
+            try:
+                with httpx.Client(base_url=url, timeout=60) as client:
+                    for body in chunk:
+                        response = client.post("/v1/logs", content=body, headers={
+                            "authorization": f"Bearer {key}", "content-type": "application/x-protobuf"})
+                        if response.status_code != 200 or response.content:
+                            errors.append(f"{response.status_code} {response.content[:200]!r}")
+            except httpx.HTTPError as exc:
+                errors.append(repr(exc))
 
         threads = [threading.Thread(target=send, args=(bodies[index::clients],)) for index in range(clients)]
         started = time.perf_counter()
@@ -210,15 +228,17 @@ def run(backend: str, events: int, rounds: int, http: int) -> None:
             if backend == "postgresql":
                 with storage.transaction() as conn:
                     conn.execute("ANALYZE events")
+            print(f"   (load average now {os.getloadavg()[0]:.1f})")
             print(f"== {backend}: search at {events:,} events ({rounds} queries per filter, page size 50)")
             print(f"  {'filter':<32} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'rows':>6}")
             for name, (p50, p95, worst, rows) in search_latencies(storage, rounds).items():
                 print(f"  {name:<32} {p50:>8.2f} {p95:>8.2f} {worst:>8.2f} {rows:>6}")
             storage.close()
-            if http:
-                rate = http_ingest(url, http)
-                print(f"== {backend}: OTLP/HTTP ingest through `otel-audit serve` (2 clients, protobuf, 512/batch): "
-                      f"{rate:,.0f} ev/s")
+            for workers in (1, 2) if http else ():
+                rate = http_ingest(url, http, clients=2 * workers, workers=workers)
+                print(f"== {backend}: OTLP/HTTP ingest through `otel-audit serve --workers {workers}` "
+                      f"({2 * workers} clients, protobuf, 512/batch): {rate:,.0f} ev/s "
+                      f"(load average {os.getloadavg()[0]:.1f})", flush=True)
         finally:
             if cluster is not None:
                 cluster.stop()
@@ -232,7 +252,7 @@ def main() -> None:
     parser.add_argument("--http", type=int, default=51_200, metavar="N",
                         help="also measure OTLP/HTTP ingest with N events (0: skip)")
     args = parser.parse_args()
-    print(f"bench_store: python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"bench_store: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     for backend in (["sqlite", "postgresql"] if args.backend == "both" else [args.backend]):
         run(backend, args.events, args.rounds, args.http)
 

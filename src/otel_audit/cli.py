@@ -64,6 +64,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .store import StoreSettings, bootstrap_key, create_app, open_storage
     from .store.webhooks import WebhookSettings
 
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
+
     env_keys = [item for item in os.environ.get("OTEL_AUDIT_STORE_DEV_KEYS", "").split(",") if item.strip()]
     dev_keys = _dev_keys([*env_keys, *args.dev_key])
     storage = open_storage(args.db)
@@ -73,13 +76,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
     settings = StoreSettings(max_body_bytes=args.max_body_bytes, max_decompressed_bytes=args.max_decompressed_bytes)
     env_hosts = [item.strip() for item in os.environ.get("OTEL_AUDIT_WEBHOOK_ALLOW_HOSTS", "").split(",") if item.strip()]
-    webhooks = WebhookSettings.from_env(allow_hosts=tuple([*env_hosts, *args.webhook_allow_host]))
-    app = create_app(storage, settings=settings, webhooks=webhooks)
+    allow_hosts = [*env_hosts, *args.webhook_allow_host]
     print(f"otel-audit: store on http://{args.host}:{args.port} (OTLP/HTTP: /v1/logs), db {args.db or 'default'}",
           file=sys.stderr, flush=True)
+    server_options = {"host": args.host, "port": args.port, "log_level": args.log_level,
+                      "access_log": args.access_log, "timeout_keep_alive": 30}
+    if args.workers > 1:
+        storage.close()
+        os.environ.update({
+            "OTEL_AUDIT_STORE_MAX_BODY_BYTES": str(args.max_body_bytes),
+            "OTEL_AUDIT_STORE_MAX_DECOMPRESSED_BYTES": str(args.max_decompressed_bytes),
+            "OTEL_AUDIT_WEBHOOK_ALLOW_HOSTS": ",".join(allow_hosts),
+            **({"OTEL_AUDIT_STORE_DB": args.db} if args.db else {}),
+        })
+        uvicorn.run("otel_audit.store.app:app_from_environment", factory=True, workers=args.workers, **server_options)
+        return 0
+    webhooks = WebhookSettings.from_env(allow_hosts=tuple(allow_hosts))
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
-                    timeout_keep_alive=30)
+        uvicorn.run(create_app(storage, settings=settings, webhooks=webhooks), **server_options)
     finally:
         storage.close()
     return 0
@@ -93,6 +107,8 @@ def add_serve(subparsers: Any) -> None:
     parser.add_argument("--dev-key", action="append", default=[], metavar="KEY:TENANT",
                         help="register KEY (all scopes) for TENANT at startup; repeatable; also "
                              "$OTEL_AUDIT_STORE_DEV_KEYS=KEY:TENANT,... (for demos and tests)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes (ingest decoding is CPU-bound; use one per core)")
     parser.add_argument("--max-body-bytes", type=int, default=16 << 20)
     parser.add_argument("--max-decompressed-bytes", type=int, default=64 << 20)
     parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])

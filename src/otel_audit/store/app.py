@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -402,3 +403,18 @@ def create_app(
     """The store's ASGI app over `storage`; `app.state.store` is the StoreApp (for add_ingest_hook).
     `webhooks` (default: from OTEL_AUDIT_WEBHOOK_* variables) sets the webhook allowlist and retry policy."""
     return StoreApp(storage, settings or StoreSettings(), ingest_hooks, webhooks).asgi
+
+
+def app_from_environment() -> Starlette:
+    """uvicorn factory used by `otel-audit serve --workers N`: each worker process opens its own storage from
+    OTEL_AUDIT_STORE_DB and limits from OTEL_AUDIT_STORE_MAX_BODY_BYTES / _MAX_DECOMPRESSED_BYTES."""
+    from .storage import open_storage
+
+    defaults = StoreSettings()
+    settings = StoreSettings(
+        max_body_bytes=int(os.environ.get("OTEL_AUDIT_STORE_MAX_BODY_BYTES", defaults.max_body_bytes)),
+        max_decompressed_bytes=int(
+            os.environ.get("OTEL_AUDIT_STORE_MAX_DECOMPRESSED_BYTES", defaults.max_decompressed_bytes)
+        ),
+    )
+    return create_app(open_storage(os.environ.get("OTEL_AUDIT_STORE_DB"), migrate=False), settings=settings)

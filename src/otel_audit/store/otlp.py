@@ -213,7 +213,10 @@ def map_request(request: ExportLogsServiceRequest, tenant_id: str) -> IngestBatc
                 origin_error = f"resource or scope cannot be stored: {exc}"
             for record in scope_logs.log_records:
                 index += 1
-                attributes = {kv.key: any_value(kv.value) for kv in record.attributes}
+                attributes = {}
+                for kv in record.attributes:
+                    value = kv.value
+                    attributes[kv.key] = value.string_value if value.WhichOneof("value") == "string_value" else any_value(value)
                 if not semconv.is_audit_record(record.event_name, attributes):
                     batch.ignored += 1
                     continue
@@ -279,6 +282,14 @@ def _check_string(attributes: dict[str, Any], name: str, max_len: int = _MAX_COL
         raise AuditEventError(name, f"must be a string of at most {max_len} characters")
 
 
+def _check_strings(attributes: dict[str, Any], names: tuple[str, ...]) -> None:
+    get = attributes.get
+    for name in names:
+        value = get(name)
+        if value is not None and (value.__class__ is not str or len(value) > _MAX_COLUMN_LENGTH):
+            _check_string(attributes, name)
+
+
 def check_audit_attributes(attributes: dict[str, Any]) -> None:
     """Raise AuditEventError unless semconv.attributes_to_event would accept these decoded OTLP attributes.
 
@@ -292,15 +303,13 @@ def check_audit_attributes(attributes: dict[str, Any]) -> None:
     outcome = attributes.get(semconv.AUDIT_OUTCOME, "unknown")
     if not isinstance(outcome, str) or outcome not in _OUTCOMES:
         raise AuditEventError("outcome", f"must be one of {'/'.join(sorted(_OUTCOMES))}")
-    for name in _EVENT_STRING_FIELDS:
-        _check_string(attributes, name)
+    _check_strings(attributes, _EVENT_STRING_FIELDS)
     _check_string(attributes, semconv.AUDIT_REASON, 4096)
     if semconv.AUDIT_ACTOR_TYPE in attributes or semconv.USER_ID in attributes:
         actor_type = attributes.get(semconv.AUDIT_ACTOR_TYPE, "user")
         if not isinstance(actor_type, str) or actor_type not in _ACTOR_TYPES:
             raise AuditEventError("actor.type", f"must be one of {'/'.join(sorted(_ACTOR_TYPES))}")
-        for name in _ACTOR_STRING_FIELDS:
-            _check_string(attributes, name)
+        _check_strings(attributes, _ACTOR_STRING_FIELDS)
         roles = attributes.get(semconv.USER_ROLES)
         if roles is not None:
             if not isinstance(roles, list):
@@ -312,8 +321,7 @@ def check_audit_attributes(attributes: dict[str, Any]) -> None:
         resource_type = attributes[semconv.AUDIT_RESOURCE_TYPE]
         if not isinstance(resource_type, str) or not resource_type or len(resource_type) > 128:
             raise AuditEventError("resource.type", "must be a non-empty string of at most 128 characters")
-        for name in _RESOURCE_STRING_FIELDS:
-            _check_string(attributes, name)
+        _check_strings(attributes, _RESOURCE_STRING_FIELDS)
     status = attributes.get(semconv.HTTP_RESPONSE_STATUS_CODE)
     if status is not None and (isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599):
         raise AuditEventError("http_status_code", "must be an integer 100-599")

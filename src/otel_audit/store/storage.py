@@ -145,6 +145,10 @@ class Storage(abc.ABC):
     def _lock_migrations(self, conn: Any) -> None:
         """Serialise concurrent migrations (SQLite's write transaction already does)."""
 
+    def _index_hint(self, query: EventQuery) -> str:
+        """Text after `FROM events` steering the planner to an index (PostgreSQL's statistics-based planner needs none)."""
+        return ""
+
     # events -----------------------------------------------------------------------------------------------
 
     def _where(self, tenant_id: str, query: EventQuery) -> tuple[str, list[Any]]:
@@ -180,7 +184,7 @@ class Storage(abc.ABC):
             where += f" AND (time_unix_nano, seq) < ({p}, {p})"
             params += [query.cursor.time_unix_nano, query.cursor.seq]
         sql = (
-            f"SELECT {SELECT_COLUMNS} FROM events WHERE {where}"
+            f"SELECT {SELECT_COLUMNS} FROM events{self._index_hint(query)} WHERE {where}"
             f" ORDER BY time_unix_nano DESC, seq DESC LIMIT {query.limit + 1}"
         )
         with self.read() as conn:
