@@ -15,9 +15,14 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 from opentelemetry._logs import LogRecord, SeverityNumber
-from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadWriteLogRecord
+from opentelemetry.sdk._logs import (
+    LoggerProvider,
+    LogRecordProcessor,
+    ReadWriteLogRecord,
+)
 
 from otel_audit import semconv
 from otel_audit.logger import new_uid
@@ -47,8 +52,9 @@ def typical_records(count: int, seed: int = 7) -> list[ReadWriteLogRecord]:
     records = []
     for index in range(count):
         user = rng.randrange(50)
-        attributes = {
-            semconv.AUDIT_ACTION: rng.choice(actions),
+        action = rng.choice(actions)
+        attributes: dict[str, Any] = {
+            semconv.AUDIT_ACTION: action,
             semconv.AUDIT_OUTCOME: "success" if rng.random() < 0.9 else "denied",
             semconv.LOG_RECORD_UID: new_uid(),
             semconv.AUDIT_ACTOR_TYPE: "user",
@@ -70,7 +76,7 @@ def typical_records(count: int, seed: int = 7) -> list[ReadWriteLogRecord]:
             timestamp=time.time_ns(),
             severity_number=SeverityNumber.INFO,
             attributes=attributes,
-            event_name=semconv.event_name(attributes[semconv.AUDIT_ACTION]),
+            event_name=semconv.event_name(action),
         )
         records.append(ReadWriteLogRecord(record))
     return records
@@ -100,7 +106,10 @@ def sdk_emit_reference(events: int, batch: int, clock: Callable[[], int]) -> flo
     records = typical_records(events)
     figures = []
     for offset in range(0, len(records) - batch + 1, batch):
-        part = [(dict(record.log_record.attributes), record.log_record.event_name) for record in records[offset : offset + batch]]
+        part = [
+            (dict(record.log_record.attributes or {}), record.log_record.event_name)
+            for record in records[offset : offset + batch]
+        ]
         begin = clock()
         for attributes, name in part:
             logger.emit(attributes=attributes, event_name=name)

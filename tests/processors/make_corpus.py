@@ -282,8 +282,7 @@ def negatives() -> list[dict[str, str]]:
 def main() -> None:
     for name, rows in (("corpus_positive.jsonl", positives()), ("corpus_negative.jsonl", negatives())):
         with open(HERE / name, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row) + "\n")
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
         print(f"{name}: {len(rows)} entries")
 
 

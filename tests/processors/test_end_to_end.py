@@ -44,9 +44,8 @@ def test_exported_record_has_no_secret_left(otlp_receiver: OTLPReceiver, tmp_pat
         },
         changes={"password": ("old-pass-1", SECRETS["password"])},
     )
-    with pytest.raises(RuntimeError):
-        with logger.action("db.migrate", resource="database"):
-            raise RuntimeError(f"connect failed: postgresql://admin:{SECRETS['db']}@10.0.0.5/prod")
+    with pytest.raises(RuntimeError), logger.action("db.migrate", resource="database"):
+        raise RuntimeError(f"connect failed: postgresql://admin:{SECRETS['db']}@10.0.0.5/prod")
     assert pipeline.force_flush(10_000)
 
     records = otlp_receiver.wait_for(2, timeout=10)

@@ -13,7 +13,13 @@ from opentelemetry.sdk._logs import LoggerProvider
 import otel_audit
 from otel_audit import semconv
 from otel_audit.config import ConfigurationError
-from otel_audit.processors import AuditFilterProcessor, AuditPolicy, Level, PolicyError, Rule
+from otel_audit.processors import (
+    AuditFilterProcessor,
+    AuditPolicy,
+    Level,
+    PolicyError,
+    Rule,
+)
 from otel_audit.testing import AuditCapture
 
 
@@ -130,7 +136,7 @@ def test_metadata_level_also_drops_the_body() -> None:
     )
     (record,) = capture.records
     assert record.log_record.body is None
-    assert dict(record.log_record.attributes) == {semconv.AUDIT_ACTION: "user.login"}
+    assert dict(record.log_record.attributes or {}) == {semconv.AUDIT_ACTION: "user.login"}
     provider.shutdown()
 
 

@@ -15,7 +15,13 @@ import pytest
 
 import otel_audit
 from otel_audit import semconv
-from otel_audit.processors import PseudonymNotFound, PseudonymProcessor, PseudonymVault, SubjectForgotten, iter_chain
+from otel_audit.processors import (
+    PseudonymNotFound,
+    PseudonymProcessor,
+    PseudonymVault,
+    SubjectForgotten,
+    iter_chain,
+)
 from otel_audit.processors.pseudonym import PseudonymError, pseudonym_for
 from otel_audit.testing import AuditCapture
 
@@ -47,7 +53,8 @@ def pseudonyms_from_child(key: str, vault: Path | None = None) -> list[str]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def pseudonymizer(pipeline: otel_audit.AuditPipeline) -> PseudonymProcessor:
+def pseudonymizer(pipeline: otel_audit.AuditPipeline | None) -> PseudonymProcessor:
+    assert pipeline is not None
     return next(stage for stage in iter_chain(pipeline.chain) if isinstance(stage, PseudonymProcessor))
 
 
@@ -161,7 +168,7 @@ def test_forked_child_uses_its_own_vault_connection(tmp_path: Path) -> None:
         try:
             vault.store("psn_child", "child@example.com", "u-child")
             vault.close()
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the child reports any failure through its exit code
             code = 1
         os._exit(code)
     deadline = time.monotonic() + 30

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from otel_audit import semconv
 
 from .conftest import NEGATIVES, POSITIVES
 
-PII = {"detectors": {"email": True, "phone": True}}
+PII: dict[str, Any] = {"detectors": {"email": True, "phone": True}}
 
 
 def emit_everywhere(value: str) -> None:
@@ -55,7 +56,8 @@ def test_corpus_confusion(capture_pipeline, capsys: pytest.CaptureFixture[str]) 
     assert len(records) == len(NEGATIVES) + len(positives_default)
     assert len(records_pii) == len(positives_pii)
 
-    true_positive, false_negative = Counter(), []
+    true_positive: Counter[str] = Counter()
+    false_negative: list[dict[str, str]] = []
     for entry, attributes in zip(positives_default + positives_pii, records[len(NEGATIVES):] + records_pii):
         text = exported_text(attributes)
         if entry["secret"] in text or json.dumps(entry["secret"])[1:-1] in text:

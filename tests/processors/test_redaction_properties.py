@@ -100,7 +100,7 @@ def test_no_exception_no_surviving_secret_valid_any_value(drawn: dict[str, Any],
     PROCESSOR.on_emit(record)  # never raises
 
     (delivered,) = capture.records
-    out_attributes = dict(delivered.log_record.attributes)
+    out_attributes = dict(delivered.log_record.attributes or {})
     out_body = delivered.log_record.body
     assert delivered.dropped_attributes == 0
     assert is_any_value(out_attributes) and is_any_value(out_body)

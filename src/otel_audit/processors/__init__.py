@@ -9,13 +9,30 @@ from opentelemetry.sdk._logs import LogRecordProcessor
 
 from ..config import AuditSettings
 from .filter import AuditFilterProcessor, AuditPolicy, Level, PolicyError, Rule
-from .pseudonym import PseudonymConfig, PseudonymProcessor, PseudonymVault, PseudonymNotFound, SubjectForgotten
+from .pseudonym import (
+    PseudonymConfig,
+    PseudonymNotFound,
+    PseudonymProcessor,
+    PseudonymVault,
+    SubjectForgotten,
+)
 from .redact import RedactionConfig, RedactionProcessor
 
 __all__ = [
-    "AuditFilterProcessor", "AuditPolicy", "Level", "PolicyError", "Rule", "PseudonymConfig", "PseudonymProcessor",
-    "PseudonymVault", "PseudonymNotFound", "SubjectForgotten", "RedactionConfig", "RedactionProcessor",
-    "build_chain", "iter_chain",
+    "AuditFilterProcessor",
+    "AuditPolicy",
+    "Level",
+    "PolicyError",
+    "PseudonymConfig",
+    "PseudonymNotFound",
+    "PseudonymProcessor",
+    "PseudonymVault",
+    "RedactionConfig",
+    "RedactionProcessor",
+    "Rule",
+    "SubjectForgotten",
+    "build_chain",
+    "iter_chain",
 ]
 
 

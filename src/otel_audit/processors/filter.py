@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 from .. import semconv
@@ -350,7 +350,7 @@ class AuditFilterProcessor(LogRecordProcessor):
         name = record.event_name
         if not name or not name.startswith(semconv.EVENT_NAME_PREFIX):
             return
-        attributes = record.attributes
+        attributes: Any = record.attributes  # BoundedAttributes or a plain dict, both writable
         # BoundedAttributes answers get/len through Python-level methods; its backing dict (when present) is the
         # measured hot path.
         readable = getattr(attributes, "_dict", attributes)

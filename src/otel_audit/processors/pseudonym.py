@@ -212,7 +212,9 @@ class Pseudonymizer:
         self.prefix = config.prefix
         vault = config.vault if config.vault is not None else os.environ.get(VAULT_ENV) or None
         self.owns_vault = vault is not None and not isinstance(vault, PseudonymVault)
-        self.vault: PseudonymVault | None = PseudonymVault(vault, self.key) if self.owns_vault else vault  # type: ignore[arg-type]
+        self.vault: PseudonymVault | None = (
+            vault if vault is None or isinstance(vault, PseudonymVault) else PseudonymVault(vault, self.key)
+        )
         self._pseudonyms: dict[str, str] = {}
         self._stored: set[tuple[str, str]] = set()
 
@@ -261,7 +263,7 @@ class PseudonymProcessor(LogRecordProcessor):
         self.next_processor = next_processor
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        attributes = log_record.log_record.attributes
+        attributes: Any = log_record.log_record.attributes  # BoundedAttributes or a plain dict, both writable
         if attributes:
             pseudonymizer = self.pseudonymizer
             subject_value = attributes.get(pseudonymizer.subject_attribute)

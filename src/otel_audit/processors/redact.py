@@ -663,7 +663,7 @@ class Redactor:
             get_scalars = None
         elif len(scalar_keys) == 1:
             only = scalar_keys[0]
-            get_scalars = lambda values: (values[only],)  # noqa: E731 - itemgetter of one key returns no tuple
+            get_scalars = lambda values: (values[only],)
         else:
             get_scalars = operator.itemgetter(*scalar_keys)
         plan = (tuple(scalar_keys), get_scalars, tuple(container_keys), tuple(strategy_keys))
