@@ -287,3 +287,26 @@ def test_exporter_survives_a_failing_dead_letter_file_and_keeps_the_record(recei
     blocker.rmdir()
     assert pipeline.processor.force_flush(20_000)
     assert [letter["uid"] for letter in read_dead_letters(blocker)] == ["uid-1"]
+
+
+def test_trace_context_and_resource_survive_the_spool(receiver, tmp_path) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import otel_audit
+
+    tracer = TracerProvider().get_tracer("test")
+    otel_audit.configure(service_name="traced", endpoint=receiver.endpoint, spool_dir=str(tmp_path), flush_interval=0.05)
+    try:
+        with tracer.start_as_current_span("request") as span:
+            uid = otel_audit.get_audit_logger("traced").emit("document.read", actor="u-1", resource=("document", "d-1"))
+        assert otel_audit.current_pipeline().force_flush(20_000)
+    finally:
+        otel_audit.shutdown()
+    (record,) = receiver.records
+    context = span.get_span_context()
+    assert (record.trace_id, record.span_id) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+    assert record.raw.flags == int(context.trace_flags)  # sampled (and W3C "random" where the SDK sets it)
+    assert record.attributes["log.record.uid"] == uid
+    assert record.event_name == "audit.document.read"
+    assert record.resource["service.name"] == "traced"
+    assert record.severity_text == "INFO" and record.timestamp > 0

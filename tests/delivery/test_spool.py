@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from otel_audit import stats
 from otel_audit.delivery.spool import HEADER, MAGIC
 
@@ -104,3 +106,13 @@ def test_a_lane_left_half_created_is_cleaned_up(make_pipeline, spool_dir) -> Non
     (unborn / "lock").write_bytes(b"")
     make_pipeline(endpoint=f"http://127.0.0.1:{free_port()}/v1/logs")
     assert not unborn.exists()
+
+
+def test_unusable_spool_dir_is_a_configuration_error_naming_it(tmp_path) -> None:
+    import otel_audit
+    from otel_audit.config import ConfigurationError
+
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    with pytest.raises(ConfigurationError, match="spool_dir"):
+        otel_audit.configure(endpoint="http://127.0.0.1:9/v1/logs", spool_dir=str(not_a_directory / "spool"))

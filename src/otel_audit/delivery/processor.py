@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 from .. import stats
-from ..config import AuditSettings
+from ..config import AuditSettings, ConfigurationError
 from .deadletter import DeadLetterFile
 from .encoder import ScopeDef, encode_log_record, frame_request
 from .errors import AuditDeliveryError
@@ -76,13 +76,16 @@ class DurableLogRecordProcessor(LogRecordProcessor):
         if self.mode == "memory":
             self._source = MemoryQueue(settings.max_queue_size)
         else:
-            self._source = Spool(
-                settings.spool_dir,
-                max_bytes=settings.max_spool_bytes,
-                fsync="always" if self.mode == "strict" else "interval",
-                full_policy=settings.full_policy,
-                full_timeout=settings.full_timeout,
-            )
+            try:
+                self._source = Spool(
+                    settings.spool_dir,
+                    max_bytes=settings.max_spool_bytes,
+                    fsync="always" if self.mode == "strict" else "interval",
+                    full_policy=settings.full_policy,
+                    full_timeout=settings.full_timeout,
+                )
+            except OSError as exc:
+                raise ConfigurationError(f"spool_dir: cannot use {settings.spool_dir!r} for the audit spool: {exc}") from exc
         self._sender: Sender = sender or HttpSender(settings)
         self.dead_letters = DeadLetterFile(Path(settings.spool_dir) / "dead-letter.jsonl")
         self._max_batch = settings.max_batch_size
