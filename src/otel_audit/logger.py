@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import inspect
+import random
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +32,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 SCOPE_VERSION = "0.1.0"
 _REASON_MAX = 512
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_getrandbits = random.getrandbits
+_time_ns = time.time_ns
 
 
 class _Binding:
@@ -84,10 +86,15 @@ def _validated_record(logger: SdkLogger, record: LogRecord) -> LogRecord | ReadW
 
 
 def new_uid() -> str:
-    """A time-ordered unique id (UUIDv7 layout): 48-bit Unix milliseconds, version/variant bits, 74 random bits."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = (value & ~(0xF << 76)) | (0x7 << 76)
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    """A time-ordered unique id (UUIDv7 layout): 48-bit Unix milliseconds, version/variant bits, 74 random bits.
+
+    The random bits only need to make collisions improbable (they are not secrets), so they come from the
+    process's `random` generator, which Python reseeds in every forked child.
+    """
+    rand = _getrandbits(74)
+    value = (
+        (_time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0x2 << 62 | (rand & 0x3FFF_FFFF_FFFF_FFFF)
+    )
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 

@@ -21,6 +21,8 @@ AnyValue = Union[str, bool, int, float, bytes, None, "list[AnyValue]", "dict[str
 
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$")
 _MAX_ACTION_LEN = 128
+_VALID_ACTIONS_CACHE = 4096
+_valid_actions: set[str] = set()
 _MAX_ID_LEN = 1024
 _MAX_DEPTH = 16
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -55,8 +57,11 @@ class ActorType(str, enum.Enum):
 
 
 def _enum_value(enum_cls: type[enum.Enum], value: Any, field_name: str) -> Any:
-    if isinstance(value, enum_cls):
+    if type(value) is enum_cls:
         return value
+    member = enum_cls._value2member_map_.get(value) if isinstance(value, str) else None
+    if member is not None:
+        return member
     try:
         return enum_cls(value)
     except ValueError:
@@ -132,6 +137,22 @@ class Change:
     new: AnyValue = None
 
 
+def _is_flat_and_plain(mapping: dict[Any, Any]) -> bool:
+    """Whether a dict is already valid AnyValue with no nesting: the common metadata shape, checked cheaply."""
+    for key, item in mapping.items():
+        if type(key) is not str:
+            return False
+        item_type = type(item)
+        if item_type is str or item_type is bool or item is None:
+            continue
+        if item_type is int and _INT64_MIN <= item <= _INT64_MAX:
+            continue
+        if item_type is float and math.isfinite(item):
+            continue
+        return False
+    return True
+
+
 def to_any_value(value: Any, field_name: str = "metadata", _depth: int = 0) -> AnyValue:
     """Reduce `value` to an OpenTelemetry AnyValue, predictably, or raise AuditEventError naming the path.
 
@@ -139,7 +160,12 @@ def to_any_value(value: Any, field_name: str = "metadata", _depth: int = 0) -> A
     enums their value, UUID/Decimal/Path their string form, sets sorted lists. Anything else is rejected rather
     than turned into an unreadable repr.
     """
-    if value is None or isinstance(value, (str, bool, bytes)):
+    value_type = type(value)
+    if value_type is str or value_type is bool or value is None:
+        return value
+    if value_type is dict and _is_flat_and_plain(value):
+        return dict(value)
+    if isinstance(value, (str, bool, bytes)):
         return value
     if isinstance(value, int):
         if not _INT64_MIN <= value <= _INT64_MAX:
@@ -201,6 +227,12 @@ def _check_changes(changes: Any) -> dict[str, Change]:
     return checked
 
 
+_EVENT_STR_FIELDS = (
+    "tenant_id", "client_address", "user_agent", "session_id", "request_id",
+    "http_method", "http_route", "url_path", "error_type",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One audit event. Construct it (or let AuditLogger.emit do it): invalid values raise AuditEventError."""
@@ -226,27 +258,28 @@ class AuditEvent:
     def __post_init__(self) -> None:
         if not isinstance(self.action, str):
             raise AuditEventError("action", f"must be a string, got {type(self.action).__name__}")
-        if len(self.action) > _MAX_ACTION_LEN or not _ACTION_RE.match(self.action):
+        if self.action not in _valid_actions and (len(self.action) > _MAX_ACTION_LEN or not _ACTION_RE.match(self.action)):
             raise AuditEventError(
                 "action", f"must be lower-case dotted words like 'document.share', got {self.action!r}"
             )
+        if len(_valid_actions) < _VALID_ACTIONS_CACHE:
+            _valid_actions.add(self.action)
         object.__setattr__(self, "outcome", _enum_value(Outcome, self.outcome, "outcome"))
         if self.actor is not None and not isinstance(self.actor, Actor):
             raise AuditEventError("actor", f"must be an Actor, got {type(self.actor).__name__}")
         if self.resource is not None and not isinstance(self.resource, Resource):
             raise AuditEventError("resource", f"must be a Resource, got {type(self.resource).__name__}")
-        for name in (
-            "tenant_id", "client_address", "user_agent", "session_id", "request_id",
-            "http_method", "http_route", "url_path", "error_type",
-        ):
-            _check_str(getattr(self, name), name)
+        for name in _EVENT_STR_FIELDS:
+            value = getattr(self, name)
+            if value is not None and (type(value) is not str or len(value) > _MAX_ID_LEN):
+                _check_str(value, name)
         _check_str(self.reason, "reason", max_len=4096)
         status = self.http_status_code
         if status is not None and (isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599):
             raise AuditEventError("http_status_code", f"must be an integer 100-599, got {status!r}")
         object.__setattr__(self, "changes", _check_changes(self.changes) if self.changes else {})
         if self.metadata:
-            if not isinstance(self.metadata, Mapping):
+            if type(self.metadata) is not dict and not isinstance(self.metadata, Mapping):
                 raise AuditEventError("metadata", f"must be a mapping, got {type(self.metadata).__name__}")
             object.__setattr__(self, "metadata", to_any_value(self.metadata, "metadata"))
         else:

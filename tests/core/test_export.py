@@ -130,7 +130,7 @@ def test_uids_are_unique_and_time_ordered(audit_pipeline, otlp_receiver: OTLPRec
     assert sorted(received) == sorted(uids) and len(set(uids)) == 50
     millis = [int(uid.replace("-", "")[:12], 16) for uid in uids]
     assert millis == sorted(millis)
-    assert all(uid[14] == "7" for uid in uids)
+    assert all(uid[14] == "7" and uid[19] in "89ab" for uid in uids)
 
 
 def test_headers_from_environment_reach_the_receiver(otlp_receiver: OTLPReceiver, tmp_path: Path, monkeypatch) -> None:
