@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from otel_audit.store import create_key
 
@@ -56,6 +57,7 @@ def test_a_tenants_rule_only_counts_its_own_events(served: Served) -> None:
     assert len(served.globex.alerts()) == 1 and served.acme.alerts() == []
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_scopes_are_enforced(served: Served) -> None:
     read_key = create_key(served.storage, "acme", ["read"], "reader")[1]
     headers = {"authorization": f"Bearer {read_key}"}

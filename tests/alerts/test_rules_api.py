@@ -14,6 +14,7 @@ from .helpers import NS, SEED_RULE, login_event
 CONDITION = SEED_RULE["condition"]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("change, field", [
     ({"name": ""}, "name"),
     ({"type": "anomaly"}, "type"),
@@ -43,6 +44,7 @@ def test_invalid_rules_get_400_naming_the_field(served: Served, change: dict, fi
     assert served.acme.http.get("/v1/alert-rules").json()["rules"] == []
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_malformed_bodies_and_unknown_ids_get_clear_errors(served: Served) -> None:
     response = served.acme.http.post("/v1/alert-rules", content=b"{not json",
                                      headers={"content-type": "application/json"})

@@ -59,6 +59,7 @@ def test_public_addresses_pass_and_the_allowlist_opens_hosts_and_networks() -> N
         DestinationGuard(["10.0.0.0/8"]).check("https://169.254.169.254/")
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_the_api_refuses_internal_destinations_naming_the_url(storage: Storage, serve) -> None:
     server = serve(storage, allow_hosts=())
     api = tenant_api(storage, server, "acme")
