@@ -158,7 +158,7 @@ class StockEmitter(Emitter):
     SDK directly for audit records would.
     """
 
-    def __init__(self, endpoint: str, batch: dict[str, Any] | None = None) -> None:
+    def __init__(self, endpoint: str) -> None:
         from opentelemetry._logs import SeverityNumber
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
         from opentelemetry.sdk._logs import LoggerProvider
@@ -169,8 +169,7 @@ class StockEmitter(Emitter):
         from otel_audit.logger import new_uid
 
         self.provider = LoggerProvider(resource=Resource.create({"service.name": "bench"}), shutdown_on_exit=False)
-        self.processor = BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint), **(batch or {}))
-        self.provider.add_log_record_processor(self.processor)
+        self.provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint)))
         logger = self.provider.get_logger("bench", "0.1.0")
         info = SeverityNumber.INFO
         time_ns = time.time_ns

@@ -363,7 +363,7 @@ def markdown(report: dict[str, Any]) -> str:
     """The results as Markdown tables, one per benchmark, targets and their status beside each figure."""
     lines = [
         f"Command: `{report['command']}`  ",
-        f"Date: {report['date']}  ",
+        f"Date: {report['date']}, {report['seconds']:.0f} s in all  ",
         (f"Machine: {report['environment']['cpus']} CPUs, Python {report['environment']['python']}, "
         f"stock baseline {_baseline_line(report['environment'])}, load average at start "
         f"{', '.join(str(v) for v in report['environment']['load_average_at_start'])}  "),
@@ -425,9 +425,11 @@ def run_all(
         "environment": environment(),
         "benchmarks": {},
     }
+    started = time.monotonic()
     for bench in benchmarks:
         log(f"{bench.name}: {bench.title}")
         report["benchmarks"][bench.name] = run_benchmark(bench, repetitions, size, log)
+    report["seconds"] = round(time.monotonic() - started, 1)
     return report
 
 
