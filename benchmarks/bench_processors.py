@@ -28,7 +28,7 @@ from otel_audit import semconv
 from otel_audit.logger import new_uid
 from otel_audit.processors.filter import AuditFilterProcessor, AuditPolicy
 from otel_audit.processors.pseudonym import PseudonymConfig, PseudonymProcessor
-from otel_audit.processors.redact import RedactionConfig, RedactionProcessor
+from otel_audit.processors.redact import RedactionConfig, RedactionProcessor, Redactor
 
 
 class Sink(LogRecordProcessor):
@@ -118,6 +118,32 @@ def sdk_emit_reference(events: int, batch: int, clock: Callable[[], int]) -> flo
     return statistics.median(figures)
 
 
+ADVERSARIAL = {
+    "digits and spaces": "1 " * 2048,
+    "digits and dashes": "4-" * 2048,
+    "key:value pairs": "a:" * 2048,
+    "sensitive key=": "password=" * 455,
+    "IBAN-like groups": "AB12 " * 800,
+    "phone-like groups": "+1 " * 1365,
+    "email-like labels": "a@" + "a." * 2040 + "!",
+}
+
+
+def adversarial_costs(clock: Callable[[], int]) -> dict[str, float]:
+    """Worst-case shaped 4 KiB values (with every detector on): ms to redact each, best of 3."""
+    redactor = Redactor(RedactionConfig(detectors={"email": True, "phone": True}))
+    costs = {}
+    for name, text in ADVERSARIAL.items():
+        best = float("inf")
+        for _ in range(3):
+            redactor._clean.clear()
+            begin = clock()
+            redactor.redact_text(text)
+            best = min(best, (clock() - begin) / 1e6)
+        costs[name] = best
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=50_000)
@@ -162,6 +188,8 @@ def main() -> None:
         )
     reference = sdk_emit_reference(min(args.events, 20_000), args.batch, clock)
     print(f"{'reference: stock SDK Logger.emit':36s} median {reference:7.0f} ns/event ({args.clock})")
+    for name, milliseconds in adversarial_costs(clock).items():
+        print(f"adversarial 4 KiB value, {name:22s} {milliseconds:7.2f} ms ({args.clock})")
 
 
 if __name__ == "__main__":

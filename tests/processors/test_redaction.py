@@ -291,3 +291,29 @@ def test_list_attribute_reports_the_items_it_changed(capture_pipeline) -> None:
     attributes = capture.attributes[0]
     assert attributes[semconv.USER_ROLES] == ["viewer", f"admin {MASK}"]
     assert attributes[semconv.AUDIT_REDACTED] == [f"{semconv.USER_ROLES}[1]"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"password": "correct horse battery staple", "user": "bob"}', '{"password": "[REDACTED]", "user": "bob"}'),
+        ('{"pin": 1234, "user": "bob"}', '{"pin": [REDACTED], "user": "bob"}'),
+        ("db_password: two words\nnext line", "db_password: [REDACTED]\nnext line"),
+        ("Cookie: sid=abc; theme=dark", "Cookie: [REDACTED]"),
+        ("GET /cb?code=x1&token=abc123&page=2", "GET /cb?code=x1&token=[REDACTED]&page=2"),
+        ("password=" + "p" * 600 + " retrying", "password=[REDACTED] retrying"),
+        ("time: 12:30, mode=fast", None),
+    ],
+)
+def test_secrets_inside_text_values(text: str, expected: str | None) -> None:
+    assert Redactor().redact_text(text) == expected
+
+
+def test_text_longer_than_the_scan_limit_is_masked_whole(capture_pipeline) -> None:
+    capture = capture_pipeline(redaction={"max_scan_chars": 1000})
+    logger().emit("report.upload", actor="u-1", metadata={"small": "fine text here", "huge": "x" * 1001})
+    attributes = capture.attributes[0]
+    assert attributes[semconv.AUDIT_METADATA] == {"small": "fine text here", "huge": MASK}
+    assert attributes[semconv.AUDIT_REDACTED] == ["audit.metadata.huge"]
+    with pytest.raises(RedactionError, match="max_scan_chars must be a positive integer"):
+        Redactor(RedactionConfig(max_scan_chars=0))

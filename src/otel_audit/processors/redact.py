@@ -104,10 +104,19 @@ _LITERAL_RE = re.compile(
     + r"|://[^\s:/@?#\[\]]+:[^\s/@?#]+@"
 )
 # `name=value` and `"name": "value"` pairs inside text (query strings, exception messages, JSON bodies).
-_KEY_VALUE_RE = re.compile(
-    r"(?<![A-Za-z0-9_])([A-Za-z][A-Za-z0-9_.-]{0,63})[\"']?\s*[=:]\s*[\"']?"
-    r"(?=((?:(?:Bearer|Basic|Token|Digest|bearer|basic|token)\s+)?[^\s\"'&,;}<>]+))"
-)
+# The value is matched separately, only after a sensitive key, and scanning resumes after it: linear in the text.
+_KEY_VALUE_RE = re.compile(r"(?<![A-Za-z0-9_])([A-Za-z][A-Za-z0-9_.-]{0,63})([\"']?)[ \t]*([=:])[ \t]*([\"']?)")
+_VALUE_RES = {
+    # `token=abc&x=1`, `password=hunter2 retry`: up to whitespace or the next pair
+    "=": re.compile(r"(?:(?:Bearer|Basic|Token|Digest|bearer|basic|token)[ \t]+)?[^\s\"'&,;}<>]+"),
+    # `Authorization: Bearer x`, `Cookie: a=1; b=2`, `db_password: two words`: the rest of the line
+    ":": re.compile(r"[^\r\n]+"),
+    # `"pin": 1234,` (a quoted key, an unquoted JSON scalar): up to the next comma or brace
+    "json": re.compile(r"[^,}\]\s]+"),
+    # a quoted value runs to its closing quote, spaces included (`"password": "correct horse battery staple"`)
+    '"': re.compile(r'(?:\\.|[^"\\])+'),
+    "'": re.compile(r"(?:\\.|[^'\\])+"),
+}
 # Digit-bearing identifiers: card numbers, SSNs, IBANs. Like the phone pattern below, it starts with a character
 # class (so `re` skips positions that cannot start a match) and checks the word boundary behind that first character.
 _NUMBER_RE = re.compile(
@@ -117,7 +126,9 @@ _NUMBER_RE = re.compile(
     r"|(?P<iban>(?<=[A-Z])[A-Z][0-9]{2}(?: ?[A-Z0-9]){11,30})"
     r")(?![0-9A-Za-z])"
 )
-_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_EMAIL_RE = re.compile(
+    r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![A-Za-z])"
+)
 # International numbers (+CC ...) and North American ones with separators: (212) 555-0100, 415-555-0100.
 _PHONE_RE = re.compile(
     r"[+(2-9](?<![0-9A-Za-z].)(?:(?<=\+)[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,5}"
@@ -210,15 +221,16 @@ def _card_span(candidate: str, start: int) -> tuple[int, int]:
     """(start, length) of a card number within a digit run the regex took whole.
 
     `4111 1111 1111 1111 2 items` or `qty 1 4111 1111 1111 1111` run into neighbouring numbers, so when the whole
-    run is not a card, every run of whole groups is tried. Returns length 0 when none is a card.
+    run is not a card, runs with up to two whole groups trimmed at either end are tried (a bounded number of checks,
+    whatever the input). Returns length 0 when none is a card.
     """
     compact = candidate.replace(" ", "").replace("-", "")
     if is_card_number(compact):
         return start, len(candidate)
     bounds = [0] + [match.end() for match in _SEPARATOR.finditer(candidate)]
     ends = [match.start() for match in _SEPARATOR.finditer(candidate)] + [len(candidate)]
-    for first in range(len(bounds)):
-        for last in range(len(ends) - 1, first - 1, -1):
+    for first in range(min(3, len(bounds))):
+        for last in range(len(ends) - 1, max(first, len(ends) - 4) - 1, -1):
             piece = candidate[bounds[first] : ends[last]]
             digits = piece.replace(" ", "").replace("-", "")
             if 13 <= len(digits) <= 19 and is_card_number(digits):
@@ -229,7 +241,7 @@ def _card_span(candidate: str, start: int) -> tuple[int, int]:
 def _iban_prefix_length(candidate: str) -> int:
     """Length of the longest valid IBAN at the start of `candidate` (the regex may run on into following words)."""
     parts = candidate.split(" ")
-    for count in range(len(parts), 0, -1):
+    for count in range(len(parts), max(0, len(parts) - 8), -1):
         prefix = " ".join(parts[:count])
         if len(prefix) >= 15 and is_iban(prefix):
             return len(prefix)
@@ -259,6 +271,7 @@ class RedactionConfig:
     `detectors`: name -> True/False/strategy to enable, disable or re-strategise a detector (email and phone are
     off by default). `hash_key` (or OTEL_AUDIT_REDACTION_KEY) is required when any rule uses `hash`.
     `exempt_keys`: record attributes left alone (build_chain puts the pseudonymized fields here).
+    `max_scan_chars`: longer strings are masked whole instead of scanned (fail closed, bounded cost).
     """
 
     strategy: str = "mask"
@@ -269,6 +282,7 @@ class RedactionConfig:
     detectors: Mapping[str, bool | str] = field(default_factory=dict)
     hash_key: bytes | str | None = None
     exempt_keys: Iterable[str] = ()
+    max_scan_chars: int = 65536
 
     @classmethod
     def from_setting(cls, setting: Any) -> RedactionConfig | None:
@@ -313,6 +327,9 @@ class Redactor:
         if config.mode not in ("denylist", "allowlist"):
             raise RedactionError(f"redaction: mode must be denylist or allowlist, got {config.mode!r}")
         self.allowlist_mode = config.mode == "allowlist"
+        if isinstance(config.max_scan_chars, bool) or not isinstance(config.max_scan_chars, int) or config.max_scan_chars < 1:
+            raise RedactionError(f"redaction: max_scan_chars must be a positive integer, got {config.max_scan_chars!r}")
+        self.max_scan_chars = config.max_scan_chars
         rules: dict[str, str] = {} if config.replace_default_keys else {name: default for name in DEFAULT_KEYS}
         extra = config.keys.items() if isinstance(config.keys, Mapping) else ((name, default) for name in config.keys)
         for name, strategy in extra:
@@ -414,9 +431,15 @@ class Redactor:
         return MASK
 
     def redact_text(self, text: str) -> str | None:
-        """The text with every detected secret replaced, or None when nothing was found."""
+        """The text with every detected secret replaced, or None when nothing was found.
+
+        Text longer than `max_scan_chars` is masked whole (fail closed): the detectors are linear, but an attacker
+        who controls a huge value should not control how long every emit takes.
+        """
         if len(text) < _MIN_SECRET_LEN or text in self._clean:
             return None
+        if len(text) > self.max_scan_chars:
+            return MASK
         if self._benign.fullmatch(text):
             self._remember_clean(text)
             return None
@@ -436,13 +459,19 @@ class Redactor:
                     end = match.end() - found[2]
                     spans.append((start, end, detectors[found[0]]))
         if self._key_value and ("=" in text or ":" in text):
-            for match in _KEY_VALUE_RE.finditer(text):
-                value = match.group(2)
-                if value == MASK or value.startswith(("hmac:", "****", "//")):
+            position = 0
+            while (pair := _KEY_VALUE_RE.search(text, position)) is not None:
+                position = pair.end()
+                decision = self.key_decision(pair.group(1), _TEXT)
+                if decision == _SCAN or decision == _SKIP:
                     continue
-                decision = self.key_decision(match.group(1), _TEXT)
-                if decision != _SCAN and decision != _SKIP:
-                    spans.append((match.start(2), match.end(2), decision))
+                quote, separator = pair.group(4), pair.group(3)
+                kind = quote or ("json" if pair.group(2) and separator == ":" else separator)
+                value = _VALUE_RES[kind].match(text, position)
+                if value is None or value.group().startswith((MASK, "hmac:", "****", "//")):
+                    continue
+                spans.append((value.start(), value.end(), decision))
+                position = value.end()
         if self._numbers:
             for match in _NUMBER_RE.finditer(text):
                 kind = match.lastgroup
@@ -624,7 +653,9 @@ class Redactor:
         benign = self._benign.fullmatch
         clean = self._clean
         for value in unknown:
-            if type(value) is str and (len(value) < _MIN_SECRET_LEN or benign(value)):
+            if type(value) is str and (
+                len(value) < _MIN_SECRET_LEN or (len(value) <= self.max_scan_chars and benign(value))
+            ):
                 if len(value) <= _CACHEABLE_LEN:
                     if len(clean) >= _CLEAN_CACHE_MAX:
                         clean.clear()
