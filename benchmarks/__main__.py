@@ -23,6 +23,7 @@ from benchmarks.harness import (
     Benchmark,
     Figure,
     Metrics,
+    Ratio,
     Target,
     parse_any,
     python_command,
@@ -42,16 +43,24 @@ def _missing(name: str) -> str | None:
 
 
 _PROCESSOR_LINE = re.compile(r"^(?P<name>\S.*?)\s+median\s+(?P<value>\d+(?:\.\d+)?)\s+ns/event")
+_ADVERSARIAL_LINE = re.compile(r"^(?P<name>adversarial .*?)\s+(?P<value>\d+(?:\.\d+)?)\s+ms\b")
 
 
 def parse_processors(stdout: str) -> Metrics:
-    """bench_processors.py prints `<chain>  median <n> ns/event (...)` per chain."""
-    metrics = {match["name"].strip(): float(match["value"])
-               for match in map(_PROCESSOR_LINE.match, stdout.splitlines()) if match}
-    if not metrics:
-        return parse_any(stdout)
-    return metrics
+    """bench_processors.py prints `<chain>  median <n> ns/event (...)` per chain (and for the stock SDK reference),
+    then `adversarial 4 KiB value, <detector>  <n> ms` lines."""
+    metrics: Metrics = {}
+    for line in stdout.splitlines():
+        match = _PROCESSOR_LINE.match(line) or _ADVERSARIAL_LINE.match(line)
+        if match:
+            metrics[re.sub(r"\s+", " ", match["name"].strip())] = float(match["value"])
+    adversarial = [value for name, value in metrics.items() if name.startswith("adversarial ")]
+    if adversarial:
+        metrics["adversarial worst"] = max(adversarial)
+    return metrics or parse_any(stdout)
 
+
+STOCK_REFERENCE = "reference: stock SDK Logger.emit"
 
 PROCESSORS = Benchmark(
     name="processors",
@@ -61,6 +70,7 @@ PROCESSORS = Benchmark(
         str(_script("bench_processors.py")),
         "--events", {"smoke": "2000", "quick": "5000", "full": "50000"}[size],
         "--repeat", {"smoke": "1", "quick": "1", "full": "3"}[size],
+        "--clock", "cpu",
     ),
     parse=parse_processors,
     figures=(
@@ -68,11 +78,19 @@ PROCESSORS = Benchmark(
                Target("<= 3,000 ns (issue 3)", "<=", 3000.0)),
         Figure("filter only", RUN, "filter only", "ns/event"),
         Figure("filter + redaction with email/phone detectors", RUN, "filter + redaction (+email/phone)", "ns/event"),
+        Figure("filter + redaction + pseudonyms", RUN, "filter + redaction + pseudonyms", "ns/event"),
+        Figure("stock SDK Logger.emit, same records (reference)", RUN, STOCK_REFERENCE, "ns/event"),
+        Figure("adversarial 4 KiB value, worst detector", RUN, "adversarial worst", "ms"),
+    ),
+    ratios=(
+        Ratio("filter + redaction / stock SDK Logger.emit", (RUN, "filter + redaction"), (RUN, STOCK_REFERENCE)),
     ),
     timeout=lambda size: {"smoke": 60.0, "quick": 60.0, "full": 300.0}[size],
     unavailable=lambda: _missing("bench_processors.py"),
-    note="Pre-built SDK records through the default chain ending in a no-op stage; one process per repetition.",
+    note="Pre-built SDK records through the chain ending in a no-op stage, timed with the thread's CPU clock; "
+    "one process per repetition.",
 )
+
 
 def describe_delivery(key: str) -> tuple[str, Target | None] | None:
     """Unit and target of a figure bench_delivery.py prints (its `ratio_*` figures are computed within one run)."""

@@ -184,8 +184,15 @@ def test_command_line_runs_a_script_of_another_area_in_fresh_processes(tmp_path:
 def test_parsers_read_the_formats_other_scripts_print() -> None:
     assert parse_any('noise\n{\n  "a": 1.5,\n  "b": 2,\n  "name": "x",\n  "flag": true\n}\n') == {"a": 1.5, "b": 2.0}
     assert parse_any("BENCH-RESULT {\"a\": 1}\n") == {"a": 1.0}
-    assert parse_processors("filter only   median     720 ns/event  (per-repetition medians: 720)\n") == {
-        "filter only": 720.0
+    assert parse_processors(
+        "filter only   median     720 ns/event (cpu)  (per-repetition medians: 720)\n"
+        "adversarial 4 KiB value, email                    1.25 ms (cpu)\n"
+        "adversarial 4 KiB value, phone                    3.50 ms (cpu)\n"
+    ) == {
+        "filter only": 720.0,
+        "adversarial 4 KiB value, email": 1.25,
+        "adversarial 4 KiB value, phone": 3.5,
+        "adversarial worst": 3.5,
     }
     store = parse_store(
         "== sqlite: loading 1,000,000 events in batches of 512\n"
