@@ -20,12 +20,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
 from google.protobuf import json_format
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 import otel_audit
@@ -69,7 +71,7 @@ class StoreProcess:
     def _create_key(self, scopes: str, name: str) -> str:
         created = subprocess.run(
             [CLI, "keys", "create", "--db", self.db, "--tenant", TENANT, "--scopes", scopes, "--name", name, "--json"],
-            capture_output=True, text=True, timeout=60,
+            check=False, capture_output=True, text=True, timeout=60,
         )
         assert created.returncode == 0, created.stderr
         return json.loads(created.stdout)["secret"]
@@ -357,9 +359,8 @@ def archive_by_uid(path: Path) -> dict[str | None, list[tuple[dict, dict]]]:
 def assert_archived_as_exported(archived: tuple[dict, dict], exported: tuple[Any, Any, Any]) -> None:
     """The archive's OTLP JSON is the JSON form of exactly the protobuf record (and resource) the app exported."""
     resource, _scope, record = exported
-    as_json = dict(use_integers_for_enums=True)
-    assert archived[1] == json_format.MessageToDict(record, **as_json)
-    assert archived[0] == json_format.MessageToDict(resource, **as_json)
+    assert archived[1] == json_format.MessageToDict(record, use_integers_for_enums=True)
+    assert archived[0] == json_format.MessageToDict(resource, use_integers_for_enums=True)
 
 
 def app_log_bodies(path: Path) -> list[str]:
@@ -461,7 +462,7 @@ class Stream:
                 return
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> Stream:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
