@@ -10,6 +10,7 @@ import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .model import Actor, AuditEventError
 
@@ -50,7 +51,7 @@ def audit_context(
     user_agent: str | None = _UNSET,  # type: ignore[assignment]
 ) -> Iterator[AuditContext]:
     """Set audit context for the block; a string actor means Actor(id=...). Pass None to clear an inherited value."""
-    changes = {
+    changes: dict[str, Any] = {
         name: value
         for name, value in (
             ("actor", Actor(id=actor) if isinstance(actor, str) else actor),

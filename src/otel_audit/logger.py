@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import inspect
-import random
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import get_current
@@ -205,8 +205,9 @@ class AuditLogger:
     ) -> str:
         """Record one audit event; values not given come from audit_context(). Returns its `log.record.uid`.
 
-        Raises AuditEventError (naming the field) for invalid input; a valid event never raises here unless the
-        delivery mode is `strict` and the event cannot be persisted.
+        Raises AuditEventError (naming the field) for invalid input. A valid event raises only AuditDeliveryError,
+        when it cannot be persisted: in `strict` mode on any write failure, in `disk` mode when the spool is full
+        past its policy or the disk refuses the write.
         """
         ctx = current_audit_context()
         resolved_actor = _as_actor(actor) or ctx.actor
@@ -221,7 +222,7 @@ class AuditLogger:
             )
         event = AuditEvent(
             action=action,
-            outcome=outcome,
+            outcome=cast(Outcome, outcome),  # AuditEvent validates and converts names
             actor=resolved_actor,
             resource=_as_resource(resource),
             tenant_id=tenant if tenant is not None else ctx.tenant_id,

@@ -7,11 +7,20 @@ conventions are used where they exist; `audit.*` holds the rest. The reverse map
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry._logs import SeverityNumber
 
-from .model import Actor, ActorType, AnyValue, AuditEvent, AuditEventError, Change, Outcome, Resource
+from .model import (
+    Actor,
+    ActorType,
+    AnyValue,
+    AuditEvent,
+    AuditEventError,
+    Change,
+    Outcome,
+    Resource,
+)
 
 SCHEMA_VERSION = "1"
 
@@ -185,12 +194,12 @@ def attributes_to_event(attributes: Mapping[str, Any]) -> AuditEvent:
     if not isinstance(metadata, Mapping):
         raise AuditEventError(AUDIT_METADATA, "must be a map")
     return AuditEvent(
-        action=get(AUDIT_ACTION),
-        outcome=get(AUDIT_OUTCOME, Outcome.UNKNOWN.value),
+        action=cast(str, get(AUDIT_ACTION)),
+        outcome=cast(Outcome, get(AUDIT_OUTCOME, Outcome.UNKNOWN.value)),
         actor=actor,
         resource=resource,
         http_status_code=get(HTTP_RESPONSE_STATUS_CODE),
         changes=changes,
-        metadata=_plain(metadata),
+        metadata=cast(Mapping[str, AnyValue], _plain(metadata)),
         **{field_name: get(attribute) for field_name, attribute in _EVENT_STR_FIELDS},
     )

@@ -10,7 +10,14 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 import otel_audit
-from otel_audit import Actor, ActorType, Resource, audit_context, get_audit_logger, semconv
+from otel_audit import (
+    Actor,
+    ActorType,
+    Resource,
+    audit_context,
+    get_audit_logger,
+    semconv,
+)
 from otel_audit.testing import OTLPReceiver
 
 FULL_EVENT = dict(

@@ -9,7 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from otel_audit import Actor, ActorType, AuditEvent, AuditEventError, Change, Outcome, Resource, changes, semconv
+from otel_audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    AuditEventError,
+    Change,
+    Outcome,
+    Resource,
+    changes,
+    semconv,
+)
 
 ids = st.none() | st.text(min_size=1, max_size=30)
 any_values = st.recursive(

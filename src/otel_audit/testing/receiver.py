@@ -105,10 +105,10 @@ class OTLPReceiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence access logs
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 encoding = self.headers.get("Content-Encoding", "")
                 if encoding == "gzip":
@@ -122,7 +122,7 @@ class OTLPReceiver:
                         json_format.Parse(body, request)
                     else:
                         request.ParseFromString(body)
-                except Exception as exc:  # noqa: BLE001 - any decode error is the client's fault
+                except Exception as exc:
                     self._answer(400, b'{"message": "%s"}' % str(exc).encode(), "application/json")
                     return
                 reply = receiver._accept(request, {k.lower(): v for k, v in self.headers.items()})
@@ -163,7 +163,7 @@ class OTLPReceiver:
         receiver = self
 
         class Servicer(logs_service_pb2_grpc.LogsServiceServicer):
-            def Export(self, request: ExportLogsServiceRequest, context: Any) -> ExportLogsServiceResponse:  # noqa: N802
+            def Export(self, request: ExportLogsServiceRequest, context: Any) -> ExportLogsServiceResponse:
                 metadata = {key: value for key, value in context.invocation_metadata()}
                 reply = receiver._accept(request, metadata)
                 if reply.status != 200:
@@ -202,7 +202,7 @@ class OTLPReceiver:
     def __enter__(self) -> OTLPReceiver:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @property
