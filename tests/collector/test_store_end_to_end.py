@@ -418,8 +418,10 @@ def test_every_audit_event_reaches_the_store_once_as_exported_and_app_logs_never
     with store.client() as client:
         assert client.count_events() == len(emitted)
         assert client.count_events(action="document.*") == 30
-    assert app.sender.resent() == 0, "no retries happened, so no duplicate could have reached the store"
-    assert store.ingest_stats() == {"received": 60, "stored": 60, "duplicate": 0, "rejected": 0, "ignored": 0}
+    stats = store.ingest_stats()
+    # a retry anywhere on the way (under load) may deliver a record twice; the store must keep it once
+    assert (stats["stored"], stats["rejected"], stats["ignored"]) == (60, 0, 0), stats
+    assert stats["received"] == stats["stored"] + stats["duplicate"], stats
 
     for event in events:
         assert_stored_as_exported(event, app.sender.exported(event.uid))
