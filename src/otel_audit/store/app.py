@@ -112,6 +112,7 @@ class StoreApp:
         self.settings = settings
         self.ingest_hooks = list(ingest_hooks)
         self.authenticator = Authenticator(storage, settings.key_cache_ttl)
+        self.tokens = storage.tokens
         self.stats = IngestStats()
         self._transient = _transient_errors()
         routes = [
@@ -255,8 +256,8 @@ class StoreApp:
 
     # search -----------------------------------------------------------------------------------------------
 
-    @staticmethod
     def _query(
+        self,
         request: Request, allowed: tuple[str, ...] = EventQuery.PARAMETERS, exclude: tuple[str, ...] = ()
     ) -> EventQuery:
         items = [(name, value) for name, value in request.query_params.multi_items() if name not in exclude]
@@ -264,7 +265,7 @@ class StoreApp:
         if repeated:
             raise ApiError(400, "bad_parameter", f"{repeated[0]}: given more than once", parameter=repeated[0])
         try:
-            return EventQuery.from_params(dict(items), allowed=allowed)
+            return EventQuery.from_params(dict(items), allowed=allowed, tokens=self.tokens)
         except QueryError as exc:
             raise ApiError(400, "bad_parameter", str(exc), parameter=exc.parameter) from None
 
@@ -275,7 +276,7 @@ class StoreApp:
         page = await self._call(self.storage.search, key.tenant_id, query)
         return JSONResponse({
             "events": [event.to_json() for event in page.events],
-            "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
+            "next_cursor": page.next_cursor.encode(self.tokens) if page.next_cursor else None,
         })
 
     async def count(self, request: Request) -> Response:
@@ -326,11 +327,14 @@ class StoreApp:
             raise ApiError(400, "bad_parameter", "limit: must be an integer 1-1000", parameter="limit")
         after = params.get("after")
         if after is None:
-            return JSONResponse({"events": [], "next": str(await self._call(self.storage.last_seq))})
-        if not after.isdigit() or len(after) > 19:
-            raise ApiError(400, "bad_parameter", "after: must be a token returned by this endpoint", parameter="after")
-        events = await self._call(self.storage.events_after, key.tenant_id, int(after), int(limit_text))
-        next_token = str(events[-1].seq) if events else after
+            position = await self._call(self.storage.last_seq)
+            return JSONResponse({"events": [], "next": self.tokens.seal(0, position)})
+        try:
+            _, seq = self.tokens.open(after, "after")
+        except QueryError as exc:
+            raise ApiError(400, "bad_parameter", str(exc), parameter="after") from None
+        events = await self._call(self.storage.events_after, key.tenant_id, seq, int(limit_text))
+        next_token = self.tokens.seal(0, events[-1].seq) if events else after
         return JSONResponse({"events": [event.to_json() for event in events], "next": next_token})
 
     # keys -------------------------------------------------------------------------------------------------

@@ -10,9 +10,12 @@ import base64
 import binascii
 import datetime as _dt
 import json
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..model import Outcome
 
@@ -109,6 +112,36 @@ def parse_time(value: str, parameter: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
+class TokenCodec:
+    """Seals a pair of integers into an opaque token (one AES block under the store's secret key).
+
+    Cursors and tail positions hold global sequence numbers; sealed, their gaps cannot tell one tenant how many
+    events other tenants stored in between. A forged or damaged token opens to a meaningless position (or is
+    refused); queries stay confined to the caller's tenant either way.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._cipher = Cipher(algorithms.AES(key), modes.ECB())  # one block: ECB is the plain block cipher here
+
+    def seal(self, first: int, second: int) -> str:
+        encryptor = self._cipher.encryptor()
+        block = encryptor.update(struct.pack(">QQ", first, second)) + encryptor.finalize()
+        return base64.urlsafe_b64encode(block).decode("ascii").rstrip("=")
+
+    def open(self, token: str, parameter: str) -> tuple[int, int]:
+        try:
+            block = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (ValueError, binascii.Error):
+            raise QueryError(parameter, "not a token returned by this API") from None
+        if len(block) != 16:
+            raise QueryError(parameter, "not a token returned by this API")
+        decryptor = self._cipher.decryptor()
+        first, second = struct.unpack(">QQ", decryptor.update(block) + decryptor.finalize())
+        if first >= 2**63 or second >= 2**63:
+            raise QueryError(parameter, "not a token returned by this API")
+        return first, second
+
+
 @dataclass(frozen=True, slots=True)
 class Cursor:
     """Where a page ended: the (time, seq) of its last event in newest-first order."""
@@ -116,20 +149,12 @@ class Cursor:
     time_unix_nano: int
     seq: int
 
-    def encode(self) -> str:
-        return base64.urlsafe_b64encode(f"{self.time_unix_nano}.{self.seq}".encode()).decode().rstrip("=")
+    def encode(self, tokens: TokenCodec) -> str:
+        return tokens.seal(self.time_unix_nano, self.seq)
 
     @classmethod
-    def decode(cls, token: str, parameter: str = "cursor") -> Cursor:
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-            time_part, seq_part = raw.split(".")
-            cursor = cls(int(time_part), int(seq_part))
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise QueryError(parameter, "not a cursor returned by this API") from None
-        if not (0 <= cursor.time_unix_nano < 2**63 and 0 <= cursor.seq < 2**63):
-            raise QueryError(parameter, "not a cursor returned by this API")
-        return cursor
+    def decode(cls, token: str, tokens: TokenCodec, parameter: str = "cursor") -> Cursor:
+        return cls(*tokens.open(token, parameter))
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +177,11 @@ class EventQuery:
     PARAMETERS = (*FILTER_PARAMETERS, "limit", "cursor")
 
     @classmethod
-    def from_params(cls, params: Mapping[str, str], *, allowed: tuple[str, ...] | None = None) -> EventQuery:
-        """Build from query-string parameters; unknown, repeated-empty or malformed values raise QueryError."""
+    def from_params(
+        cls, params: Mapping[str, str], *, allowed: tuple[str, ...] | None = None, tokens: TokenCodec | None = None
+    ) -> EventQuery:
+        """Build from query-string parameters; unknown, empty or malformed values raise QueryError.
+        A `cursor` parameter needs the storage's `tokens` to be opened."""
         allowed = allowed or cls.PARAMETERS
         unknown = sorted(set(params) - set(allowed))
         if unknown:
@@ -190,7 +218,9 @@ class EventQuery:
                 raise QueryError("limit", f"must be an integer 1-{MAX_PAGE_SIZE}, got {params['limit'][:32]!r}")
             values["limit"] = int(raw)
         if "cursor" in params:
-            values["cursor"] = Cursor.decode(_filter_value(params["cursor"], "cursor"))
+            if tokens is None:
+                raise QueryError("cursor", "cursors are only accepted by the store's API")
+            values["cursor"] = Cursor.decode(_filter_value(params["cursor"], "cursor"), tokens)
         return cls(**values)
 
     def with_cursor(self, cursor: Cursor | None, limit: int | None = None) -> EventQuery:

@@ -32,6 +32,7 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 MAX_REJECTION_MESSAGES = 5
 _MAX_COLUMN_LENGTH = 1024
+_MAX_TIME = 2**63 - 1
 
 
 class IngestError(ValueError):
@@ -351,6 +352,8 @@ def _to_stored(
     uid = _column(attributes, semconv.LOG_RECORD_UID)
     if uid is None:
         uid = "sha256:" + hashlib.sha256(record.SerializeToString(deterministic=True)).hexdigest()[:32]
+    if record.time_unix_nano > _MAX_TIME or record.observed_time_unix_nano > _MAX_TIME:
+        raise AuditEventError("time_unix_nano", "is beyond the year 2262 (must fit in a signed 64-bit integer)")
     body = any_value(record.body) if record.HasField("body") else None
     metadata = attributes.get(semconv.AUDIT_METADATA)
     event = StoredEvent(

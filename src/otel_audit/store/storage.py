@@ -10,12 +10,13 @@ from __future__ import annotations
 import abc
 import json
 import os
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from .events import Cursor, EventQuery, Page, StoredEvent, escape_like
+from .events import Cursor, EventQuery, Page, StoredEvent, TokenCodec, escape_like
 
 EVENT_COLUMNS = (
     "tenant_id", "uid", "time_unix_nano", "observed_time_unix_nano", "received_time_unix_nano", "event_name",
@@ -25,6 +26,7 @@ EVENT_COLUMNS = (
 )
 SELECT_COLUMNS = "seq, " + ", ".join(EVENT_COLUMNS)
 SCOPES = ("ingest", "read", "admin")
+_SECRETS_TABLE = "CREATE TABLE store_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
 DELETE_CHUNK = 10_000
 
 
@@ -118,7 +120,22 @@ class Storage(abc.ABC):
 
     def migrate(self) -> None:
         """Create or upgrade the core schema (idempotent, safe to run from several processes)."""
-        self.apply_migrations("core", [self._schema()])
+        self.apply_migrations("core", [self._schema(), [_SECRETS_TABLE]])
+
+    @property
+    def tokens(self) -> TokenCodec:
+        """Seals cursors and tail positions with this database's secret key (created on first use)."""
+        codec = getattr(self, "_tokens", None)
+        if codec is None:
+            p = self.placeholder
+            with self.transaction() as conn:
+                conn.execute(
+                    f"INSERT INTO store_secrets (name, value) VALUES ({p}, {p}) ON CONFLICT (name) DO NOTHING",
+                    ("token_key", secrets.token_hex(16)),
+                )
+                key = conn.execute(f"SELECT value FROM store_secrets WHERE name = {p}", ("token_key",)).fetchone()[0]
+            codec = self._tokens = TokenCodec(bytes.fromhex(key))
+        return codec
 
     def apply_migrations(self, component: str, versions: Sequence[Sequence[str]]) -> int:
         """Apply the not-yet-applied versions (lists of statements) of a component's schema; return its version."""
