@@ -19,7 +19,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ MAX_NAME_LENGTH = 200
 MAX_TEXT_LENGTH = 1024
 MAX_WEBHOOKS_PER_RULE = 20
 MAX_EVENT_IDS = 1000
+_KEY_CHUNK = 500
 NS = 1_000_000_000
 RULE_FIELDS = ("name", "type", "condition", "severity", "webhook_ids", "cooldown_seconds", "enabled", "description")
 CONDITION_FIELDS = ("action", "outcome", "attributes", "count", "window_seconds", "group_by")
@@ -446,56 +447,90 @@ class AlertEngine:
         return hits
 
     def evaluate(self, tenant_id: str, hits: Sequence[_Hit]) -> int:
-        """Record hits and fire what they complete, in one transaction; returns how many alerts fired."""
+        """Record hits and fire what they complete, in one transaction; returns how many alerts fired.
+
+        Per rule: the state rows of every touched group are locked (in key order, so concurrent evaluations never
+        deadlock), one aggregate count picks the groups that may have reached the threshold, and only those are
+        examined event by event.
+        """
         if not hits:
             return 0
-        p = self.storage.placeholder
-        lock = " FOR UPDATE" if self.storage.dialect == "postgresql" else ""
-        groups: dict[tuple[str, str], list[_Hit]] = {}
+        by_rule: dict[str, tuple[AlertRule, dict[str, list[_Hit]]]] = {}
         for hit in hits:
-            groups.setdefault((hit.rule.rule_id, hit.group_key), []).append(hit)
+            by_rule.setdefault(hit.rule.rule_id, (hit.rule, {}))[1].setdefault(hit.group_key, []).append(hit)
         fired = queued = 0
+        p = self.storage.placeholder
         with self.storage.transaction() as conn:
             conn.cursor().executemany(
                 f"INSERT INTO alert_hits (rule_id, uid, group_key, time_unix_nano) VALUES ({p}, {p}, {p}, {p})"
                 " ON CONFLICT (rule_id, uid) DO NOTHING",
-                [(hit.rule.rule_id, hit.uid, hit.group_key, hit.time_unix_nano) for hit in hits],
+                sorted((hit.rule.rule_id, hit.uid, hit.group_key, hit.time_unix_nano) for hit in hits),
             )
-            for (rule_id, group_key), group_hits in sorted(groups.items(), key=lambda item: item[0]):
-                rule = group_hits[0].rule
-                window = rule.condition.window_ns
-                conn.execute(
-                    "INSERT INTO alert_state (rule_id, group_key, last_fired_unix_nano, quiet_until_unix_nano)"
-                    f" VALUES ({p}, {p}, -1, -1) ON CONFLICT (rule_id, group_key) DO NOTHING",
-                    (rule_id, group_key),
-                )
-                last_fired, quiet_until = conn.execute(
-                    "SELECT last_fired_unix_nano, quiet_until_unix_nano FROM alert_state"
-                    f" WHERE rule_id = {p} AND group_key = {p}{lock}",
-                    (rule_id, group_key),
-                ).fetchone()
-                earliest = min(hit.time_unix_nano for hit in group_hits)
-                latest = max(hit.time_unix_nano for hit in group_hits)
-                rows = conn.execute(
-                    f"SELECT time_unix_nano, uid FROM alert_hits WHERE rule_id = {p} AND group_key = {p}"
-                    f" AND time_unix_nano > {p} AND time_unix_nano < {p} ORDER BY time_unix_nano, uid",
-                    (rule_id, group_key, max(last_fired, earliest - window), latest + window),
-                ).fetchall()
-                firings = find_firings([(int(t), u) for t, u in rows], rule.condition.count, window, last_fired,
-                                       quiet_until, rule.cooldown_ns)
-                for end_time, window_hits in firings:
-                    queued += self._fire(conn, rule, group_hits[0].group, group_key, end_time, window_hits)
-                    fired += 1
-                if firings:
-                    end_time = firings[-1][0]
-                    conn.execute(
-                        f"UPDATE alert_state SET last_fired_unix_nano = {p}, quiet_until_unix_nano = {p}"
-                        f" WHERE rule_id = {p} AND group_key = {p}",
-                        (end_time, end_time + rule.cooldown_ns, rule_id, group_key),
-                    )
+            for rule_id in sorted(by_rule):
+                rule, groups = by_rule[rule_id]
+                for rule_fired, rule_queued in self._evaluate_rule(conn, rule, groups):
+                    fired += rule_fired
+                    queued += rule_queued
         if queued and self.notify is not None:
             self.notify()
         return fired
+
+    def _evaluate_rule(self, conn: Any, rule: AlertRule,
+                       groups: Mapping[str, list[_Hit]]) -> Iterator[tuple[int, int]]:
+        """(alerts fired, deliveries queued) per group of one rule that fired."""
+        p = self.storage.placeholder
+        lock = " FOR UPDATE" if self.storage.dialect == "postgresql" else ""
+        rule_id, window = rule.rule_id, rule.condition.window_ns
+        keys = sorted(groups)
+        conn.cursor().executemany(
+            "INSERT INTO alert_state (rule_id, group_key, last_fired_unix_nano, quiet_until_unix_nano)"
+            f" VALUES ({p}, {p}, -1, -1) ON CONFLICT (rule_id, group_key) DO NOTHING",
+            [(rule_id, key) for key in keys],
+        )
+        states: dict[str, tuple[int, int]] = {}
+        counts: dict[str, int] = {}
+        for start in range(0, len(keys), _KEY_CHUNK):
+            chunk = keys[start : start + _KEY_CHUNK]
+            marks = ", ".join([p] * len(chunk))
+            for key, last_fired, quiet_until in conn.execute(
+                "SELECT group_key, last_fired_unix_nano, quiet_until_unix_nano FROM alert_state"
+                f" WHERE rule_id = {p} AND group_key IN ({marks}) ORDER BY group_key{lock}",
+                (rule_id, *chunk),
+            ).fetchall():
+                states[key] = (int(last_fired), int(quiet_until))
+            low = min(max(states[key][0], min(hit.time_unix_nano for hit in groups[key]) - window) for key in chunk)
+            high = max(hit.time_unix_nano for key in chunk for hit in groups[key]) + window
+            for key, count in conn.execute(
+                f"SELECT group_key, COUNT(*) FROM alert_hits WHERE rule_id = {p} AND group_key IN ({marks})"
+                f" AND time_unix_nano > {p} AND time_unix_nano < {p} GROUP BY group_key",
+                (rule_id, *chunk, low, high),
+            ).fetchall():
+                counts[key] = int(count)
+        for key in keys:
+            if counts.get(key, 0) < rule.condition.count:
+                continue
+            last_fired, quiet_until = states[key]
+            group_hits = groups[key]
+            earliest = min(hit.time_unix_nano for hit in group_hits)
+            latest = max(hit.time_unix_nano for hit in group_hits)
+            rows = conn.execute(
+                f"SELECT time_unix_nano, uid FROM alert_hits WHERE rule_id = {p} AND group_key = {p}"
+                f" AND time_unix_nano > {p} AND time_unix_nano < {p} ORDER BY time_unix_nano, uid",
+                (rule_id, key, max(last_fired, earliest - window), latest + window),
+            ).fetchall()
+            firings = find_firings([(int(t), u) for t, u in rows], rule.condition.count, window, last_fired,
+                                   quiet_until, rule.cooldown_ns)
+            if not firings:
+                continue
+            queued = sum(self._fire(conn, rule, group_hits[0].group, key, end_time, window_hits)
+                         for end_time, window_hits in firings)
+            end_time = firings[-1][0]
+            conn.execute(
+                f"UPDATE alert_state SET last_fired_unix_nano = {p}, quiet_until_unix_nano = {p}"
+                f" WHERE rule_id = {p} AND group_key = {p}",
+                (end_time, end_time + rule.cooldown_ns, rule_id, key),
+            )
+            yield len(firings), queued
 
     def _fire(self, conn: Any, rule: AlertRule, group: dict[str, Any], group_key: str, end_time: int,
               window_hits: Sequence[tuple[int, str]]) -> int:
