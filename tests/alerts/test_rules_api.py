@@ -9,7 +9,7 @@ import pytest
 from otel_audit.store import Storage
 
 from .conftest import Served, tenant_api
-from .helpers import NS, SEED_RULE, login_event
+from .helpers import NS, SEED_RULE, login_event, wait_for
 
 CONDITION = SEED_RULE["condition"]
 
@@ -107,3 +107,23 @@ def test_a_restart_keeps_the_window_and_a_new_rule_sees_recent_events(storage: S
     alerts = api.alerts()
     assert len(alerts) == 1 and alerts[0]["count"] == 5
     api.close()
+
+
+def test_a_failed_evaluation_is_caught_up_from_the_stored_events(served: Served, monkeypatch) -> None:
+    engine = served.server.app.state.store.alerting.engine
+    served.acme.create_rule()
+    real_evaluate = engine.evaluate
+    failures: list[int] = []
+
+    def failing_once(tenant_id, hits):
+        if not failures:
+            failures.append(len(hits))
+            raise ConnectionError("database went away mid-evaluation")
+        return real_evaluate(tenant_id, hits)
+
+    monkeypatch.setattr(engine, "evaluate", failing_once)
+    base = time.time_ns() - 600 * NS
+    served.acme.ingest([login_event() for _ in range(5)], [base + index for index in range(5)])
+    assert failures == [5]
+    alerts = wait_for(served.acme.alerts, "the rebuild to fire the alert")
+    assert len(alerts) == 1 and alerts[0]["count"] == 5

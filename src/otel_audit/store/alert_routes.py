@@ -9,7 +9,9 @@ another tenant's ids answer 404.
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 MAX_JSON_BYTES = 64 << 10
 MAX_ID_LENGTH = 64
 HOUSEKEEPING_SECONDS = 300.0
+_log = logging.getLogger(__name__)
 
 
 def _api_error(status: int, code: str, message: str, parameter: str | None = None) -> Exception:
@@ -106,23 +109,33 @@ class Alerting:
 
     def stop(self) -> None:
         self._stop.set()
+        self.engine.rebuild_requested.set()
         if self._housekeeper is not None:
             self._housekeeper.join(10)
             self._housekeeper = None
         self.worker.stop()
 
     def _housekeeping(self) -> None:
-        tasks: list[Callable[[], Any]] = [self.engine.rebuild]
+        """Rebuild windows at start and whenever an evaluation failed; prune old hits every few minutes."""
+        self._safely(self.engine.rebuild)
+        next_prune = time.monotonic() + HOUSEKEEPING_SECONDS
         while not self._stop.is_set():
-            for task in tasks:
-                try:
-                    task()
-                except Exception:  # noqa: BLE001 - retried next round
-                    import logging
+            requested = self.engine.rebuild_requested.wait(max(next_prune - time.monotonic(), 0))
+            if self._stop.is_set():
+                return
+            if requested:
+                self.engine.rebuild_requested.clear()
+                self._safely(self.engine.rebuild)
+            if time.monotonic() >= next_prune:
+                self._safely(self.engine.prune)
+                next_prune = time.monotonic() + HOUSEKEEPING_SECONDS
 
-                    logging.getLogger(__name__).exception("otel-audit alerts: housekeeping failed")
-            tasks = [self.engine.prune]
-            self._stop.wait(HOUSEKEEPING_SECONDS)
+    @staticmethod
+    def _safely(task: Callable[[], Any]) -> None:
+        try:
+            task()
+        except Exception:  # noqa: BLE001 - retried on the next occasion
+            _log.exception("otel-audit alerts: %s failed", getattr(task, "__name__", task))
 
     def routes(self) -> list[Route]:
         return [

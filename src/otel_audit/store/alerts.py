@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -329,6 +330,7 @@ class AlertEngine:
         self.webhooks = webhooks
         self.notify = notify
         self.hit_retention_ns = int(hit_retention_seconds * NS)
+        self.rebuild_requested = threading.Event()
 
     def migrate(self) -> None:
         self.storage.apply_migrations("alerts", MIGRATIONS)
@@ -431,9 +433,13 @@ class AlertEngine:
             by_tenant.setdefault(event.tenant_id, []).append(event)
         for tenant_id, tenant_events in by_tenant.items():
             p = self.storage.placeholder
-            rules = self._rules(f"tenant_id = {p} AND enabled = 1", (tenant_id,))
-            if rules:
-                self.evaluate(tenant_id, self._hits(rules, tenant_events))
+            try:
+                rules = self._rules(f"tenant_id = {p} AND enabled = 1", (tenant_id,))
+                if rules:
+                    self.evaluate(tenant_id, self._hits(rules, tenant_events))
+            except Exception:
+                self.rebuild_requested.set()  # the events are stored: a rebuild from them catches up
+                raise
 
     @staticmethod
     def _hits(rules: Iterable[AlertRule], events: Iterable[StoredEvent]) -> list[_Hit]:
