@@ -115,17 +115,23 @@ def test_flask_apps_are_audited_with_no_code_change(audit_pipeline: otel_audit.A
     assert record.attributes["client.address"] == "192.0.2.1"
 
 
-def test_instrument_configures_the_audit_pipeline_from_the_environment(
+def test_the_audit_pipeline_is_configured_from_the_environment_when_the_first_app_is_audited(
     otlp_receiver: OTLPReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_AUDIT_ENDPOINT", otlp_receiver.endpoint)
+    monkeypatch.setenv("OTEL_AUDIT_PROTOCOL", "http/protobuf")
     monkeypatch.setenv("OTEL_AUDIT_FLUSH_INTERVAL", "0.05")
     monkeypatch.setenv("OTEL_AUDIT_SPOOL_DIR", str(tmp_path / "spool"))
     otel_audit.shutdown()
     with instrumented():
-        pipeline = otel_audit.current_pipeline()
-        assert pipeline is not None
-        assert pipeline.settings.endpoint == otlp_receiver.endpoint
+        assert otel_audit.current_pipeline() is None  # instrument() alone creates no spool and starts no threads
+        with serve_asgi(fastapi_app()) as base_url:
+            assert httpx.post(f"{base_url}/invoices/i-9/void").status_code == 200
+            pipeline = otel_audit.current_pipeline()
+            assert pipeline is not None
+            assert pipeline.settings.endpoint == otlp_receiver.endpoint
+            [record] = wait_for_action(otlp_receiver, "invoice.void")
+    assert record.attributes["audit.resource.id"] == "i-9"
 
 
 def test_unknown_instrument_option_is_a_clear_error() -> None:
@@ -245,7 +251,7 @@ def test_disabled_instrumentations_turns_it_off(otlp_receiver: OTLPReceiver, tmp
 
 def test_opentelemetry_instrument_audits_flask_under_prefork_gunicorn(otlp_receiver: OTLPReceiver,
                                                                       tmp_path: Path) -> None:
-    # The audit pipeline is configured in the gunicorn master (at instrument time) and used in forked workers.
+    # instrument() runs in the gunicorn master; each forked worker configures its audit pipeline on first use.
     def gunicorn(port: int) -> list[str]:
         help_text = subprocess.run([str(BIN / "gunicorn"), "--help"], capture_output=True, text=True, timeout=30,
                                    check=False).stdout

@@ -3,7 +3,10 @@
 Registered under the `opentelemetry_instrumentor` entry point as `otel_audit`, so
 `OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_audit` turns it off. instrument() patches how Starlette/FastAPI
 build their middleware stack (apps created before or after instrument() get the audit middleware on their first
-request) and how Flask apps are called; uninstrument() removes it again from the next request on.
+request) and how Flask apps are called; uninstrument() removes it again from the next request on. The audit
+pipeline is configured (from the environment, unless the app did it) when the first app is audited, in the
+process that serves it: a script that serves nothing gets no spool directory and no threads, and a pre-forking
+server configures it in each worker rather than in the master.
 """
 
 from __future__ import annotations
@@ -68,7 +71,6 @@ class AuditInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if unknown:
             raise TypeError(f"AuditInstrumentor.instrument: unknown option {unknown[0]!r} (use {sorted(OPTION_NAMES)})")
         self._options = dict(kwargs)
-        ensure_pipeline()
         if importlib.util.find_spec("starlette") is not None:
             self._patch_starlette()
         if importlib.util.find_spec("flask") is not None:
@@ -105,6 +107,7 @@ class AuditInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             def build_middleware_stack(app: Any, _original: Any = original) -> Any:
                 if is_instrumented(app):
                     return _original(app)
+                ensure_pipeline()
                 user_middleware = app.user_middleware
                 app.user_middleware = [outer, *user_middleware, inner]
                 try:
@@ -130,6 +133,7 @@ class AuditInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             if EXTENSION not in app.extensions:
                 with lock:
                     if EXTENSION not in app.extensions:
+                        ensure_pipeline()
                         instrument_flask(app, **options)
                         self._flask_apps.add(app)
             return original(app, environ, start_response)
