@@ -211,3 +211,23 @@ def test_flask_login_current_user_is_the_default_actor(audit_pipeline: otel_audi
     notified_by_ticket = {record.attributes["audit.resource.id"]: record.attributes for record in notifications}
     assert notified_by_ticket["t-1"]["user.id"] == "frank"
     assert "user.id" not in notified_by_ticket["t-2"]
+
+
+def test_strict_mode_fails_the_request_when_auditing_fails(otlp_receiver: OTLPReceiver, tmp_path: Any) -> None:
+    otel_audit.configure(endpoint=otlp_receiver.endpoint, flush_interval=0.05, spool_dir=str(tmp_path / "spool"),
+                         delivery="strict")
+    app = Flask("strict")
+
+    @app.post("/payments")
+    def pay() -> dict[str, bool]:
+        return {"paid": True}
+
+    def tenant_lookup() -> str:
+        raise LookupError("tenant directory down")
+
+    instrument_flask(app, tenant_resolver=tenant_lookup)
+    with serve_wsgi(app) as base_url:
+        assert httpx.post(f"{base_url}/payments").status_code == 500
+        [record] = wait_for_action(otlp_receiver, "payment.create")
+    assert record.attributes["audit.outcome"] == "failure"
+    assert record.attributes["error.type"] == "LookupError"
