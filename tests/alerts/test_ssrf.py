@@ -88,3 +88,18 @@ def test_delivery_time_recheck_refuses_a_destination_no_longer_allowed(storage: 
         assert "destination refused" in failed[0]["last_error"] and "loopback" in failed[0]["last_error"]
         assert receiver.answered == []
         api.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_host_allowlisted_by_name_is_reached_on_whichever_address_listens(storage: Storage, serve) -> None:
+    with WebhookReceiver() as receiver:
+        server = serve(storage, allow_hosts=("localhost",))
+        api = tenant_api(storage, server, "acme")
+        webhook = api.create_webhook(f"http://localhost:{receiver.port}/hook")
+        api.create_rule(webhook_ids=[webhook["id"]])
+        base = time.time_ns() - 600 * NS
+        api.ingest([login_event() for _ in range(5)], [base + index for index in range(5)])
+        wait_for(lambda: api.deliveries(status="delivered"), "the delivery")
+        headers = {name.lower(): value for name, value in receiver.received[0].headers.items()}
+        assert headers["host"] == f"localhost:{receiver.port}"
+        api.close()

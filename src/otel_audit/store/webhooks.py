@@ -163,12 +163,16 @@ def forbidden_reason(address: IpAddress) -> str | None:
 
 @dataclass(frozen=True)
 class Destination:
-    """A checked destination: the URL as given and the address the request must go to."""
+    """A checked destination: the URL as given and the addresses the request may go to (tried in order)."""
 
     url: str
     host: str
     port: int
-    address: str
+    addresses: tuple[str, ...]
+
+    @property
+    def address(self) -> str:
+        return self.addresses[0]
 
 
 class DestinationGuard:
@@ -235,7 +239,7 @@ class DestinationGuard:
                     )
             if scheme != "https":
                 raise DestinationError("url: must use https (plain http is only allowed for allowlisted hosts)")
-        return Destination(url=url, host=host, port=port, address=str(addresses[0]))
+        return Destination(url=url, host=host, port=port, addresses=tuple(str(address) for address in addresses))
 
 
 @dataclass(frozen=True)
@@ -517,13 +521,18 @@ class DeliveryWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._http = httpx.Client(timeout=self.settings.timeout_seconds, follow_redirects=False, trust_env=False,
-                                  headers={"user-agent": USER_AGENT})
+        self._http = self._client()
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(timeout=self.settings.timeout_seconds, follow_redirects=False, trust_env=False,
+                            headers={"user-agent": USER_AGENT})
 
     def start(self) -> None:
         if self._thread is not None:
             return
         self._stop.clear()
+        if self._http.is_closed:
+            self._http = self._client()
         self._pool = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="otel-audit-webhook")
         self._thread = threading.Thread(target=self._run, name="otel-audit-deliveries", daemon=True)
         self._thread.start()
@@ -604,9 +613,16 @@ class DeliveryWorker:
             webhook_signature.DELIVERY_HEADER: delivery_id,
             webhook_signature.EVENT_HEADER: "alert.fired",
         }
-        pinned = url.copy_with(host=destination.address)
         extensions = {"sni_hostname": destination.host} if url.scheme == "https" else {}
-        with self._http.stream("POST", pinned, content=body, headers=headers, extensions=extensions) as response:
+        for address in destination.addresses[:-1]:
+            try:
+                return self._send(url.copy_with(host=address), headers, body, extensions)
+            except httpx.ConnectError:
+                continue
+        return self._send(url.copy_with(host=destination.addresses[-1]), headers, body, extensions)
+
+    def _send(self, url: httpx.URL, headers: dict[str, str], body: bytes, extensions: dict[str, Any]) -> httpx.Response:
+        with self._http.stream("POST", url, content=body, headers=headers, extensions=extensions) as response:
             response.read()
         return response
 
