@@ -206,3 +206,23 @@ def test_cli_keys_tail_and_retention_against_a_served_database(tmp_path) -> None
         assert status == 401
     finally:
         server.stop()
+
+
+def test_serve_with_two_worker_processes_shares_one_database(tmp_path) -> None:
+    from .helpers import audit_attributes, build_request
+
+    server = ServeProcess(f"sqlite:///{tmp_path}/workers.db", "--workers", "2")
+    try:
+        uids = []
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            for _ in range(6):  # new connections spread over both workers
+                attributes = audit_attributes()
+                uids.append(attributes[semconv.LOG_RECORD_UID])
+                response = http.post("/v1/logs", content=build_request([attributes]).SerializeToString(),
+                                     headers={"authorization": f"Bearer {DEV_KEY}", "content-type": "application/x-protobuf",
+                                              "connection": "close"})
+                assert response.status_code == 200
+        with AuditClient(server.url, DEV_KEY) as client:
+            assert {event.uid for event in client.iter_events()} == set(uids)
+    finally:
+        server.stop()
