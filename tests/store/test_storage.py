@@ -241,3 +241,11 @@ def test_bad_filter_values_raise_query_errors_naming_the_parameter(params, param
     with pytest.raises(QueryError) as caught:
         EventQuery.from_params(params)
     assert caught.value.parameter == parameter
+
+
+def test_bytes_values_come_back_base64_encoded(storage: Storage) -> None:
+    attributes = audit_attributes(**{semconv.AUDIT_METADATA: {"digest": b"\x00\xffabc"}})
+    ingest(storage, [attributes])
+    event = storage.get_event("acme", attributes[semconv.LOG_RECORD_UID])
+    assert event is not None
+    assert event.attributes[semconv.AUDIT_METADATA] == {"digest": "AP9hYmM="}
