@@ -105,14 +105,14 @@ class SQLiteStorage(Storage):
     def _schema(self) -> list[str]:
         return list(_SCHEMA)
 
-    def _index_hint(self, query: EventQuery) -> str:
+    def _index_hint(self, query: EventQuery, ordered: bool = True) -> str:
         """The index of the most selective equality filter; time order otherwise (also for action prefixes,
         which then stop after one page instead of sorting every matching row). SQLite has no statistics
         unless ANALYZE ran, and guessed wrong (resource_type over resource_id) in the benchmark."""
         for column, index in _INDEX_BY_SELECTIVITY:
             if getattr(query, column) is not None:
                 return f" INDEXED BY {index}"
-        return " INDEXED BY events_tenant_time"
+        return " INDEXED BY events_tenant_time" if ordered else ""
 
     @contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:

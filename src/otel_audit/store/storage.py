@@ -162,8 +162,9 @@ class Storage(abc.ABC):
     def _lock_migrations(self, conn: Any) -> None:
         """Serialise concurrent migrations (SQLite's write transaction already does)."""
 
-    def _index_hint(self, query: EventQuery) -> str:
-        """Text after `FROM events` steering the planner to an index (PostgreSQL's statistics-based planner needs none)."""
+    def _index_hint(self, query: EventQuery, ordered: bool = True) -> str:
+        """Text after `FROM events` steering the planner to an index for a newest-first page (`ordered`) or a
+        count (PostgreSQL's statistics-based planner needs none)."""
         return ""
 
     # events -----------------------------------------------------------------------------------------------
@@ -227,7 +228,8 @@ class Storage(abc.ABC):
         """How many of the tenant's events match `query` (cursor and limit ignored)."""
         where, params = self._where(tenant_id, query)
         with self.read() as conn:
-            return int(conn.execute(f"SELECT COUNT(*) FROM events WHERE {where}", params).fetchone()[0])
+            sql = f"SELECT COUNT(*) FROM events{self._index_hint(query, ordered=False)} WHERE {where}"
+            return int(conn.execute(sql, params).fetchone()[0])
 
     def get_event(self, tenant_id: str, uid: str) -> StoredEvent | None:
         """The tenant's event with this `log.record.uid`, or None."""
