@@ -7,6 +7,7 @@ import time
 import pytest
 
 from otel_audit.store import Storage
+from otel_audit.store.events import format_time
 
 from .conftest import Served, tenant_api
 from .helpers import NS, SEED_RULE, login_event, wait_for
@@ -127,3 +128,18 @@ def test_a_failed_evaluation_is_caught_up_from_the_stored_events(served: Served,
     assert failures == [5]
     alerts = wait_for(served.acme.alerts, "the rebuild to fire the alert")
     assert len(alerts) == 1 and alerts[0]["count"] == 5
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_new_rule_fires_at_the_first_window_of_the_stored_history(served: Served) -> None:
+    base = time.time_ns() - 900 * NS
+    early = [base + index * NS for index in range(5)]
+    others = [base + 10 * NS + index for index in range(1000)]
+    late = [base + (100 + index) * NS for index in range(5)]
+    served.acme.ingest([login_event("mallory") for _ in early], early)
+    served.acme.ingest([login_event(f"user-{index}") for index in range(len(others))], others)
+    served.acme.ingest([login_event("mallory") for _ in late], late)
+    served.acme.create_rule()
+    alerts = served.acme.alerts()
+    assert len(alerts) == 1
+    assert alerts[0]["window_end"] == format_time(early[-1]) and alerts[0]["group"] == {"user.id": "mallory"}

@@ -14,6 +14,7 @@ holds `count` matching events not older than the previous firing, and T is at le
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -298,6 +299,19 @@ class _Hit:
     time_unix_nano: int
 
 
+def _insert_hits(conn: Any, p: str, hits: Sequence[_Hit]) -> None:
+    """Record hits (in key order, so concurrent writers never deadlock); already recorded ones are skipped."""
+    conn.cursor().executemany(
+        f"INSERT INTO alert_hits (rule_id, uid, group_key, time_unix_nano) VALUES ({p}, {p}, {p}, {p})"
+        " ON CONFLICT (rule_id, uid) DO NOTHING",
+        sorted((hit.rule.rule_id, hit.uid, hit.group_key, hit.time_unix_nano) for hit in hits),
+    )
+
+
+def _hit_time(hit: _Hit) -> int:
+    return hit.time_unix_nano
+
+
 def find_firings(hits: Sequence[tuple[int, str]], threshold: int, window_ns: int, last_fired: int, quiet_until: int,
                  cooldown_ns: int) -> list[tuple[int, list[tuple[int, str]]]]:
     """The firings within time-sorted (time, uid) hits: [(window end T, hits in (T - window, T])]."""
@@ -467,11 +481,7 @@ class AlertEngine:
         fired = queued = 0
         p = self.storage.placeholder
         with self.storage.transaction() as conn:
-            conn.cursor().executemany(
-                f"INSERT INTO alert_hits (rule_id, uid, group_key, time_unix_nano) VALUES ({p}, {p}, {p}, {p})"
-                " ON CONFLICT (rule_id, uid) DO NOTHING",
-                sorted((hit.rule.rule_id, hit.uid, hit.group_key, hit.time_unix_nano) for hit in hits),
-            )
+            _insert_hits(conn, p, hits)
             for rule_id in sorted(by_rule):
                 rule, groups = by_rule[rule_id]
                 for rule_fired, rule_queued in self._evaluate_rule(conn, rule, groups):
@@ -581,20 +591,33 @@ class AlertEngine:
         return self.webhooks.enqueue(conn, rule.tenant_id, webhook_ids, alert_id, body)
 
     def rebuild_rule(self, rule: AlertRule, now_unix_nano: int | None = None) -> int:
-        """Rebuild a rule's windows from stored events of the last window + retention, firing what they complete."""
+        """Rebuild a rule's windows from stored events of the last window + retention, firing what they complete.
+
+        All hits are recorded first, then each group is evaluated once over its whole span, so the alert fires at
+        the first qualifying window whatever order the events are read in.
+        """
         now = time.time_ns() if now_unix_nano is None else now_unix_nano
         since = now - max(rule.condition.window_ns, rule.cooldown_ns) - self.hit_retention_ns
         action, prefix = rule.condition.action_query
         query = EventQuery(action=action, action_prefix=prefix, outcome=rule.condition.outcome, since=max(since, 0))
-        fired = 0
+        bounds: dict[str, tuple[_Hit, _Hit]] = {}
         batch: list[StoredEvent] = []
-        for event in self.storage.iterate(rule.tenant_id, query):
-            batch.append(event)
-            if len(batch) >= 1000:
-                fired += self.evaluate(rule.tenant_id, self._hits([rule], batch))
+        for event in itertools.chain(self.storage.iterate(rule.tenant_id, query), [None]):
+            if event is not None:
+                batch.append(event)
+            if len(batch) >= 1000 or (event is None and batch):
+                hits = self._hits([rule], batch)
+                self._record(hits)
+                for hit in hits:
+                    first, last = bounds.get(hit.group_key, (hit, hit))
+                    bounds[hit.group_key] = (min(first, hit, key=_hit_time), max(last, hit, key=_hit_time))
                 batch = []
-        fired += self.evaluate(rule.tenant_id, self._hits([rule], batch))
-        return fired
+        return self.evaluate(rule.tenant_id, [hit for pair in bounds.values() for hit in pair])
+
+    def _record(self, hits: Sequence[_Hit]) -> None:
+        p = self.storage.placeholder
+        with self.storage.transaction() as conn:
+            _insert_hits(conn, p, hits)
 
     def rebuild(self) -> int:
         """Rebuild every enabled rule's windows (at startup: nothing ingested before a crash is forgotten)."""
