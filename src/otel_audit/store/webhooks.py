@@ -455,6 +455,16 @@ class WebhookRegistry:
             ).fetchall()
         return [Delivery(*row) for row in rows]
 
+    def has_due(self) -> bool:
+        """Whether any delivery is due now (a read, so idle polling never takes the write lock)."""
+        p = self.storage.placeholder
+        with self.storage.read() as conn:
+            row = conn.execute(
+                f"SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_unix_nano <= {p} LIMIT 1",
+                (time.time_ns(),),
+            ).fetchone()
+        return row is not None
+
     def claim(self, batch: int = 20) -> list[tuple[str, str, str, str, int, int]]:
         """Take up to `batch` due deliveries: (id, tenant, webhook, body, attempts so far incl. this, max)."""
         p = self.storage.placeholder
@@ -565,6 +575,8 @@ class DeliveryWorker:
 
     def run_once(self) -> int:
         """Claim and post one batch of due deliveries; returns how many were attempted."""
+        if not self.registry.has_due():
+            return 0
         claimed = self.registry.claim(batch=self.settings.concurrency * 4)
         if not claimed:
             return 0
