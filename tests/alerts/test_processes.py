@@ -41,7 +41,7 @@ def two_stores(postgres_cluster: PostgresCluster) -> Iterator[list[str]]:
             ))
             urls.append(f"http://127.0.0.1:{port}")
         for base in urls:
-            wait_for(lambda base=base: _ready(base), f"{base} to be ready", timeout=30, interval=0.1)
+            wait_for(lambda base=base: _ready(base), f"{base} to be ready", timeout=60, interval=0.1)
         yield urls
     finally:
         for process in processes:
