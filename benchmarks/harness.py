@@ -49,6 +49,7 @@ class Target:
     value: float
 
     def met(self, figure: float) -> bool:
+        """Whether a median meets the target."""
         return figure <= self.value if self.op == "<=" else figure >= self.value
 
 
@@ -100,7 +101,8 @@ def parse_result_line(stdout: str) -> Metrics:
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             document = json.loads(line[len(RESULT_PREFIX) :])
-            return {key: float(value) for key, value in document.items() if isinstance(value, (int, float))}
+            return {key: float(value) for key, value in document.items()
+                    if isinstance(value, (int, float)) and not isinstance(value, bool)}
     raise ResultFormatError(f"no {RESULT_PREFIX.strip()} line in the output")
 
 
