@@ -7,19 +7,15 @@ and is isolated between concurrent tasks and threads, exactly like OpenTelemetry
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import NamedTuple
 
 from .model import Actor, AuditEventError
 
 _UNSET = object()
 
 
-@dataclass(frozen=True, slots=True)
-class AuditContext:
-    """The ambient values an event inherits when emit() is not given them."""
+class AuditContext(NamedTuple):
+    """The ambient values an event inherits when emit() is not given them (a tuple: cheap to build per request)."""
 
     actor: Actor | None = None
     tenant_id: str | None = None
@@ -39,40 +35,48 @@ def current_audit_context() -> AuditContext:
     return _current.get()
 
 
-@contextmanager
-def audit_context(
-    *,
-    actor: Actor | str | None = _UNSET,  # type: ignore[assignment]
-    tenant: str | None = _UNSET,  # type: ignore[assignment]
-    request_id: str | None = _UNSET,  # type: ignore[assignment]
-    session_id: str | None = _UNSET,  # type: ignore[assignment]
-    impersonator: str | None = _UNSET,  # type: ignore[assignment]
-    client_address: str | None = _UNSET,  # type: ignore[assignment]
-    user_agent: str | None = _UNSET,  # type: ignore[assignment]
-) -> Iterator[AuditContext]:
-    """Set audit context for the block; a string actor means Actor(id=...). Pass None to clear an inherited value."""
-    changes: dict[str, Any] = {
-        name: value
-        for name, value in (
-            ("actor", Actor(id=actor) if isinstance(actor, str) else actor),
-            ("tenant_id", tenant),
-            ("request_id", request_id),
-            ("session_id", session_id),
-            ("impersonator_id", impersonator),
-            ("client_address", client_address),
-            ("user_agent", user_agent),
+_make_context = AuditContext._make
+_FIELDS = ("actor", "tenant_id", "request_id", "session_id", "impersonator_id", "client_address", "user_agent")
+
+
+class audit_context:  # noqa: N801 - used like a function: `with audit_context(actor=...):`
+    """Set audit context for a `with` block; a string actor means Actor(id=...). Pass None to clear an inherited
+    value. A class rather than a generator so entering it costs little on every request."""
+
+    __slots__ = ("_changes", "_token", "context")
+
+    def __init__(
+        self,
+        *,
+        actor: Actor | str | None = _UNSET,  # type: ignore[assignment]
+        tenant: str | None = _UNSET,  # type: ignore[assignment]
+        request_id: str | None = _UNSET,  # type: ignore[assignment]
+        session_id: str | None = _UNSET,  # type: ignore[assignment]
+        impersonator: str | None = _UNSET,  # type: ignore[assignment]
+        client_address: str | None = _UNSET,  # type: ignore[assignment]
+        user_agent: str | None = _UNSET,  # type: ignore[assignment]
+    ) -> None:
+        if isinstance(actor, str):
+            actor = Actor(id=actor)
+        elif actor is not _UNSET and actor is not None and not isinstance(actor, Actor):
+            raise AuditEventError("actor", f"must be an Actor or a string id, got {type(actor).__name__}")
+        values = (actor, tenant, request_id, session_id, impersonator, client_address, user_agent)
+        for name, value in zip(_FIELDS[1:], values[1:]):
+            if value is not _UNSET and value is not None and type(value) is not str:
+                raise AuditEventError(name, f"must be a string, got {type(value).__name__}")
+        self._changes = values
+        self._token: contextvars.Token[AuditContext] | None = None
+        self.context = EMPTY_CONTEXT
+
+    def __enter__(self) -> AuditContext:
+        outer = _current.get()
+        self.context = _make_context(
+            [inherited if value is _UNSET else value for inherited, value in zip(outer, self._changes)]
         )
-        if value is not _UNSET
-    }
-    for name, value in changes.items():
-        if name == "actor":
-            if value is not None and not isinstance(value, Actor):
-                raise AuditEventError("actor", f"must be an Actor or a string id, got {type(value).__name__}")
-        elif value is not None and not isinstance(value, str):
-            raise AuditEventError(name, f"must be a string, got {type(value).__name__}")
-    new_context = replace(_current.get(), **changes)
-    token = _current.set(new_context)
-    try:
-        yield new_context
-    finally:
-        _current.reset(token)
+        self._token = _current.set(self.context)
+        return self.context
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
