@@ -13,17 +13,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .alerts import AlertEngine, RuleError
+from .app import ApiError, StoreApp
 from .webhooks import DELIVERY_STATUSES, DeliveryWorker, DestinationError, WebhookRegistry, WebhookSettings
-
-if TYPE_CHECKING:
-    from .app import StoreApp
 
 MAX_JSON_BYTES = 64 << 10
 MAX_ID_LENGTH = 64
@@ -31,28 +29,22 @@ HOUSEKEEPING_SECONDS = 300.0
 _log = logging.getLogger(__name__)
 
 
-def _api_error(status: int, code: str, message: str, parameter: str | None = None) -> Exception:
-    from .app import ApiError
-
-    return ApiError(status, code, message, parameter)
-
-
 async def _json_body(request: Request) -> Any:
     body = await request.body()
     if len(body) > MAX_JSON_BYTES:
-        raise _api_error(413, "body_too_large", f"request body exceeds {MAX_JSON_BYTES} bytes")
+        raise ApiError(413, "body_too_large", f"request body exceeds {MAX_JSON_BYTES} bytes")
     try:
         return json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError):
-        raise _api_error(400, "malformed_json", "body must be valid JSON") from None
+        raise ApiError(400, "malformed_json", "body must be valid JSON") from None
 
 
 def _object(payload: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(payload, dict):
-        raise _api_error(400, "malformed_json", "body must be a JSON object")
+        raise ApiError(400, "malformed_json", "body must be a JSON object")
     unknown = sorted(set(payload) - set(allowed))
     if unknown:
-        raise _api_error(400, "bad_parameter", f"{unknown[0]}: unknown field (allowed: {', '.join(allowed)})",
+        raise ApiError(400, "bad_parameter", f"{unknown[0]}: unknown field (allowed: {', '.join(allowed)})",
                          unknown[0])
     return payload
 
@@ -60,7 +52,7 @@ def _object(payload: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
 def _path_id(request: Request, name: str) -> str:
     value = str(request.path_params[name])
     if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
-        raise _api_error(404, "not_found", f"no such {name.removesuffix('_id')}")
+        raise ApiError(404, "not_found", f"no such {name.removesuffix('_id')}")
     return value
 
 
@@ -68,19 +60,19 @@ def _query(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
     params = request.query_params
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise _api_error(400, "bad_parameter", f"{unknown[0]}: unknown parameter (allowed: {', '.join(allowed)})",
+        raise ApiError(400, "bad_parameter", f"{unknown[0]}: unknown parameter (allowed: {', '.join(allowed)})",
                          unknown[0])
     values: dict[str, str] = {}
     for name in params:
         items = params.getlist(name)
         if len(items) > 1:
-            raise _api_error(400, "bad_parameter", f"{name}: given more than once", name)
+            raise ApiError(400, "bad_parameter", f"{name}: given more than once", name)
         if not items[0] or len(items[0]) > MAX_ID_LENGTH or not items[0].isprintable():
-            raise _api_error(400, "bad_parameter", f"{name}: 1-{MAX_ID_LENGTH} printable characters", name)
+            raise ApiError(400, "bad_parameter", f"{name}: 1-{MAX_ID_LENGTH} printable characters", name)
         values[name] = items[0]
     limit = values.get("limit", "100")
     if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-        raise _api_error(400, "bad_parameter", "limit: must be an integer 1-1000", "limit")
+        raise ApiError(400, "bad_parameter", "limit: must be an integer 1-1000", "limit")
     values["limit"] = limit
     return values
 
@@ -162,16 +154,16 @@ class Alerting:
         key = await self.store._authorize(request, "admin")
         payload = _object(await _json_body(request), ("url", "secret", "description"))
         if "url" not in payload:
-            raise _api_error(400, "bad_parameter", "url: is required", "url")
+            raise ApiError(400, "bad_parameter", "url: is required", "url")
         try:
             webhook, secret = await self.store._call(
                 self.webhooks.create, key.tenant_id, payload["url"], payload.get("secret"),
                 payload.get("description", ""),
             )
         except DestinationError as exc:
-            raise _api_error(400, "bad_destination", str(exc), "url") from None
+            raise ApiError(400, "bad_destination", str(exc), "url") from None
         except ValueError as exc:
-            raise _api_error(400, "bad_parameter", str(exc), str(exc).split(":", 1)[0]) from None
+            raise ApiError(400, "bad_parameter", str(exc), str(exc).split(":", 1)[0]) from None
         return JSONResponse({**webhook.to_json(), "secret": secret}, status_code=201)
 
     async def list_webhooks(self, request: Request) -> Response:
@@ -183,7 +175,7 @@ class Alerting:
         key = await self.store._authorize(request, "admin")
         webhook = await self.store._call(self.webhooks.get, key.tenant_id, _path_id(request, "webhook_id"))
         if webhook is None:
-            raise _api_error(404, "not_found", "no such webhook")
+            raise ApiError(404, "not_found", "no such webhook")
         return JSONResponse(webhook.to_json())
 
     async def delete_webhook(self, request: Request) -> Response:
@@ -193,9 +185,9 @@ class Alerting:
         users = await self.store._call(self.engine.rules_using_webhook, key.tenant_id, webhook_id)
         if users:
             names = ", ".join(rule.rule_id for rule in users[:5])
-            raise _api_error(409, "in_use", f"webhook is used by alert rules {names}; remove it from them first")
+            raise ApiError(409, "in_use", f"webhook is used by alert rules {names}; remove it from them first")
         if not await self.store._call(self.webhooks.delete, key.tenant_id, webhook_id):
-            raise _api_error(404, "not_found", "no such webhook")
+            raise ApiError(404, "not_found", "no such webhook")
         return JSONResponse({"id": webhook_id, "deleted": True})
 
     async def rotate_secret(self, request: Request) -> Response:
@@ -207,9 +199,9 @@ class Alerting:
             rotated = await self.store._call(self.webhooks.rotate_secret, key.tenant_id,
                                              _path_id(request, "webhook_id"), payload.get("secret"))
         except ValueError as exc:
-            raise _api_error(400, "bad_parameter", str(exc), "secret") from None
+            raise ApiError(400, "bad_parameter", str(exc), "secret") from None
         if rotated is None:
-            raise _api_error(404, "not_found", "no such webhook")
+            raise ApiError(404, "not_found", "no such webhook")
         webhook, secret = rotated
         grace = self.webhooks.settings.secret_grace_seconds
         return JSONResponse({**webhook.to_json(), "secret": secret, "previous_secret_valid_seconds": grace})
@@ -219,7 +211,7 @@ class Alerting:
         key = await self.store._authorize(request, "read")
         params = _query(request, ("webhook_id", "alert_id", "status", "limit", "before"))
         if params.get("status") not in (None, *DELIVERY_STATUSES):
-            raise _api_error(400, "bad_parameter", f"status: one of {', '.join(DELIVERY_STATUSES)}", "status")
+            raise ApiError(400, "bad_parameter", f"status: one of {', '.join(DELIVERY_STATUSES)}", "status")
         limit = int(params["limit"])
         found = await self.store._call(lambda: self.webhooks.deliveries(
             key.tenant_id, webhook_id=params.get("webhook_id"), alert_id=params.get("alert_id"),
@@ -229,8 +221,8 @@ class Alerting:
 
     # rules ------------------------------------------------------------------------------------------------
 
-    def _rule_error(self, exc: RuleError) -> Exception:
-        return _api_error(400, "invalid_rule", str(exc), exc.field)
+    def _rule_error(self, exc: RuleError) -> ApiError:
+        return ApiError(400, "invalid_rule", str(exc), exc.field)
 
     async def create_rule(self, request: Request) -> Response:
         """POST /v1/alert-rules: validate (400 naming the field) and store a rule."""
@@ -251,7 +243,7 @@ class Alerting:
         key = await self.store._authorize(request, "read")
         rule = await self.store._call(self.engine.get_rule, key.tenant_id, _path_id(request, "rule_id"))
         if rule is None:
-            raise _api_error(404, "not_found", "no such rule")
+            raise ApiError(404, "not_found", "no such rule")
         return JSONResponse(rule.to_json())
 
     async def _update(self, request: Request, partial: bool) -> Response:
@@ -264,7 +256,7 @@ class Alerting:
         except RuleError as exc:
             raise self._rule_error(exc) from None
         if rule is None:
-            raise _api_error(404, "not_found", "no such rule")
+            raise ApiError(404, "not_found", "no such rule")
         return JSONResponse(rule.to_json())
 
     async def replace_rule(self, request: Request) -> Response:
@@ -279,7 +271,7 @@ class Alerting:
         key = await self.store._authorize(request, "admin")
         rule_id = _path_id(request, "rule_id")
         if not await self.store._call(self.engine.delete_rule, key.tenant_id, rule_id):
-            raise _api_error(404, "not_found", "no such rule")
+            raise ApiError(404, "not_found", "no such rule")
         return JSONResponse({"id": rule_id, "deleted": True})
 
     # alerts -----------------------------------------------------------------------------------------------
@@ -300,7 +292,7 @@ class Alerting:
         alert_id = _path_id(request, "alert_id")
         alert = await self.store._call(self.engine.get_alert, key.tenant_id, alert_id)
         if alert is None:
-            raise _api_error(404, "not_found", "no such alert")
+            raise ApiError(404, "not_found", "no such alert")
         deliveries = await self.store._call(lambda: self.webhooks.deliveries(key.tenant_id, alert_id=alert_id))
         return JSONResponse({**alert, "deliveries": [item.to_json() for item in deliveries]})
 
