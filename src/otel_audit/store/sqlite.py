@@ -67,6 +67,7 @@ _SCHEMA = [
 ]
 
 
+CHECKPOINT_INTERVAL = 1.0
 _INDEX_BY_SELECTIVITY = (
     ("resource_id", "events_tenant_resource_id"),
     ("actor_id", "events_tenant_actor"),
@@ -92,6 +93,20 @@ class SQLiteStorage(Storage):
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all = [self._writer]
         self._all_lock = threading.Lock()
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")
+        self._closed = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="otel-audit-sqlite-checkpoint",
+                                              daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL back into the database off the ingest path (PASSIVE: never blocks the writer)."""
+        conn = self._connect()
+        try:
+            while not self._closed.wait(CHECKPOINT_INTERVAL):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -172,6 +187,8 @@ class SQLiteStorage(Storage):
         return fresh
 
     def close(self) -> None:
+        self._closed.set()
+        self._checkpointer.join(timeout=30)
         with self._all_lock:
             for conn in self._all:
                 conn.close()
