@@ -44,6 +44,7 @@ MAX_TEXT_LENGTH = 1024
 MAX_WEBHOOKS_PER_RULE = 20
 MAX_EVENT_IDS = 1000
 _KEY_CHUNK = 500
+_PARSED_RULES_CACHE = 10_000
 NS = 1_000_000_000
 RULE_FIELDS = ("name", "type", "condition", "severity", "webhook_ids", "cooldown_seconds", "enabled", "description")
 CONDITION_FIELDS = ("action", "outcome", "attributes", "count", "window_seconds", "group_by")
@@ -345,6 +346,7 @@ class AlertEngine:
         self.notify = notify
         self.hit_retention_ns = int(hit_retention_seconds * NS)
         self.rebuild_requested = threading.Event()
+        self._parsed: dict[tuple[str, str, int], AlertRule] = {}
 
     def migrate(self) -> None:
         self.storage.apply_migrations("alerts", MIGRATIONS)
@@ -374,8 +376,15 @@ class AlertEngine:
         return rule
 
     def _rule_from_row(self, row: Sequence[Any]) -> AlertRule:
+        """The parsed rule of a row (cached by id and spec text: ingest reads the rules on every batch)."""
         rule_id, tenant_id, _, spec, created, updated = row
-        return parse_rule(json.loads(spec), rule_id, tenant_id, created, updated)
+        key = (rule_id, spec, updated)
+        rule = self._parsed.get(key)
+        if rule is None:
+            if len(self._parsed) >= _PARSED_RULES_CACHE:
+                self._parsed.clear()
+            rule = self._parsed[key] = parse_rule(json.loads(spec), rule_id, tenant_id, created, updated)
+        return rule
 
     def _rules(self, where: str, params: Sequence[Any]) -> list[AlertRule]:
         with self.storage.read() as conn:
