@@ -237,8 +237,8 @@ def run(backend: str, events: int, rounds: int, http: int) -> None:
             for workers in (1, 2) if http else ():
                 rate = http_ingest(url, http, clients=2 * workers, workers=workers)
                 print(f"== {backend}: OTLP/HTTP ingest through `otel-audit serve --workers {workers}` "
-                      f"({2 * workers} clients, protobuf, 512/batch): {rate:,.0f} ev/s "
-                      f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+                      f"({2 * workers} clients, protobuf, 512/batch, load average {os.getloadavg()[0]:.1f}): "
+                      f"{rate:,.0f} ev/s", flush=True)
         finally:
             if cluster is not None:
                 cluster.stop()
