@@ -185,8 +185,11 @@ def attributes_to_event(attributes: Mapping[str, Any]) -> AuditEvent:
         resource = Resource(
             type=attributes[AUDIT_RESOURCE_TYPE], id=get(AUDIT_RESOURCE_ID), name=get(AUDIT_RESOURCE_NAME)
         )
+    raw_changes = get(AUDIT_CHANGES) or {}
+    if not isinstance(raw_changes, Mapping):
+        raise AuditEventError(AUDIT_CHANGES, "must be a map of field -> {old, new}")
     changes = {}
-    for name, change in (get(AUDIT_CHANGES) or {}).items():
+    for name, change in raw_changes.items():
         if not isinstance(change, Mapping):
             raise AuditEventError(f"{AUDIT_CHANGES}.{name}", "must be a map with 'old' and 'new'")
         changes[name] = Change(_plain(change.get("old")), _plain(change.get("new")))

@@ -88,6 +88,12 @@ def test_reverse_mapping_rejects_garbage_naming_the_attribute() -> None:
         semconv.attributes_to_event({"audit.action": "a.b", "audit.changes": {"x": "oops"}})
     assert raised.value.field == "audit.changes.x"
     with pytest.raises(AuditEventError) as raised:
+        semconv.attributes_to_event({"audit.action": "a.b", "audit.changes": 7})
+    assert raised.value.field == "audit.changes"
+    with pytest.raises(AuditEventError) as raised:
+        semconv.attributes_to_event({"audit.action": "a.b", "audit.metadata": [1]})
+    assert raised.value.field == "audit.metadata"
+    with pytest.raises(AuditEventError) as raised:
         semconv.attributes_to_event({"audit.outcome": "success"})
     assert raised.value.field == "action"
 
