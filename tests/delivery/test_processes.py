@@ -95,7 +95,10 @@ def test_200000_event_burst_loses_nothing(receiver, spool_dir) -> None:
 
 def serve_and_hit(command: list[str], port: int, receiver: OTLPReceiver, env: dict[str, str]) -> tuple[set[str], Counter[int]]:
     """Start a server, send requests until both workers answered, return the uids it reported and requests per pid."""
-    server = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log_path = Path(env["OTEL_AUDIT_SPOOL_DIR"]).parent / "server.log"
+    # stderr goes to a file: a pipe nobody reads would block a chatty worker once its buffer fills
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=log, text=True)
     uids: set[str] = set()
     pids: Counter[int] = Counter()
     try:
@@ -108,7 +111,12 @@ def serve_and_hit(command: list[str], port: int, receiver: OTLPReceiver, env: di
             pids[int(pid)] += 1
             if len(pids) >= 2 and sum(pids.values()) >= 40:
                 break
-        assert wait_until(lambda: len(receiver.records) >= len(uids) + 1, 30), (len(receiver.records), len(uids), pids)
+        if not wait_until(lambda: len(receiver.records) >= len(uids) + 1, 30):
+            for pid in pids:  # the app registers faulthandler on SIGUSR1: every thread's stack goes to the log
+                os.kill(pid, signal.SIGUSR1)
+            time.sleep(1)
+            arrived = Counter(record.attributes["audit.metadata"]["pid"] for record in receiver.records)
+            raise AssertionError(f"sent per pid {dict(pids)}, arrived per pid {dict(arrived)}\n{log_path.read_text()[-20000:]}")
     finally:
         server.send_signal(signal.SIGTERM)
         try:

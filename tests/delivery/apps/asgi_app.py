@@ -3,10 +3,15 @@ OTEL_AUDIT_ENDPOINT / OTEL_AUDIT_SPOOL_DIR and audits every request with its pid
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
+import sys
 from typing import Any
 
 import otel_audit
+
+faulthandler.register(signal.SIGUSR1, all_threads=True, file=sys.stderr)
 
 otel_audit.configure(service_name="asgi-app", flush_interval=0.05, redaction=False)
 audit = otel_audit.get_audit_logger("asgi-app")
