@@ -197,7 +197,8 @@ def run_benchmark(
         return {"title": bench.title, "status": "not measured yet", "reason": reason, "figures": [], "ratios": []}
     if size not in bench.sizes:
         return {"title": bench.title, "status": "not run at this size", "figures": [], "ratios": [],
-                "reason": f"not part of a {size} run; `python -m benchmarks --only {bench.name}` measures it"}
+                "reason": f"not part of a {size} run; `python -m benchmarks{' --quick' if size == 'quick' else ''} "
+                          f"--only {bench.name}` measures it"}
     samples: dict[str, list[Metrics | None]] = {variant: [] for variant in bench.variants}
     errors: list[dict[str, Any]] = []
     started = time.monotonic()
