@@ -164,8 +164,8 @@ class DurableLogRecordProcessor(LogRecordProcessor):
             except Exception:  # noqa: BLE001 - the exporter thread must outlive any single failure
                 _log.exception("otel-audit: delivery error; the records stay spooled and are retried")
                 self._inflight_since = 0
-                if not self._pause(self.retry_max):
-                    break
+                if self._stopping or not self._pause(self.retry_max):
+                    break  # at shutdown an unexpected error ends the drain; the spool keeps the records for the next start
             now = time.monotonic()
             if now >= next_sync:
                 next_sync = now + self.settings.flush_interval
