@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup services demo test bench
+.PHONY: setup services demo test bench bench-full
 
 setup: $(VENV)/.installed
 
@@ -26,4 +26,10 @@ test: setup services
 	$(PY) -m pytest
 
 bench: setup services
+	command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 	$(PY) -m benchmarks --quick
+	$(PY) -m benchmarks --quick --only fastapi
+
+bench-full: setup services
+	command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
+	$(PY) -m benchmarks
