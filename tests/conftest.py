@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,32 @@ def _no_pipeline_leaks() -> Iterator[None]:
     """Each test starts and ends without a configured audit pipeline."""
     yield
     otel_audit.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[object]:
+    """One throwaway PostgreSQL server for the whole session (initdb in a temporary directory, 127.0.0.1)."""
+    from otel_audit.store.pgcluster import PostgresCluster, PostgresUnavailable
+
+    try:
+        cluster = PostgresCluster(durable=False)
+    except PostgresUnavailable as exc:
+        pytest.skip(f"{exc}")
+    with cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def new_postgres_database(postgres_cluster) -> Callable[[], str]:
+    """Create a fresh database on the session's PostgreSQL server and return its URL, one per call."""
+    import psycopg
+
+    numbers = itertools.count()
+
+    def create() -> str:
+        name = f"test_{next(numbers)}"
+        with psycopg.connect(postgres_cluster.url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return postgres_cluster.url.rsplit("/", 1)[0] + "/" + name
+
+    return create

@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import psycopg
 import pytest
 
 from otel_audit.store import Storage, create_app, create_key, open_storage
-from otel_audit.store.pgcluster import PostgresCluster, PostgresUnavailable
 from otel_audit.store.webhooks import WebhookSettings
 
 from .helpers import Api, StoreServer, WebhookReceiver
 
-_databases = itertools.count()
 FAST = {"backoff_seconds": 0.05, "max_backoff_seconds": 0.2, "poll_seconds": 0.05, "timeout_seconds": 5.0}
-
-
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    """One PostgreSQL server for the alert tests (initdb in a temporary directory, 127.0.0.1, free port)."""
-    try:
-        cluster = PostgresCluster(durable=False)
-    except PostgresUnavailable as exc:
-        pytest.skip(f"{exc}")
-    with cluster:
-        yield cluster
-
-
-def postgres_url(cluster: PostgresCluster) -> str:
-    """A fresh database on the cluster."""
-    name = f"alerts_{next(_databases)}"
-    with psycopg.connect(cluster.url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return cluster.url.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -43,7 +20,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
     """The URL of a fresh database: the tests run on SQLite and on PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/store.db"
-    return postgres_url(request.getfixturevalue("postgres_cluster"))
+    return request.getfixturevalue("new_postgres_database")()
 
 
 @pytest.fixture

@@ -9,25 +9,23 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
 from otel_audit import webhook_signature
 from otel_audit.store import create_key, open_storage
-from otel_audit.store.pgcluster import PostgresCluster
 
-from .conftest import postgres_url
 from .helpers import NS, Api, WebhookReceiver, free_port, login_event, wait_for
 
 DEV_KEY = "alerts-dev-key-0123456789"
 
 
 @pytest.fixture
-def two_stores(postgres_cluster: PostgresCluster) -> Iterator[list[str]]:
+def two_stores(new_postgres_database: Callable[[], str]) -> Iterator[list[str]]:
     """Two store processes on one fresh PostgreSQL database; their base URLs."""
-    url = postgres_url(postgres_cluster)
+    url = new_postgres_database()
     env = {**os.environ, "OTEL_AUDIT_WEBHOOK_BACKOFF_SECONDS": "0.05", "OTEL_AUDIT_WEBHOOK_MAX_BACKOFF_SECONDS": "0.2"}
     allow_by = [({"OTEL_AUDIT_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}, []), ({}, ["--webhook-allow-host", "127.0.0.1"])]
     processes, urls = [], []

@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from otel_audit.store import Storage, create_app, create_key, open_storage
-from otel_audit.store.pgcluster import PostgresCluster, PostgresUnavailable
 
 from .helpers import ServerThread
-
-_databases = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    """One PostgreSQL server for the session (initdb in a temporary directory, 127.0.0.1, free port)."""
-    try:
-        cluster = PostgresCluster(durable=False)
-    except PostgresUnavailable as exc:
-        pytest.skip(f"{exc}")
-    with cluster:
-        yield cluster
-
-
-def _postgres_url(cluster: PostgresCluster) -> str:
-    name = f"test_{next(_databases)}"
-    with psycopg.connect(cluster.url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return cluster.url.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -40,7 +17,7 @@ def storage(request: pytest.FixtureRequest, tmp_path) -> Iterator[Storage]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/store.db"
     else:
-        url = _postgres_url(request.getfixturevalue("postgres_cluster"))
+        url = request.getfixturevalue("new_postgres_database")()
     store = open_storage(url)
     yield store
     store.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 
 import pytest
@@ -133,7 +135,11 @@ def test_cursor_pagination_visits_every_event_once_in_order(populated: Storage) 
     cursor = populated.search("acme", EventQuery(limit=1)).next_cursor
     assert cursor is not None
     token = cursor.encode(populated.tokens)
-    assert str(cursor.seq) not in token and str(cursor.time_unix_nano) not in token
+    # sealed, not encoded: the token's bytes are not the cursor's integers (a digit-string check would pass or
+    # fail by chance on a random-looking token)
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    plain = {struct.pack(">QQ", cursor.time_unix_nano, cursor.seq), struct.pack(">QQ", cursor.seq, cursor.time_unix_nano)}
+    assert len(raw) == 16 and raw not in plain
     assert EventQuery.from_params({"cursor": token}, tokens=populated.tokens).cursor == cursor
 
 
