@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+# urllib3 looks the idna codec up lazily, on the first connection. If a fork (gunicorn --preload) catches the
+# parent's exporter thread inside that import, the child's import fails and the codec registry caches the miss for
+# good: every send of that worker then fails with "unknown encoding: idna". Importing it here, before any exporter
+# thread exists, closes that window.
+import encodings.idna  # noqa: F401
 import gzip
 import json
 import time
