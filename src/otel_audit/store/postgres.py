@@ -14,7 +14,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .events import StoredEvent
-from .storage import EVENT_COLUMNS, Storage, StorageError, event_row
+from .storage import EVENT_COLUMNS, Storage, StorageError, event_row, shared_schema
 
 _COLUMNS = ", ".join(EVENT_COLUMNS)
 _MIGRATION_LOCK = 0x6F7465_6C61  # pg_advisory_xact_lock key serialising schema migrations
@@ -45,22 +45,7 @@ _EVENT_COLUMN_TYPES = """
 
 _SCHEMA = [
     f"CREATE TABLE events (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {_EVENT_COLUMN_TYPES})",
-    "CREATE UNIQUE INDEX events_tenant_uid ON events (tenant_id, uid)",
-    "CREATE INDEX events_tenant_time ON events (tenant_id, time_unix_nano, seq)",
-    "CREATE INDEX events_tenant_action ON events (tenant_id, action, time_unix_nano, seq)",
-    "CREATE INDEX events_tenant_actor ON events (tenant_id, actor_id, time_unix_nano, seq)",
-    "CREATE INDEX events_tenant_resource_id ON events (tenant_id, resource_id, time_unix_nano, seq)",
-    "CREATE INDEX events_tenant_resource_type ON events (tenant_id, resource_type, time_unix_nano, seq)",
-    "CREATE INDEX events_tenant_outcome ON events (tenant_id, outcome, time_unix_nano, seq)",
-    """CREATE TABLE api_keys (
-        key_id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL,
-        scopes TEXT NOT NULL,
-        name TEXT NOT NULL,
-        key_hash TEXT NOT NULL UNIQUE,
-        created_unix_nano BIGINT NOT NULL,
-        revoked_unix_nano BIGINT
-    )""",
+    *shared_schema("BIGINT"),
 ]
 
 _STAGING = f"CREATE TEMP TABLE IF NOT EXISTS events_staging (ord INTEGER NOT NULL, {_EVENT_COLUMN_TYPES}) ON COMMIT DELETE ROWS"

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from .events import EventQuery, StoredEvent
-from .storage import EVENT_COLUMNS, Storage, event_row
+from .storage import EVENT_COLUMNS, Storage, event_row, shared_schema
 
 _INSERT = (
     f"INSERT INTO events (seq, {', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 1))})"
@@ -48,22 +48,7 @@ _SCHEMA = [
         body TEXT NOT NULL,
         metadata_text TEXT NOT NULL
     )""",
-    "CREATE UNIQUE INDEX events_tenant_uid ON events (tenant_id, uid)",
-    "CREATE INDEX events_tenant_time ON events (tenant_id, time_unix_nano, seq)",
-    "CREATE INDEX events_tenant_action ON events (tenant_id, action, time_unix_nano, seq)",
-    "CREATE INDEX events_tenant_actor ON events (tenant_id, actor_id, time_unix_nano, seq)",
-    "CREATE INDEX events_tenant_resource_id ON events (tenant_id, resource_id, time_unix_nano, seq)",
-    "CREATE INDEX events_tenant_resource_type ON events (tenant_id, resource_type, time_unix_nano, seq)",
-    "CREATE INDEX events_tenant_outcome ON events (tenant_id, outcome, time_unix_nano, seq)",
-    """CREATE TABLE api_keys (
-        key_id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL,
-        scopes TEXT NOT NULL,
-        name TEXT NOT NULL,
-        key_hash TEXT NOT NULL UNIQUE,
-        created_unix_nano INTEGER NOT NULL,
-        revoked_unix_nano INTEGER
-    )""",
+    *shared_schema("INTEGER"),
 ]
 
 

@@ -88,6 +88,29 @@ def _prefix_end(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+def shared_schema(integer_type: str) -> list[str]:
+    """The core statements both backends share after their own `events` table: the search indexes and the API
+    keys table (only the integer type differs)."""
+    return [
+        "CREATE UNIQUE INDEX events_tenant_uid ON events (tenant_id, uid)",
+        "CREATE INDEX events_tenant_time ON events (tenant_id, time_unix_nano, seq)",
+        "CREATE INDEX events_tenant_action ON events (tenant_id, action, time_unix_nano, seq)",
+        "CREATE INDEX events_tenant_actor ON events (tenant_id, actor_id, time_unix_nano, seq)",
+        "CREATE INDEX events_tenant_resource_id ON events (tenant_id, resource_id, time_unix_nano, seq)",
+        "CREATE INDEX events_tenant_resource_type ON events (tenant_id, resource_type, time_unix_nano, seq)",
+        "CREATE INDEX events_tenant_outcome ON events (tenant_id, outcome, time_unix_nano, seq)",
+        f"""CREATE TABLE api_keys (
+        key_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        name TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        created_unix_nano {integer_type} NOT NULL,
+        revoked_unix_nano {integer_type}
+    )""",
+    ]
+
+
 class Storage(abc.ABC):
     """Where events and API keys live. Every event query is confined to one tenant."""
 
