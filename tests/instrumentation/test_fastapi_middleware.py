@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -373,3 +374,21 @@ def test_forwarded_headers_from_a_trusted_proxy_give_the_client(audit_pipeline: 
         [updated] = wait_for_action(otlp_receiver, "document.update")
     assert created.attributes["client.address"] == "198.51.100.10"
     assert updated.attributes["client.address"] == "2001:db8::5"
+
+
+def test_session_cookie_gives_a_hashed_session_id_to_the_request_and_nested_events(
+        audit_pipeline: otel_audit.AuditPipeline, otlp_receiver: OTLPReceiver) -> None:
+    with serve_asgi(build_app(session_cookie="sessionid", trusted_proxies=["127.0.0.0/8"])) as base_url:
+        response = httpx.post(f"{base_url}/documents/d-9/share",
+                              headers={"Cookie": "theme=dark; sessionid=s3cr3t-cookie", "X-Forwarded-For": "198.51.100.7"})
+        assert response.status_code == 200
+        httpx.post(f"{base_url}/documents")
+        [nested] = wait_for_action(otlp_receiver, "mail.send")
+        [outer] = wait_for_action(otlp_receiver, "document.share")
+        [no_cookie] = wait_for_action(otlp_receiver, "document.create")
+    expected = hashlib.sha256(b"s3cr3t-cookie").hexdigest()[:32]
+    for attributes in (nested.attributes, outer.attributes):
+        assert attributes["session.id"] == expected
+        assert attributes["client.address"] == "198.51.100.7"
+        assert "s3cr3t-cookie" not in repr(attributes)
+    assert "session.id" not in no_cookie.attributes

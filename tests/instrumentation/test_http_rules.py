@@ -15,6 +15,7 @@ from starlette.authentication import SimpleUser, UnauthenticatedUser
 
 import otel_audit
 from otel_audit.config import ConfigurationError
+from otel_audit.context import audit_context, current_audit_context
 from otel_audit.instrumentation._http import (
     AuditOptions,
     RouteAudit,
@@ -235,3 +236,33 @@ def test_strict_mode_emits_before_the_status_line(tmp_path: Any) -> None:
     asyncio.run(run())
     assert events_when_status_sent == [1]
     capture.assert_emitted(action="http.post", http_status_code=201, count=1)
+
+
+def test_request_context_replaces_the_outer_one_inherits_the_impersonator_and_is_restored(
+        audit_events: AuditCapture) -> None:
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(current_audit_context())
+        if scope["method"] == "DELETE":
+            raise SettlementError("refused")
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    scope = _scope("POST", "/orders")
+    scope["headers"] = [(b"x-request-id", b"req-77"), (b"user-agent", b"agent/1.0"), (b"cookie", b"sid=1")]
+    middleware = AuditMiddleware(app, actor_resolver=lambda scope: "alice", tenant_resolver=lambda scope: "acme")
+    with audit_context(impersonator="admin-7", request_id="outer-request", client_address="10.9.9.9") as outer:
+        asyncio.run(_call(middleware, scope))
+        with pytest.raises(SettlementError):
+            asyncio.run(_call(middleware, {**_scope("DELETE", "/orders/1"), "headers": []}))
+        assert current_audit_context() == outer
+    inside, failing = seen
+    assert inside.actor == Actor(id="alice")
+    assert (inside.tenant_id, inside.request_id, inside.impersonator_id) == ("acme", "req-77", "admin-7")
+    assert (inside.client_address, inside.user_agent, inside.session_id) == ("192.0.2.1", "agent/1.0", None)
+    assert failing.impersonator_id == "admin-7" and failing.request_id != "outer-request"
+    created = audit_events.assert_emitted(action="http.post", outcome="success")
+    assert created["audit.actor.impersonator.id"] == "admin-7"
+    assert created["user_agent.original"] == "agent/1.0"
+    audit_events.assert_emitted(action="http.delete", outcome="failure")

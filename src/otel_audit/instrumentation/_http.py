@@ -470,5 +470,6 @@ def emit_request_event(logger: AuditLogger, options: AuditOptions, state: Reques
         http_route=state.route_template,
         url_path=state.path,
         http_status_code=status,
-        metadata={"duration_ms": round((time.perf_counter_ns() - state.started_ns) / 1e6, 3)},
+        # Milliseconds to the nearest microsecond, in integer arithmetic (cheaper than round(ns / 1e6, 3)).
+        metadata={"duration_ms": (time.perf_counter_ns() - state.started_ns + 500) // 1000 / 1000},
     )

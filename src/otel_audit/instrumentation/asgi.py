@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from contextvars import Token
 from typing import Any
 
-from ..context import audit_context
+from ..context import AuditContext, audit_context, current_audit_context
+from ..context import _current as _audit_context_var
 from ..logger import SCOPE_VERSION, get_audit_logger
+from ..model import Actor
 from ._http import (
     STATE_KEY,
     ActorResolver,
@@ -36,6 +39,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOGGER_NAME = "otel_audit.instrumentation.asgi"
+
+_set_context = _audit_context_var.set
+_reset_context = _audit_context_var.reset
 
 
 def default_actor(scope: Scope) -> Any:
@@ -83,7 +89,7 @@ class AuditMiddleware:
         request_id_header: str = "x-request-id",
     ) -> None:
         self.app = app
-        self.options = AuditOptions.build(
+        self.options = options = AuditOptions.build(
             methods=methods,
             excluded_urls=excluded_urls,
             actions=actions,
@@ -95,16 +101,24 @@ class AuditMiddleware:
             request_id_header=request_id_header,
         )
         self._actor_resolver = actor_resolver or default_actor
-        self._request_id_header = self.options.request_id_header.encode("latin-1")
-        self._trusted_proxies = self.options.trusted_proxies if self.options.trusted_proxies else None
+        self._request_id_header = options.request_id_header.encode("latin-1")
+        self._trusted_proxies = options.trusted_proxies if options.trusted_proxies else None
+        # Only the headers this configuration reads are looked at; every other header costs one set lookup.
+        wanted = {self._request_id_header, b"user-agent"}
+        if self._trusted_proxies is not None:
+            wanted |= {b"x-forwarded-for", b"forwarded"}
+        if options.session_resolver is None and options.session_cookie is not None:
+            wanted.add(b"cookie")
+        self._wanted_headers = frozenset(wanted)
+        self._excluded = options.excluded.search if options.excluded is not None else None
         self._logger = get_audit_logger(LOGGER_NAME, SCOPE_VERSION)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or STATE_KEY in scope:
             await self.app(scope, receive, send)
             return
-        excluded = self.options.excluded
-        if excluded is not None and excluded.search(scope["path"]):
+        excluded = self._excluded
+        if excluded is not None and excluded(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:
@@ -126,14 +140,8 @@ class AuditMiddleware:
                     self._finish(scope, state)
             await send(message)
 
-        with audit_context(
-            actor=state.actor,
-            tenant=state.tenant,
-            request_id=state.request_id,
-            session_id=state.session_id,
-            client_address=state.client_address,
-            user_agent=state.user_agent,
-        ):
+        token = enter_request_context(state)
+        try:
             try:
                 await self.app(scope, receive, send_with_status)
             except BaseException as exc:
@@ -144,13 +152,18 @@ class AuditMiddleware:
                     pass
                 raise
             self._finish(scope, state)
+        finally:
+            exit_request_context(token)
 
     def _begin(self, scope: Scope) -> RequestState:
         request_id = user_agent = cookie = None
         forwarded_for: list[str] = []
         forwarded: list[str] = []
         request_id_header = self._request_id_header
+        wanted = self._wanted_headers
         for name, value in scope["headers"]:
+            if name not in wanted:
+                continue
             if name == request_id_header:
                 request_id = value.decode("latin-1")
             elif name == b"user-agent":
@@ -159,13 +172,14 @@ class AuditMiddleware:
                 forwarded_for.append(value.decode("latin-1"))
             elif name == b"forwarded":
                 forwarded.append(value.decode("latin-1"))
-            elif name == b"cookie":
+            else:
                 cookie = value.decode("latin-1")
         client = scope.get("client")
-        peer = client[0] if client else None
-        options = self.options
+        client_address = client[0] if client else None
         trusted = self._trusted_proxies
-        client_address = trusted.client_address(peer, forwarded_for, forwarded) if trusted is not None else peer
+        if trusted is not None:
+            client_address = clip(trusted.client_address(client_address, forwarded_for, forwarded))
+        options = self.options
         if options.session_resolver is not None:
             session_id = resolve_text(options.session_resolver, scope, "session_resolver")
         elif options.session_cookie is not None:
@@ -176,26 +190,26 @@ class AuditMiddleware:
         if options.tenant_resolver is not None:
             tenant = resolve_text(options.tenant_resolver, scope, "tenant_resolver")
         return RequestState(
-            method=scope["method"],
-            path=scope["path"],
-            request_id=request_id_from(request_id),
-            client_address=clip(client_address),
-            user_agent=clip(user_agent),
-            session_id=session_id,
-            actor=resolve_actor(self._actor_resolver, scope),
-            tenant=tenant,
-            started_ns=time.perf_counter_ns(),
-            root_path=scope.get("root_path", ""),
+            scope["method"],
+            scope["path"],
+            request_id_from(request_id),
+            client_address,
+            clip(user_agent),
+            session_id,
+            actor_of(self._actor_resolver, scope),
+            tenant,
+            time.perf_counter_ns(),
+            scope.get("root_path", ""),
         )
 
     def _finish(self, scope: Scope, state: RequestState) -> None:
         """Emit the request's event (once); errors are reported, and raised only in strict mode."""
-        if state.emitted:
+        if state.emitted or not self.options.wants(state.method, state.status or 500):
             return
         try:
             state.route_template, state.path_params = route_of(scope, state.root_path)
             if state.actor is None:
-                state.actor = resolve_actor(self._actor_resolver, scope)
+                state.actor = actor_of(self._actor_resolver, scope)
             if state.tenant is None and self.options.tenant_resolver is not None:
                 state.tenant = resolve_text(self.options.tenant_resolver, scope, "tenant_resolver")
             emit_request_event(self._logger, self.options, state)
@@ -221,7 +235,7 @@ class ActorContextMiddleware:
             return
         actor, tenant = state.actor, state.tenant
         if actor is None:
-            actor = state.actor = resolve_actor(self._actor_resolver, scope)
+            actor = state.actor = actor_of(self._actor_resolver, scope)
         if tenant is None and self._tenant_resolver is not None:
             tenant = state.tenant = resolve_text(self._tenant_resolver, scope, "tenant_resolver")
         if actor is None and tenant is None:
@@ -229,3 +243,33 @@ class ActorContextMiddleware:
             return
         with audit_context(actor=actor, tenant=tenant):
             await self.app(scope, receive, send)
+
+
+def actor_of(resolver: ActorResolver, scope: Scope) -> Actor | None:
+    """The request's actor from the resolver (see to_actor); the default resolver on a scope without a user or
+    request state answers None without a call."""
+    if resolver is default_actor and scope.get("user") is None and not scope.get("state"):
+        return None
+    return resolve_actor(resolver, scope)
+
+
+def enter_request_context(state: RequestState) -> Token[AuditContext]:
+    """Make the request's values the audit context, as `audit_context(...)` would (the impersonator is inherited).
+
+    The values were built and checked by the middleware itself (strings, an Actor), so audit_context's
+    per-value validation, a few microseconds per request, is skipped.
+    """
+    return _set_context(AuditContext(
+        actor=state.actor,
+        tenant_id=state.tenant,
+        request_id=state.request_id,
+        session_id=state.session_id,
+        impersonator_id=current_audit_context().impersonator_id,
+        client_address=state.client_address,
+        user_agent=state.user_agent,
+    ))
+
+
+def exit_request_context(token: Token[AuditContext]) -> None:
+    """Restore the audit context enter_request_context replaced."""
+    _reset_context(token)
