@@ -20,6 +20,7 @@ from otel_audit.instrumentation._http import (
     AuditOptions,
     RouteAudit,
     TrustedProxies,
+    _RequestIds,
     analyze_route,
     outcome_for_status,
     request_id_from,
@@ -123,6 +124,18 @@ def test_generated_request_ids_differ_between_forked_processes() -> None:
     os.close(read_end)
     parent_id = request_id_from(None)
     assert child_id.split("-")[0] != parent_id.split("-")[0]
+
+
+def test_generated_request_ids_do_not_look_like_card_or_phone_numbers() -> None:
+    ids = _RequestIds()
+    for _ in range(200):
+        ids.renew()
+        prefix, counter = ids.next().split("-")
+        assert not re.search(r"[0-9]{5}", prefix) and not prefix[-1].isdigit()
+        assert counter != "000000000001"
+    generated = [ids.next() for _ in range(1000)]
+    assert len(set(generated)) == 1000
+    assert all(re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]{12}", request_id) for request_id in generated)
 
 
 def test_session_id_is_a_hash_never_the_cookie() -> None:
