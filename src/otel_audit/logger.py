@@ -24,7 +24,45 @@ from opentelemetry.sdk._logs import ReadWriteLogRecord
 
 from . import semconv
 from .context import current_audit_context
-from .model import Actor, AnyValue, AuditEvent, AuditEventError, Outcome, Resource
+from .model import (
+    MAX_ID_LEN,
+    MAX_REASON_LEN,
+    MAX_TYPE_LEN,
+    Actor,
+    AnyValue,
+    AuditEvent,
+    AuditEventError,
+    Outcome,
+    Resource,
+    is_flat_and_plain,
+    validated_actions,
+)
+from .semconv import (
+    AUDIT_ACTION,
+    AUDIT_ACTOR_IMPERSONATOR_ID,
+    AUDIT_ACTOR_TYPE,
+    AUDIT_METADATA,
+    AUDIT_OUTCOME,
+    AUDIT_REASON,
+    AUDIT_REQUEST_ID,
+    AUDIT_RESOURCE_ID,
+    AUDIT_RESOURCE_NAME,
+    AUDIT_RESOURCE_TYPE,
+    AUDIT_TENANT_ID,
+    CLIENT_ADDRESS,
+    ERROR_TYPE,
+    HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE,
+    HTTP_ROUTE,
+    LOG_RECORD_UID,
+    SESSION_ID,
+    URL_PATH,
+    USER_AGENT_ORIGINAL,
+    USER_EMAIL,
+    USER_ID,
+    USER_NAME,
+    USER_ROLES,
+)
 
 _log = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -34,6 +72,17 @@ _REASON_MAX = 512
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
+_get_context = current_audit_context
+# (value, default severity, its name) by Outcome member and by value; a str enum member hashes by name, so both
+# keys are needed, and reading `.value`/`.name` of an enum costs more than this lookup.
+_OUTCOMES: dict[Any, tuple[str, SeverityNumber, str]] = {
+    key: (member.value, semconv.default_severity(member), semconv.default_severity(member).name)
+    for member in Outcome
+    for key in (member, member.value)
+}
+_NOT_PLAIN = object()
+_EVENT_NAMES_CACHE = 4096
+_event_names: dict[str, str] = {}
 
 
 class _Binding:
@@ -209,27 +258,132 @@ class AuditLogger:
         when it cannot be persisted: in `strict` mode on any write failure, in `disk` mode when the spool is full
         past its policy or the disk refuses the write.
         """
-        ctx = current_audit_context()
-        resolved_actor = _as_actor(actor) or ctx.actor
-        if ctx.impersonator_id and resolved_actor is not None and resolved_actor.impersonator_id is None:
+        ctx = _get_context()
+        if actor is None:
+            actor = ctx.actor
+        if tenant is None:
+            tenant = ctx.tenant_id
+        if client_address is None:
+            client_address = ctx.client_address
+        if user_agent is None:
+            user_agent = ctx.user_agent
+        if session_id is None:
+            session_id = ctx.session_id
+        if request_id is None:
+            request_id = ctx.request_id
+        # The fast path: the common, plainly valid inputs become attributes directly, in event_to_attributes' order
+        # (tests compare both paths). Anything else takes the AuditEvent path, which validates and names the field.
+        outcome_fields = _OUTCOMES.get(outcome) if outcome.__class__ is Outcome or outcome.__class__ is str else None
+        resource_type = resource_id = resource_name = None
+        if resource is not None:
+            if resource.__class__ is tuple and len(resource) == 2:
+                resource_type, resource_id = resource
+            elif resource.__class__ is Resource:
+                resource_type, resource_id, resource_name = resource.type, resource.id, resource.name
+            else:
+                resource_type = _NOT_PLAIN
+        if (
+            outcome_fields is None
+            or action not in validated_actions
+            or not (actor is None or actor.__class__ is Actor)
+            or severity is not None
+            or timestamp is not None
+            or changes
+            or not (metadata is None or (metadata.__class__ is dict and is_flat_and_plain(metadata)))
+            or not (resource_type is None or (resource_type.__class__ is str and 0 < len(resource_type) <= MAX_TYPE_LEN))
+            or not (resource_id is None or (resource_id.__class__ is str and len(resource_id) <= MAX_ID_LEN))
+            or not (http_status_code is None or (http_status_code.__class__ is int and 100 <= http_status_code <= 599))
+            or not (reason is None or (reason.__class__ is str and len(reason) <= MAX_REASON_LEN))
+            or not all(
+                value is None or (value.__class__ is str and len(value) <= MAX_ID_LEN)
+                for value in (
+                    tenant, client_address, user_agent, session_id, request_id, http_method, http_route, url_path,
+                    error_type, resource_name,
+                )
+            )
+        ):
+            return self._emit_validated(
+                action, actor, resource, outcome, metadata, changes, reason, error_type, severity, tenant,
+                client_address, user_agent, session_id, request_id, http_method, http_route, url_path,
+                http_status_code, timestamp, ctx.impersonator_id,
+            )
+        uid = new_uid()
+        outcome_value, severity_number, severity_text = outcome_fields
+        attributes: dict[str, Any] = {AUDIT_ACTION: action, AUDIT_OUTCOME: outcome_value, LOG_RECORD_UID: uid}
+        if actor is not None:
+            attributes[AUDIT_ACTOR_TYPE] = actor.type._value_
+            if actor.id is not None:
+                attributes[USER_ID] = actor.id
+            if actor.email is not None:
+                attributes[USER_EMAIL] = actor.email
+            if actor.name is not None:
+                attributes[USER_NAME] = actor.name
+            if actor.roles:
+                attributes[USER_ROLES] = list(actor.roles)
+            impersonator_id = actor.impersonator_id or ctx.impersonator_id
+            if impersonator_id is not None:
+                attributes[AUDIT_ACTOR_IMPERSONATOR_ID] = impersonator_id
+        if resource_type is not None:
+            attributes[AUDIT_RESOURCE_TYPE] = resource_type
+            if resource_id is not None:
+                attributes[AUDIT_RESOURCE_ID] = resource_id
+            if resource_name is not None:
+                attributes[AUDIT_RESOURCE_NAME] = resource_name
+        if tenant is not None:
+            attributes[AUDIT_TENANT_ID] = tenant
+        if client_address is not None:
+            attributes[CLIENT_ADDRESS] = client_address
+        if user_agent is not None:
+            attributes[USER_AGENT_ORIGINAL] = user_agent
+        if session_id is not None:
+            attributes[SESSION_ID] = session_id
+        if request_id is not None:
+            attributes[AUDIT_REQUEST_ID] = request_id
+        if http_method is not None:
+            attributes[HTTP_REQUEST_METHOD] = http_method
+        if http_route is not None:
+            attributes[HTTP_ROUTE] = http_route
+        if url_path is not None:
+            attributes[URL_PATH] = url_path
+        if error_type is not None:
+            attributes[ERROR_TYPE] = error_type
+        if reason is not None:
+            attributes[AUDIT_REASON] = reason
+        if http_status_code is not None:
+            attributes[HTTP_RESPONSE_STATUS_CODE] = http_status_code
+        if metadata:
+            attributes[AUDIT_METADATA] = metadata.copy()
+        now = _time_ns()
+        self._emit_record(now, now, severity_number, severity_text, attributes, action)
+        return uid
+
+    def _emit_validated(
+        self, action: Any, actor: Any, resource: Any, outcome: Any, metadata: Any, changes: Any, reason: Any,
+        error_type: Any, severity: Any, tenant: Any, client_address: Any, user_agent: Any, session_id: Any,
+        request_id: Any, http_method: Any, http_route: Any, url_path: Any, http_status_code: Any, timestamp: Any,
+        impersonator_id: str | None,
+    ) -> str:
+        """emit() for inputs the fast path does not take: build (and so validate) an AuditEvent."""
+        resolved_actor = _as_actor(actor)
+        if impersonator_id and resolved_actor is not None and resolved_actor.impersonator_id is None:
             resolved_actor = Actor(
                 id=resolved_actor.id,
                 type=resolved_actor.type,
                 email=resolved_actor.email,
                 name=resolved_actor.name,
                 roles=resolved_actor.roles,
-                impersonator_id=ctx.impersonator_id,
+                impersonator_id=impersonator_id,
             )
         event = AuditEvent(
             action=action,
-            outcome=cast(Outcome, outcome),  # AuditEvent validates and converts names
+            outcome=outcome,
             actor=resolved_actor,
             resource=_as_resource(resource),
-            tenant_id=tenant if tenant is not None else ctx.tenant_id,
-            client_address=client_address if client_address is not None else ctx.client_address,
-            user_agent=user_agent if user_agent is not None else ctx.user_agent,
-            session_id=session_id if session_id is not None else ctx.session_id,
-            request_id=request_id if request_id is not None else ctx.request_id,
+            tenant_id=tenant,
+            client_address=client_address,
+            user_agent=user_agent,
+            session_id=session_id,
+            request_id=request_id,
             http_method=http_method,
             http_route=http_route,
             url_path=url_path,
@@ -252,21 +406,34 @@ class AuditLogger:
         severity_number = _as_severity(severity, event.outcome)
         timestamp_ns = _as_timestamp_ns(timestamp)
         uid = new_uid()
+        attributes = semconv.event_to_attributes(event, uid)
+        self._emit_record(timestamp_ns, _time_ns(), severity_number, severity_number.name, attributes, event.action)
+        return uid
+
+    def _emit_record(
+        self, timestamp_ns: int, observed_ns: int, severity_number: SeverityNumber, severity_text: str,
+        attributes: dict[str, Any], action: str,
+    ) -> None:
+        """Hand one audit record to the bound provider's processors (see _validated_record)."""
+        event_name = _event_names.get(action)
+        if event_name is None:
+            event_name = semconv.event_name(action)
+            if len(_event_names) < _EVENT_NAMES_CACHE:
+                _event_names[action] = event_name
         record = LogRecord(
             timestamp=timestamp_ns,
-            observed_timestamp=time.time_ns(),
+            observed_timestamp=observed_ns,
             context=get_current(),
             severity_number=severity_number,
-            severity_text=severity_number.name,
-            attributes=semconv.event_to_attributes(event, uid),
-            event_name=semconv.event_name(event.action),
+            severity_text=severity_text,
+            attributes=attributes,
+            event_name=event_name,
         )
         logger = self._logger()
         if logger.__class__ is SdkLogger:
             logger.emit(_validated_record(logger, record))  # type: ignore[arg-type]  # the SDK accepts both
         else:
             logger.emit(record)
-        return uid
 
     _SEED_KEYS = frozenset(
         {"action", "actor", "resource", "outcome", "metadata", "changes", "reason", "tenant", "tenant_id",

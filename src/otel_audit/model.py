@@ -22,8 +22,11 @@ AnyValue = Union[str, bool, int, float, bytes, None, "list[AnyValue]", "dict[str
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$")
 _MAX_ACTION_LEN = 128
 _VALID_ACTIONS_CACHE = 4096
-_valid_actions: set[str] = set()
-_MAX_ID_LEN = 1024
+# Actions that passed validation once; AuditLogger.emit's fast path trusts them without the regular expression.
+validated_actions: set[str] = set()
+MAX_ID_LEN = 1024
+MAX_TYPE_LEN = 128
+MAX_REASON_LEN = 4096
 _MAX_DEPTH = 16
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -69,7 +72,7 @@ def _enum_value(enum_cls: type[enum.Enum], value: Any, field_name: str) -> Any:
         raise AuditEventError(field_name, f"must be one of {allowed}, got {value!r}") from None
 
 
-def _check_str(value: Any, field_name: str, *, required: bool = False, max_len: int = _MAX_ID_LEN) -> str | None:
+def _check_str(value: Any, field_name: str, *, required: bool = False, max_len: int = MAX_ID_LEN) -> str | None:
     if value is None:
         if required:
             raise AuditEventError(field_name, "is required")
@@ -122,7 +125,7 @@ class Resource:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        _check_str(self.type, "resource.type", required=True, max_len=128)
+        _check_str(self.type, "resource.type", required=True, max_len=MAX_TYPE_LEN)
         if self.id is not None and isinstance(self.id, int) and not isinstance(self.id, bool):
             raise AuditEventError("resource.id", "must be a string (convert numeric ids with str())")
         _check_str(self.id, "resource.id")
@@ -137,7 +140,7 @@ class Change:
     new: AnyValue = None
 
 
-def _is_flat_and_plain(mapping: dict[Any, Any]) -> bool:
+def is_flat_and_plain(mapping: dict[Any, Any]) -> bool:
     """Whether a dict is already valid AnyValue with no nesting: the common metadata shape, checked cheaply."""
     for key, item in mapping.items():
         if type(key) is not str:
@@ -163,7 +166,7 @@ def to_any_value(value: Any, field_name: str = "metadata", _depth: int = 0) -> A
     value_type = type(value)
     if value_type is str or value_type is bool or value is None:
         return value
-    if value_type is dict and _is_flat_and_plain(value):
+    if value_type is dict and is_flat_and_plain(value):
         return dict(value)
     if isinstance(value, (str, bool, bytes)):
         return value
@@ -258,12 +261,12 @@ class AuditEvent:
     def __post_init__(self) -> None:
         if not isinstance(self.action, str):
             raise AuditEventError("action", f"must be a string, got {type(self.action).__name__}")
-        if self.action not in _valid_actions and (len(self.action) > _MAX_ACTION_LEN or not _ACTION_RE.match(self.action)):
+        if self.action not in validated_actions and (len(self.action) > _MAX_ACTION_LEN or not _ACTION_RE.match(self.action)):
             raise AuditEventError(
                 "action", f"must be lower-case dotted words like 'document.share', got {self.action!r}"
             )
-        if len(_valid_actions) < _VALID_ACTIONS_CACHE:
-            _valid_actions.add(self.action)
+        if len(validated_actions) < _VALID_ACTIONS_CACHE:
+            validated_actions.add(self.action)
         object.__setattr__(self, "outcome", _enum_value(Outcome, self.outcome, "outcome"))
         if self.actor is not None and not isinstance(self.actor, Actor):
             raise AuditEventError("actor", f"must be an Actor, got {type(self.actor).__name__}")
@@ -271,9 +274,9 @@ class AuditEvent:
             raise AuditEventError("resource", f"must be a Resource, got {type(self.resource).__name__}")
         for name in _EVENT_STR_FIELDS:
             value = getattr(self, name)
-            if value is not None and (type(value) is not str or len(value) > _MAX_ID_LEN):
+            if value is not None and (type(value) is not str or len(value) > MAX_ID_LEN):
                 _check_str(value, name)
-        _check_str(self.reason, "reason", max_len=4096)
+        _check_str(self.reason, "reason", max_len=MAX_REASON_LEN)
         status = self.http_status_code
         if status is not None and (isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599):
             raise AuditEventError("http_status_code", f"must be an integer 100-599, got {status!r}")

@@ -61,7 +61,6 @@ def _delimited(tag: bytes, payload: bytes) -> bytes:
 
 
 _key_prefixes: dict[str, bytes] = {}
-_string_pairs: dict[tuple[str, str], bytes] = {}
 
 
 def _key_prefix(key: str) -> bytes:
@@ -90,11 +89,13 @@ def encode_any_value(value: Any) -> bytes:
         size = len(data)
         return b"\x0a" + (_SMALL[size] if size < 0x80 else varint(size)) + data
     if cls is dict:
-        cached = _string_pairs.get
+        cached = _string_pairs.hits.get
         parts = []
         for key, item in value.items():
             if item.__class__ is str:
                 pair = cached((key, item)) or _pair(key, item)
+            elif item.__class__ is int:
+                pair = _int_pairs.hits.get((key, item)) or _int_pair(key, item)
             else:
                 inner = encode_any_value(item)
                 size = len(inner)
@@ -163,57 +164,100 @@ def encode_key_value(key: str, value: Any) -> bytes:
     return prefix + b"\x12" + _length(len(encoded)) + encoded
 
 
-def _length_prefixed_pair(key: str, value: Any) -> bytes:
-    message = encode_key_value(key, value)
-    return _length(len(message)) + message
-
-
 def _pair(key: str, value: Any) -> bytes:
     """A length-prefixed KeyValue, ready to follow a field tag; short string pairs (action, outcome, tenant, ...)
-    repeat across events and come from a bounded cache."""
+    repeat across events and come from a bounded cache once seen twice."""
+    if key.__class__ is not str:
+        key = str(key)
+    if value.__class__ is not str:
+        message = encode_key_value(key, value)
+        return _length(len(message)) + message
+    encoded = _string_pair(key, value)
+    if len(value) <= _VALUE_MAX_CACHED_LEN:
+        _string_pairs.admit((key, value), encoded)
+    return encoded
+
+
+def _string_pair(key: str, value: str) -> bytes:
+    """A length-prefixed KeyValue with a string value, written out in one place: the path of every value seen for
+    the first time (request ids, uids, timestamps)."""
+    data = value.encode("utf-8")
+    size = len(data)
+    inner = b"\x0a" + (_SMALL[size] if size < 0x80 else varint(size)) + data
+    size = len(inner)
+    message = (
+        (_key_prefixes[key] if key in _key_prefixes else _key_prefix(key))
+        + b"\x12"
+        + (_SMALL[size] if size < 0x80 else varint(size))
+        + inner
+    )
+    size = len(message)
+    return (_SMALL[size] if size < 0x80 else varint(size)) + message
+
+
+def _int_pair(key: str, value: int) -> bytes:
+    """A length-prefixed KeyValue of an int map entry (counts, sizes, flags repeat across events: cached)."""
     if key.__class__ is not str:
         key = str(key)
     message = encode_key_value(key, value)
     encoded = _length(len(message)) + message
-    if value.__class__ is str and len(value) <= _VALUE_MAX_CACHED_LEN:
-        if len(_string_pairs) >= _STRING_CACHE_LIMIT:
-            _string_pairs.clear()
-        _string_pairs[(key, value)] = encoded
+    _int_pairs.admit((key, value), encoded)
     return encoded
 
 
-_severity_fields: dict[Any, bytes] = {}
+class _SecondSightCache:
+    """Encoded bytes by (key, value), admitted the second time a pair is seen. Values unique to one record (request
+    ids, timestamps) then never enter `hits`, so they cannot evict the values that do repeat (users, resources,
+    tenants). Readers call `hits.get` directly: that is the hot path."""
+
+    __slots__ = ("hits", "seen")
+
+    def __init__(self) -> None:
+        self.hits: dict[tuple[Any, ...], bytes] = {}
+        self.seen: set[tuple[Any, ...]] = set()
+
+    def admit(self, key: tuple[Any, ...], encoded: bytes) -> None:
+        if key not in self.seen:
+            if len(self.seen) >= _STRING_CACHE_LIMIT:
+                self.seen.clear()
+            self.seen.add(key)
+            return
+        if len(self.hits) >= _STRING_CACHE_LIMIT:
+            self.hits.clear()
+        self.hits[key] = encoded
+
+
+_string_pairs = _SecondSightCache()
+_int_pairs = _SecondSightCache()
+_attribute_fields = _SecondSightCache()
+
+
+_severity_fields: dict[Any, tuple[Any, bytes]] = {}
 
 
 def _severity(number: Any, text: str | None) -> bytes:
-    key = (number, text)
-    encoded = _severity_fields.get(key)
-    if encoded is None:
-        encoded = b""
-        value = getattr(number, "value", number)
-        if value:
-            encoded += bytes((_TAG_SEVERITY_NUMBER,)) + varint(value)
-        if text:
-            encoded += _delimited(_TAG_SEVERITY_TEXT, text.encode("utf-8"))
-        if len(_severity_fields) < 256:
-            _severity_fields[key] = encoded
+    """Severity number and text fields, cached by text (the number is checked by identity: hashing an enum member
+    costs more than the encoding)."""
+    encoded = b""
+    value = getattr(number, "value", number)
+    if value:
+        encoded += bytes((_TAG_SEVERITY_NUMBER,)) + varint(value)
+    if text:
+        encoded += _delimited(_TAG_SEVERITY_TEXT, text.encode("utf-8"))
+    if text.__class__ is str and len(_severity_fields) < 256:
+        _severity_fields[text] = (number, encoded)
     return encoded
 
 
-def _attribute_field(key: str, value: Any) -> bytes:
-    """One `LogRecord.attributes` field (tag + length-prefixed KeyValue); short string ones are cached whole,
-    except those unique to each record, which would only churn the cache."""
-    if key in _UNIQUE_PER_RECORD:
-        return _TAG_ATTRIBUTE + _length_prefixed_pair(key, value)
-    encoded = _TAG_ATTRIBUTE + _pair(key, value)
-    if value.__class__ is str and len(value) <= _VALUE_MAX_CACHED_LEN:
-        if len(_attribute_fields) >= _STRING_CACHE_LIMIT:
-            _attribute_fields.clear()
-        _attribute_fields[(key, value)] = encoded
+def _attribute_field(key: str, value: str) -> bytes:
+    """One string `LogRecord.attributes` field (tag + length-prefixed KeyValue); short ones are cached whole once
+    seen twice, except those unique to each record by construction."""
+    encoded = _TAG_ATTRIBUTE + _string_pair(key, value)
+    if key not in _UNIQUE_PER_RECORD and len(value) <= _VALUE_MAX_CACHED_LEN:
+        _attribute_fields.admit((key, value), encoded)
     return encoded
 
 
-_attribute_fields: dict[tuple[str, str], bytes] = {}
 _UNIQUE_PER_RECORD = frozenset(
     {semconv.LOG_RECORD_UID, semconv.AUDIT_CHAIN_HASH, semconv.AUDIT_CHAIN_PREV, semconv.AUDIT_CHAIN_SEQ}
 )
@@ -231,13 +275,14 @@ def encode_log_record(record: ReadWriteLogRecord | ReadableLogRecord) -> bytes:
         append(_TAG_TIME + _pack_fixed64(timestamp))
     severity_number, severity_text = log.severity_number, log.severity_text
     if severity_number is not None or severity_text:
-        append(_severity_fields.get((severity_number, severity_text)) or _severity(severity_number, severity_text))
+        severity = _severity_fields.get(severity_text) if severity_text.__class__ is str else None
+        append(severity[1] if severity is not None and severity[0] is severity_number else _severity(severity_number, severity_text))
     body = log.body
     if body is not None:
         append(_delimited(_TAG_BODY, encode_any_value(body)))
     attributes = log.attributes
     if attributes:
-        cached = _attribute_fields.get
+        cached = _attribute_fields.hits.get
         for item in attributes.items():
             value = item[1]
             if value.__class__ is str:

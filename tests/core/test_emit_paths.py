@@ -1,0 +1,191 @@
+"""emit() builds plainly valid events straight into attributes and sends everything else through AuditEvent: both
+paths must produce the same record, and inputs the fast path skips must still be validated."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from otel_audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    AuditEventError,
+    Outcome,
+    Resource,
+    audit_context,
+    configure,
+    get_audit_logger,
+    semconv,
+    shutdown,
+)
+from otel_audit.logger import AuditLogger
+from otel_audit.testing import AuditCapture
+
+ids = st.none() | st.text(min_size=1, max_size=30)
+plain_values = (
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10)
+)
+nested_values = st.lists(plain_values, max_size=3) | st.dictionaries(st.text(max_size=6), plain_values, max_size=3)
+actors = st.none() | st.builds(
+    Actor,
+    id=ids,
+    type=st.sampled_from(list(ActorType)),
+    email=ids,
+    name=ids,
+    roles=st.lists(st.text(min_size=1, max_size=8), max_size=3).map(tuple),
+    impersonator_id=ids,
+)
+resources = st.none() | st.builds(Resource, type=st.text(min_size=1, max_size=20), id=ids, name=ids)
+calls = st.fixed_dictionaries(
+    {
+        "action": st.from_regex(r"[a-z][a-z0-9_-]{0,10}(\.[a-z0-9][a-z0-9_-]{0,10}){1,3}", fullmatch=True),
+        "outcome": st.sampled_from([*Outcome, *(member.value for member in Outcome)]),
+        "actor": actors,
+        # a (type, id) pair, a Resource, or None: the pair and the Resource must give the same attributes
+        "resource": resources,
+        "resource_as_pair": st.booleans(),
+        "tenant": ids,
+        "client_address": ids,
+        "user_agent": ids,
+        "session_id": ids,
+        "request_id": ids,
+        "http_method": st.none() | st.sampled_from(["GET", "POST", "DELETE"]),
+        "http_route": ids,
+        "url_path": ids,
+        "http_status_code": st.none() | st.integers(100, 599),
+        "error_type": ids,
+        "reason": ids,
+        # flat metadata takes the fast path, nested metadata the AuditEvent path
+        "metadata": st.dictionaries(st.text(max_size=8), plain_values | nested_values, max_size=4),
+    }
+)
+
+
+@pytest.fixture
+def capture() -> Iterator[AuditCapture]:
+    """The real pipeline without redaction (random text may look like a secret; that is tested elsewhere)."""
+    sink = AuditCapture()
+    configure(service_name="paths", delivery_processor=sink, redaction=False)
+    try:
+        yield sink
+    finally:
+        shutdown()
+
+
+def _emit_arguments(call: dict[str, Any]) -> dict[str, Any]:
+    arguments = {key: value for key, value in call.items() if key not in ("action", "resource_as_pair")}
+    resource = call["resource"]
+    if call["resource_as_pair"] and resource is not None and resource.name is None:
+        arguments["resource"] = (resource.type, resource.id)
+    return arguments
+
+
+def _expected(call: dict[str, Any], ambient_actor: Actor | None = None) -> dict[str, Any]:
+    """What the AuditEvent path makes of the same call (the reference: semconv.event_to_attributes)."""
+    event = AuditEvent(
+        action=call["action"],
+        outcome=call["outcome"],
+        actor=call["actor"] or ambient_actor,
+        resource=call["resource"],
+        tenant_id=call["tenant"],
+        client_address=call["client_address"],
+        user_agent=call["user_agent"],
+        session_id=call["session_id"],
+        request_id=call["request_id"],
+        http_method=call["http_method"],
+        http_route=call["http_route"],
+        url_path=call["url_path"],
+        http_status_code=call["http_status_code"],
+        error_type=call["error_type"],
+        reason=call["reason"],
+        metadata=call["metadata"],
+    )
+    return semconv.event_to_attributes(event, "uid")
+
+
+def _received(capture: AuditCapture) -> dict[str, Any]:
+    (attributes,) = capture.attributes
+    assert attributes.pop(semconv.LOG_RECORD_UID)
+    return attributes
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(call=calls)
+def test_both_paths_give_the_same_record(
+    capture: AuditCapture, monkeypatch: pytest.MonkeyPatch, call: dict[str, Any]
+) -> None:
+    logger = get_audit_logger("paths")
+    logger.emit(call["action"])  # a new action is validated once; the call under test may then take the fast path
+    capture.clear()
+    validated: list[str] = []
+    original = AuditLogger._emit_validated
+    monkeypatch.setattr(AuditLogger, "_emit_validated", lambda self, *args: validated.append(args[0]) or original(self, *args))
+    logger.emit(call["action"], **_emit_arguments(call))
+    monkeypatch.undo()
+    flat = all(not isinstance(value, (list, dict)) for value in call["metadata"].values())
+    assert validated == ([] if flat else [call["action"]])
+    expected = _expected(call)
+    expected.pop(semconv.LOG_RECORD_UID)
+    received = _received(capture)
+    assert received == expected
+    assert list(received) == list(expected)  # same order, so the same bytes on the wire
+
+
+def test_context_fills_the_fast_path_like_the_event_path(capture: AuditCapture) -> None:
+    logger = get_audit_logger("paths")
+    alice = Actor(id="alice", email="alice@example.com")
+    with audit_context(actor=alice, tenant="acme", request_id="req-1", session_id="s-1", impersonator="root",
+                       client_address="10.0.0.1", user_agent="curl/8"):
+        logger.emit("document.read", resource=("document", "d-1"), metadata={"n": 1})
+        logger.emit("document.read", resource=("document", "d-1"), metadata={"n": {"nested": 1}})
+    fast, validated = capture.attributes
+    assert fast.pop(semconv.LOG_RECORD_UID) and validated.pop(semconv.LOG_RECORD_UID)
+    fast.pop(semconv.AUDIT_METADATA), validated.pop(semconv.AUDIT_METADATA)
+    assert fast == validated
+    assert fast[semconv.AUDIT_ACTOR_IMPERSONATOR_ID] == "root"
+    assert fast[semconv.AUDIT_TENANT_ID] == "acme" and fast[semconv.CLIENT_ADDRESS] == "10.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"resource": ("document", 42)}, "resource.id"),
+        ({"resource": ("", "d-1")}, "resource.type"),
+        ({"resource": ("x" * 129, "d-1")}, "resource.type"),
+        ({"tenant": "t" * 1025}, "tenant_id"),
+        ({"request_id": 7}, "request_id"),
+        ({"reason": "r" * 4097}, "reason"),
+        ({"http_status_code": True}, "http_status_code"),
+        ({"http_status_code": 600}, "http_status_code"),
+        ({"outcome": "won"}, "outcome"),
+        ({"outcome": ["success"]}, "outcome"),
+        ({"metadata": {"when": object()}}, "metadata.when"),
+        ({"metadata": {1: "one"}}, "metadata"),
+        ({"actor": 3}, "actor"),
+    ],
+)
+def test_inputs_the_fast_path_refuses_are_still_validated(
+    capture: AuditCapture, arguments: dict[str, Any], field: str
+) -> None:
+    logger = get_audit_logger("paths")
+    logger.emit("document.read")  # the action is known: only the argument under test can send it off the fast path
+    with pytest.raises(AuditEventError) as error:
+        logger.emit("document.read", **arguments)
+    assert error.value.field == field
+    assert len(capture) == 1
+
+
+def test_an_unknown_action_is_validated_before_it_is_trusted(capture: AuditCapture) -> None:
+    logger = get_audit_logger("paths")
+    with pytest.raises(AuditEventError) as error:
+        logger.emit("Document Read")
+    assert error.value.field == "action"
+    with pytest.raises(AuditEventError):
+        logger.emit("Document Read")  # a rejected action is never remembered as valid
+    assert len(capture) == 0
