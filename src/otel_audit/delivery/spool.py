@@ -31,6 +31,7 @@ import threading
 import time
 import weakref
 import zlib
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,10 @@ _READ_CHUNK = 1 << 20
 LANE_PREFIX = "w-"
 _SEGMENT_NAME = "seg-{:012d}.log"
 _UNKNOWN_SCOPE = ScopeDef(b"", b"")
+# Records this process appended, kept until acknowledged (up to this many bytes) so the exporter sends them
+# without reading them back: (segment, start, end, scope, record bytes, emit ns); start..end covers the whole write.
+TAIL_MAX_BYTES = 8 << 20
+_TailEntry = tuple[int, int, int, ScopeDef, bytes, int]
 
 
 def encode_frame(kind: int, payload: bytes) -> bytes:
@@ -170,6 +175,10 @@ class Lane:
                     self._save_cursor()
                     continue
                 return None
+            if self is self.spool._lane:
+                remembered = self.spool._tail_batch(self, max_records, max_bytes)
+                if remembered is not None:
+                    return remembered
             scopes = self.scopes.get(self.cursor_segment)
             if scopes is None:
                 scopes = self.scopes[self.cursor_segment] = self._scan_scopes(self.cursor_segment, self.cursor_offset)
@@ -354,6 +363,8 @@ class Spool:
         self._segment_scopes: set[int] = set()
         self._dirty = False
         self._unacked = 0
+        self._tail: deque[_TailEntry] = deque()
+        self._tail_bytes = 0
         self._open_segment(1)
 
     def _open_segment(self, number: int) -> None:
@@ -404,6 +415,11 @@ class Spool:
                 self._dirty = True
             self._segment_scopes.add(scope_number)
             self.emitted += 1
+            self._tail.append((self._segment, self._segment_size - written, self._segment_size, scope, record, emit_ns))
+            self._tail_bytes += written
+            while self._tail_bytes > TAIL_MAX_BYTES:
+                self._tail_bytes -= self._tail[0][2] - self._tail[0][1]
+                self._tail.popleft()
 
     def _wait_for_room(self, size: int) -> None:
         if self.full_policy == "raise":
@@ -514,6 +530,38 @@ class Spool:
             if lock_fd >= 0:
                 os.close(lock_fd)
 
+    def _trim_tail(self, segment: int, offset: int) -> None:
+        """Forget remembered records before (segment, offset): they are acknowledged. Call with the lock held."""
+        tail = self._tail
+        while tail and (tail[0][0] < segment or (tail[0][0] == segment and tail[0][2] <= offset)):
+            self._tail_bytes -= tail[0][2] - tail[0][1]
+            tail.popleft()
+
+    def _tail_batch(self, lane: Lane, max_records: int, max_bytes: int) -> Batch | None:
+        """The next batch from the records this process appended and still remembers, when they start exactly at
+        the lane's cursor: what was just written need not be read back and parsed. None: read the segment."""
+        segment, offset = lane.cursor_segment, lane.cursor_offset
+        with self._cond:
+            self._trim_tail(segment, offset)
+            tail = self._tail
+            if not tail or tail[0][0] != segment or tail[0][1] != offset:
+                return None
+            taken = []
+            size = 0
+            for entry in tail:
+                if entry[0] != segment or len(taken) >= max_records or size >= max_bytes:
+                    break
+                taken.append(entry)
+                size += entry[2] - entry[1]
+        return Batch(
+            entries=[(entry[3], entry[4]) for entry in taken],
+            first_emit_ns=taken[0][5],
+            lane=lane,
+            segment=segment,
+            start=offset,
+            end=taken[-1][2],
+        )
+
     def read_batch(self, max_records: int, max_bytes: int = 4 << 20) -> Batch | None:
         """The next records to export: lanes of dead processes first (they are older), then this process's."""
         for lane in list(self._orphans):
@@ -536,6 +584,7 @@ class Spool:
         with self._cond:
             if lane is self._lane:
                 self._unacked = max(0, self._unacked - (batch.end - batch.start))
+                self._trim_tail(batch.segment, batch.end)
             else:
                 self._orphan_bytes = max(0, self._orphan_bytes - (batch.end - batch.start))
             self._cond.notify_all()
