@@ -8,6 +8,7 @@ import pytest
 
 from otel_audit import stats
 from otel_audit.delivery.spool import HEADER, MAGIC
+from otel_audit.testing import OTLPReceiver
 
 from .conftest import free_port
 
@@ -116,3 +117,20 @@ def test_unusable_spool_dir_is_a_configuration_error_naming_it(tmp_path) -> None
     not_a_directory.write_text("")
     with pytest.raises(ConfigurationError, match="spool_dir"):
         otel_audit.configure(endpoint="http://127.0.0.1:9/v1/logs", spool_dir=str(not_a_directory / "spool"))
+
+
+def test_records_beyond_the_memory_copy_are_read_back_from_disk_in_order(make_pipeline, spool_dir, monkeypatch) -> None:
+    """The exporter sends what it still remembers from memory and the rest from the segment: all of it, once, in
+    order, whichever way each record came."""
+    monkeypatch.setattr("otel_audit.delivery.spool.TAIL_MAX_BYTES", 4096)
+    port = free_port()
+    pipeline = make_pipeline(endpoint=f"http://127.0.0.1:{port}/v1/logs", retry_initial=0.05, retry_max=0.1)
+    for _ in range(300):  # far more than 4 KiB: the oldest records are only on disk
+        pipeline.emit(text="y" * 40)
+    spool = pipeline.processor._source
+    assert 0 < len(spool._tail) < 300
+    assert spool._tail[0][2] - spool._tail[0][1] < 4096
+    with OTLPReceiver(port=port) as late:
+        assert pipeline.processor.force_flush(20_000)
+        assert [record.attributes["seq"] for record in late.records] == list(range(1, 301))
+    assert not spool._tail  # acknowledged: nothing kept
