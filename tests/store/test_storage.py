@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import struct
+import threading
 import time
 
 import pytest
@@ -63,6 +64,46 @@ def test_duplicate_uids_are_stored_once_per_tenant(storage: Storage) -> None:
     assert [event.uid for event in ingest(storage, [first], tenant="globex")] == [first[semconv.LOG_RECORD_UID]]
     assert storage.count("acme", EventQuery()) == 2
     assert storage.count("globex", EventQuery()) == 1
+
+
+def test_a_batch_mixing_stored_and_new_uids_stores_exactly_the_new_ones_in_input_order(storage: Storage) -> None:
+    uid = semconv.LOG_RECORD_UID
+    old = [audit_attributes() for _ in range(3)]
+    ingest(storage, old)
+    new = [audit_attributes() for _ in range(4)]
+    stored = ingest(storage, [new[0], old[0], new[1], old[1], new[2], new[3], old[2]])
+    assert [event.uid for event in stored] == [attributes[uid] for attributes in new]
+    seqs = [event.seq for event in stored]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4
+    assert all(storage.get_event("acme", event.uid).seq == event.seq for event in stored)
+    assert storage.count("acme", EventQuery()) == 7
+
+
+def test_concurrent_overlapping_batches_store_and_report_each_event_once(storage: Storage) -> None:
+    """Retries racing the original (same order, overlapping windows): every event is stored once, and exactly one
+    insert reports it as stored (ingest hooks such as alerts see it once)."""
+    records = [audit_attributes() for _ in range(160)]
+    reported: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run(window: list) -> None:
+        try:
+            for start in range(0, len(window), 20):
+                stored = ingest(storage, window[start : start + 20])
+                with lock:
+                    reported.extend(event.uid for event in stored)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(records[offset : offset + 80],)) for offset in (0, 40, 80)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert sorted(reported) == sorted(attributes[semconv.LOG_RECORD_UID] for attributes in records)
+    assert storage.count("acme", EventQuery()) == 160
 
 
 def test_record_without_uid_gets_a_content_derived_uid_so_retries_deduplicate(storage: Storage) -> None:
