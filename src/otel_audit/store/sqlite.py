@@ -69,8 +69,11 @@ class SQLiteStorage(Storage):
     placeholder = "?"
     like_operator = "LIKE"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 30.0) -> None:
+        """`busy_timeout`: how long a statement waits for another process's write lock before it fails (the app
+        then answers 503 with Retry-After)."""
         self.path = path
+        self.busy_timeout = busy_timeout
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self._write_lock = threading.Lock()
@@ -94,10 +97,9 @@ class SQLiteStorage(Storage):
             conn.close()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn

@@ -1,0 +1,77 @@
+"""A database that is busy or has lost its connections answers 503 + Retry-After (exporters and collectors retry
+those), never 500 (which they drop); the retried batch is then stored once, and the store keeps serving."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import httpx
+import pytest
+
+from otel_audit.store import EventQuery, create_app, open_storage
+from otel_audit.store.sqlite import SQLiteStorage
+
+from .conftest import Tenant
+from .helpers import ServerThread, audit_attributes, build_request
+
+PROTOBUF = "application/x-protobuf"
+MAX_ATTEMPTS = 20
+
+
+def post(server: ServerThread, tenant: Tenant, body: bytes) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/logs", content=body, headers=tenant.headers(content_type=PROTOBUF), timeout=30)
+
+
+def assert_retryable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"] == "storage_unavailable"
+
+
+def test_sqlite_locked_by_another_writer_answers_503_then_stores_the_retry_once(tmp_path) -> None:
+    path = str(tmp_path / "store.db")
+    storage = SQLiteStorage(path, busy_timeout=0.2)
+    storage.migrate()
+    tenant = Tenant(storage, "acme")
+    body = build_request([audit_attributes(), audit_attributes()]).SerializeToString()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        with ServerThread(create_app(storage)) as server:
+            blocker.execute("BEGIN IMMEDIATE")
+            assert_retryable(post(server, tenant, body))
+            blocker.execute("ROLLBACK")
+            assert post(server, tenant, body).status_code == 200
+            assert post(server, tenant, body).status_code == 200  # a second retry is a duplicate: skipped
+        assert storage.count("acme", EventQuery()) == 2
+    finally:
+        blocker.close()
+        storage.close()
+
+
+@pytest.mark.postgres
+def test_postgresql_connections_lost_answer_503_until_the_pool_reconnects(new_postgres_database) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    url = new_postgres_database()
+    storage = open_storage(url)
+    tenant = Tenant(storage, "acme")
+    try:
+        with ServerThread(create_app(storage)) as server:
+            assert post(server, tenant, build_request([audit_attributes()]).SerializeToString()).status_code == 200
+            with psycopg.connect(url, autocommit=True) as admin:
+                terminated = admin.execute(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()) AS killed"
+                ).fetchone()[0]
+            assert terminated >= 1
+            body = build_request([audit_attributes()]).SerializeToString()
+            statuses = []
+            for _ in range(MAX_ATTEMPTS):  # each broken pooled connection fails one request, then is replaced
+                response = post(server, tenant, body)
+                statuses.append(response.status_code)
+                if response.status_code == 200:
+                    break
+                assert_retryable(response)
+            assert statuses[0] == 503 and statuses[-1] == 200, statuses
+        assert storage.count("acme", EventQuery()) == 2
+    finally:
+        storage.close()
