@@ -392,3 +392,27 @@ def test_session_cookie_gives_a_hashed_session_id_to_the_request_and_nested_even
         assert attributes["client.address"] == "198.51.100.7"
         assert "s3cr3t-cookie" not in repr(attributes)
     assert "session.id" not in no_cookie.attributes
+
+
+@pytest.mark.parametrize("auth_added", ["before instrument_app", "after instrument_app"])
+def test_service_events_get_the_actor_whichever_side_the_auth_middleware_is_on(
+        auth_added: str, audit_pipeline: otel_audit.AuditPipeline, otlp_receiver: OTLPReceiver) -> None:
+    app = FastAPI()
+
+    @app.post("/reports")
+    async def create_report() -> dict[str, bool]:
+        service_audit.emit("report.render")
+        return {"ok": True}
+
+    if auth_added == "before instrument_app":
+        app.add_middleware(AuthenticationMiddleware, backend=BearerBackend())
+        instrument_app(app)  # auth sits between the audit layers: only the inner one sees scope["user"]
+    else:
+        instrument_app(app)
+        app.add_middleware(AuthenticationMiddleware, backend=BearerBackend())  # outermost: seen at the start
+    with serve_asgi(app) as base_url:
+        assert httpx.post(f"{base_url}/reports", headers={"Authorization": "Bearer erin"}).status_code == 200
+        [nested] = wait_for_action(otlp_receiver, "report.render")
+        [request] = wait_for_action(otlp_receiver, "report.create")
+    assert nested.attributes["user.id"] == request.attributes["user.id"] == "erin"
+    assert nested.attributes["audit.request.id"] == request.attributes["audit.request.id"]

@@ -105,13 +105,19 @@ class AuditMiddleware:
         self._trusted_proxies = options.trusted_proxies if options.trusted_proxies else None
         # Only the headers this configuration reads are looked at; every other header costs one set lookup.
         wanted = {self._request_id_header, b"user-agent"}
-        if self._trusted_proxies is not None:
-            wanted |= {b"x-forwarded-for", b"forwarded"}
         if options.session_resolver is None and options.session_cookie is not None:
             wanted.add(b"cookie")
         self._wanted_headers = frozenset(wanted)
         self._excluded = options.excluded.search if options.excluded is not None else None
         self._logger = get_audit_logger(LOGGER_NAME, SCOPE_VERSION)
+        if (
+            isinstance(app, ActorContextMiddleware)
+            and app.actor_resolver is self._actor_resolver
+            and app.tenant_resolver is options.tenant_resolver
+        ):
+            # The inner layer directly inside this one (no middleware between them, e.g. instrument_app on an app
+            # without middleware of its own) would see the very scope _begin already resolved: skip it.
+            self.app = app.app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or STATE_KEY in scope:
@@ -132,13 +138,14 @@ class AuditMiddleware:
         scope[STATE_KEY] = state
         strict = is_strict()
 
-        async def send_with_status(message: Message) -> None:
+        def send_with_status(message: Message) -> Awaitable[None]:
+            # A plain function handing back the server's own awaitable: no extra coroutine per message.
             if message["type"] == "http.response.start":
                 state.status = message["status"]
                 if strict:
                     # Persist the event before the status line leaves: a request that cannot be audited fails.
                     self._finish(scope, state)
-            await send(message)
+            return send(message)
 
         token = enter_request_context(state)
         try:
@@ -157,8 +164,6 @@ class AuditMiddleware:
 
     def _begin(self, scope: Scope) -> RequestState:
         request_id = user_agent = cookie = None
-        forwarded_for: list[str] = []
-        forwarded: list[str] = []
         request_id_header = self._request_id_header
         wanted = self._wanted_headers
         for name, value in scope["headers"]:
@@ -168,17 +173,12 @@ class AuditMiddleware:
                 request_id = value.decode("latin-1")
             elif name == b"user-agent":
                 user_agent = value.decode("latin-1")
-            elif name == b"x-forwarded-for":
-                forwarded_for.append(value.decode("latin-1"))
-            elif name == b"forwarded":
-                forwarded.append(value.decode("latin-1"))
             else:
                 cookie = value.decode("latin-1")
         client = scope.get("client")
         client_address = client[0] if client else None
-        trusted = self._trusted_proxies
-        if trusted is not None:
-            client_address = clip(trusted.client_address(client_address, forwarded_for, forwarded))
+        if self._trusted_proxies is not None:
+            client_address = self._client_behind_proxies(scope, client_address)
         options = self.options
         if options.session_resolver is not None:
             session_id = resolve_text(options.session_resolver, scope, "session_resolver")
@@ -201,6 +201,20 @@ class AuditMiddleware:
             time.perf_counter_ns(),
             scope.get("root_path", ""),
         )
+
+    def _client_behind_proxies(self, scope: Scope, peer: str | None) -> str | None:
+        """The client address when the peer is a trusted proxy (read from its forwarding headers), else the peer."""
+        trusted = self._trusted_proxies
+        if peer is None or trusted is None or not trusted.is_trusted(peer):
+            return peer
+        forwarded_for: list[str] = []
+        forwarded: list[str] = []
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                forwarded_for.append(value.decode("latin-1"))
+            elif name == b"forwarded":
+                forwarded.append(value.decode("latin-1"))
+        return clip(trusted.client_address(peer, forwarded_for, forwarded))
 
     def _finish(self, scope: Scope, state: RequestState) -> None:
         """Emit the request's event (once); errors are reported, and raised only in strict mode."""
@@ -225,19 +239,19 @@ class ActorContextMiddleware:
     def __init__(self, app: ASGIApp, *, actor_resolver: ActorResolver | None = None,
                  tenant_resolver: StringResolver | None = None) -> None:
         self.app = app
-        self._actor_resolver = actor_resolver or default_actor
-        self._tenant_resolver = tenant_resolver
+        self.actor_resolver = actor_resolver or default_actor
+        self.tenant_resolver = tenant_resolver
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.get(STATE_KEY)
-        if state is None or (state.actor is not None and (state.tenant is not None or self._tenant_resolver is None)):
+        if state is None or (state.actor is not None and (state.tenant is not None or self.tenant_resolver is None)):
             await self.app(scope, receive, send)
             return
         actor, tenant = state.actor, state.tenant
         if actor is None:
-            actor = state.actor = actor_of(self._actor_resolver, scope)
-        if tenant is None and self._tenant_resolver is not None:
-            tenant = state.tenant = resolve_text(self._tenant_resolver, scope, "tenant_resolver")
+            actor = state.actor = actor_of(self.actor_resolver, scope)
+        if tenant is None and self.tenant_resolver is not None:
+            tenant = state.tenant = resolve_text(self.tenant_resolver, scope, "tenant_resolver")
         if actor is None and tenant is None:
             await self.app(scope, receive, send)
             return
