@@ -19,6 +19,7 @@ from typing import Any, TypeVar, cast
 
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import get_current
+from opentelemetry.trace import get_current_span
 from opentelemetry.sdk._logs import Logger as SdkLogger
 from opentelemetry.sdk._logs import ReadWriteLogRecord
 
@@ -112,6 +113,31 @@ binding = _Binding()
 
 
 _new_writable = ReadWriteLogRecord.__new__
+_new_api_record = LogRecord.__new__
+
+
+def _api_record(
+    timestamp_ns: int, observed_ns: int, severity_number: SeverityNumber, severity_text: str,
+    attributes: dict[str, Any], event_name: str,
+) -> LogRecord:
+    """The API LogRecord that `LogRecord(timestamp=..., context=get_current(), ...)` builds, field for field,
+    without its keyword-argument and deprecation handling (a test compares both with the pinned SDK)."""
+    context = get_current()
+    span_context = get_current_span(context).get_span_context()
+    record = _new_api_record(LogRecord)
+    record.timestamp = timestamp_ns
+    record.observed_timestamp = observed_ns
+    record.context = context
+    record.trace_id = span_context.trace_id
+    record.span_id = span_context.span_id
+    record.trace_flags = span_context.trace_flags
+    record.severity_text = severity_text
+    record.severity_number = severity_number
+    record.body = None
+    record.attributes = attributes
+    record.event_name = event_name
+    record.exception = None
+    return record
 
 
 def _validated_record(logger: SdkLogger, record: LogRecord) -> LogRecord | ReadWriteLogRecord:
@@ -132,6 +158,14 @@ def _validated_record(logger: SdkLogger, record: LogRecord) -> LogRecord | ReadW
     writable.instrumentation_scope = logger._instrumentation_scope
     writable.limits = limits
     return writable
+
+
+def _plain_strings(*values: Any) -> bool:
+    """Whether every value is None or a string short enough for an id field (what AuditEvent would accept)."""
+    for value in values:
+        if value is not None and (value.__class__ is not str or len(value) > MAX_ID_LEN):
+            return False
+    return True
 
 
 def new_uid() -> str:
@@ -294,12 +328,9 @@ class AuditLogger:
             or not (resource_id is None or (resource_id.__class__ is str and len(resource_id) <= MAX_ID_LEN))
             or not (http_status_code is None or (http_status_code.__class__ is int and 100 <= http_status_code <= 599))
             or not (reason is None or (reason.__class__ is str and len(reason) <= MAX_REASON_LEN))
-            or not all(
-                value is None or (value.__class__ is str and len(value) <= MAX_ID_LEN)
-                for value in (
-                    tenant, client_address, user_agent, session_id, request_id, http_method, http_route, url_path,
-                    error_type, resource_name,
-                )
+            or not _plain_strings(
+                tenant, client_address, user_agent, session_id, request_id, http_method, http_route, url_path,
+                error_type, resource_name,
             )
         ):
             return self._emit_validated(
@@ -420,15 +451,7 @@ class AuditLogger:
             event_name = semconv.event_name(action)
             if len(_event_names) < _EVENT_NAMES_CACHE:
                 _event_names[action] = event_name
-        record = LogRecord(
-            timestamp=timestamp_ns,
-            observed_timestamp=observed_ns,
-            context=get_current(),
-            severity_number=severity_number,
-            severity_text=severity_text,
-            attributes=attributes,
-            event_name=event_name,
-        )
+        record = _api_record(timestamp_ns, observed_ns, severity_number, severity_text, attributes, event_name)
         logger = self._logger()
         if logger.__class__ is SdkLogger:
             logger.emit(_validated_record(logger, record))  # type: ignore[arg-type]  # the SDK accepts both

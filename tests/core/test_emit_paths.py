@@ -189,3 +189,32 @@ def test_an_unknown_action_is_validated_before_it_is_trusted(capture: AuditCaptu
     with pytest.raises(AuditEventError):
         logger.emit("Document Read")  # a rejected action is never remembered as valid
     assert len(capture) == 0
+
+
+def test_the_api_record_is_the_one_the_sdk_constructor_builds() -> None:
+    """emit builds the API LogRecord field by field; with the pinned SDK it must equal what LogRecord(...) builds,
+    inside a span and outside one (a field added by a new SDK makes this fail rather than go missing)."""
+    from opentelemetry import trace
+    from opentelemetry._logs import LogRecord, SeverityNumber
+    from opentelemetry.context import get_current
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_audit.logger import _api_record
+
+    attributes = {semconv.AUDIT_ACTION: "document.read"}
+
+    def both() -> tuple[LogRecord, LogRecord]:
+        built = _api_record(1, 2, SeverityNumber.WARN, "WARN", attributes, "audit.document.read")
+        expected = LogRecord(
+            timestamp=1, observed_timestamp=2, context=get_current(), severity_number=SeverityNumber.WARN,
+            severity_text="WARN", attributes=attributes, event_name="audit.document.read",
+        )
+        return built, expected
+
+    built, expected = both()
+    assert vars(built) == vars(expected) and built.trace_id == 0
+    span = TracerProvider().get_tracer("paths").start_span("request")
+    with trace.use_span(span, end_on_exit=True):
+        built, expected = both()
+    assert vars(built) == vars(expected)
+    assert built.trace_id == span.get_span_context().trace_id != 0
