@@ -5,10 +5,11 @@ sink (benchmarks.harness sink, its own process), the variant's app under uvicorn
 127.0.0.1), and drives `POST /documents/{document_id}` with wrk (keep-alive, fixed connections, fixed duration)
 after a warm-up. Every POST is audited, so each request of the audited variants is one event; the sink's record
 count afterwards shows they all arrived. Besides requests/s it records the server process's CPU time per request
-(all threads, so the audit exporter is included): on a shared machine the throughput of one run swings with the
-neighbours' load, while CPU per request hardly does, and 1e6 / CPU-us is the throughput the server would reach on
-a core of its own. `python -m benchmarks.bench_fastapi --compare` runs every variant
-interleaved (harness.run_benchmark) and prints ratios of the medians and the medians of per-repetition ratios.
+(all threads, so the audit exporter is included; the event-loop thread's share is also recorded on its own): on a
+shared machine the throughput of one run swings with the neighbours' load, while CPU per request hardly does, and
+1e6 / CPU-us is the throughput the server would reach on a core of its own. `python -m benchmarks.bench_fastapi
+--compare` runs every variant interleaved (harness.run_benchmark) and prints ratios of the medians and the
+medians of per-repetition ratios.
 """
 
 from __future__ import annotations
@@ -198,9 +199,10 @@ def _wrk(base_url: str, seconds: int, script: Path) -> tuple[float, int]:
     return float(rps.group(1)), int(total.group(1))
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads (Linux /proc; clock-tick resolution)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU time of a process, all its threads, or of one thread (Linux /proc; clock-tick resolution)."""
+    stat = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -228,9 +230,10 @@ def measure(variant: str, size: str) -> dict[str, Any]:
         try:
             _wait_ready(base_url, server)
             _, warmup_requests = _wrk(base_url, WARMUP_SECONDS, script)
-            cpu_before = _cpu_seconds(server.pid)
+            cpu_before, loop_cpu_before = _cpu_seconds(server.pid), _cpu_seconds(server.pid, server.pid)
             rps, requests = _wrk(base_url, SECONDS[size], script)
             cpu_per_request_us = (_cpu_seconds(server.pid) - cpu_before) / requests * 1e6
+            loop_cpu_per_request_us = (_cpu_seconds(server.pid, server.pid) - loop_cpu_before) / requests * 1e6
             expected = warmup_requests + requests
             received = sink.count()
             if variant in ("otel-audit", "stock ASGI + SDK log"):
@@ -246,6 +249,8 @@ def measure(variant: str, size: str) -> dict[str, Any]:
                 server.kill()
                 server.wait(15)
     result: dict[str, Any] = {"rps": rps, "requests": requests, "server_cpu_us_per_request": cpu_per_request_us,
+                              "event_loop_cpu_us_per_request": loop_cpu_per_request_us,
+                              "other_threads_cpu_us_per_request": cpu_per_request_us - loop_cpu_per_request_us,
                               "cpu_capacity_rps": 1e6 / cpu_per_request_us}
     if variant in ("otel-audit", "stock ASGI + SDK log"):
         result.update({"events_expected": expected, "events_received": received,
@@ -270,6 +275,9 @@ BENCHMARK = Benchmark(
         Figure("with FastAPIInstrumentor", "FastAPIInstrumentor", "rps", "req/s"),
         Figure("plain: server CPU per request", "plain", "server_cpu_us_per_request", "us"),
         Figure("otel-audit: server CPU per request", "otel-audit", "server_cpu_us_per_request", "us"),
+        Figure("otel-audit: event-loop thread CPU per request", "otel-audit", "event_loop_cpu_us_per_request", "us"),
+        Figure("otel-audit: other threads (audit exporter) CPU per request", "otel-audit",
+               "other_threads_cpu_us_per_request", "us"),
         Figure("otel-audit, no event: server CPU per request", "otel-audit, no event", "server_cpu_us_per_request", "us"),
         Figure("stock ASGI + SDK log: server CPU per request", "stock ASGI + SDK log", "server_cpu_us_per_request", "us"),
         Figure("FastAPIInstrumentor: server CPU per request", "FastAPIInstrumentor", "server_cpu_us_per_request", "us"),
