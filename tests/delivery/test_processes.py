@@ -56,6 +56,20 @@ def test_kill_9_mid_stream_then_restart_delivers_every_returned_emit(receiver, s
     assert not [path for path in spool_dir.iterdir() if path.name.startswith("w-")]
 
 
+
+def test_after_kill_9_acknowledged_batches_are_not_sent_again(receiver, spool_dir) -> None:
+    """The ack log is what a restart trusts: only the batch in flight at the kill may arrive twice."""
+    emitter = start_emitter(receiver.endpoint, str(spool_dir), "100000", "--delay", "0.001", "--batch", "10")
+    assert wait_until(lambda: len(receiver.records) >= 300, timeout=60)
+    emitter.kill()
+    emitter.wait(10)
+    restarted = start_emitter(receiver.endpoint, str(spool_dir), "0", "--drain", "60")
+    out, err = restarted.communicate(timeout=90)
+    assert "drained True" in out, err
+    uids = [uid for uid, _ in received_uids(receiver)]
+    assert len(uids) >= 300
+    assert len(uids) - len(set(uids)) <= 10
+
 def test_receiver_down_30_seconds_then_up_loses_nothing_and_keeps_order(spool_dir) -> None:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/v1/logs"

@@ -134,3 +134,24 @@ def test_records_beyond_the_memory_copy_are_read_back_from_disk_in_order(make_pi
         assert pipeline.processor.force_flush(20_000)
         assert [record.attributes["seq"] for record in late.records] == list(range(1, 301))
     assert not spool._tail  # acknowledged: nothing kept
+
+
+def test_the_ack_log_resumes_from_its_last_intact_line(tmp_path) -> None:
+    """The cursor is appended per batch; after a crash a torn or damaged last line is skipped, never trusted."""
+    import zlib
+    from types import SimpleNamespace
+
+    from otel_audit.delivery.spool import Lane
+
+    def line(segment: int, offset: int) -> bytes:
+        position = b"%d %d" % (segment, offset)
+        return b"%s %08x\n" % (position, zlib.crc32(position))
+
+    lane = SimpleNamespace(path=tmp_path)
+    (tmp_path / "ack").write_bytes(line(1, 100) + line(1, 250) + line(2, 40)[:-3])  # torn: no newline
+    assert Lane._load_cursor(lane) == (1, 250)
+    (tmp_path / "ack").write_bytes(line(1, 100) + line(1, 250).replace(b"250", b"950"))  # damaged: bad checksum
+    assert Lane._load_cursor(lane) == (1, 100)
+    (tmp_path / "ack").write_bytes(b"")
+    assert Lane._load_cursor(lane) == (0, 0)
+

@@ -4,7 +4,7 @@ Layout under `spool_dir`:
 
     w-<pid>-<random>/           one lane per writing process (flock-ed `lock` file while the process lives)
         seg-000000000001.log    append-only segment files of frames
-        ack                     "<segment> <offset>": everything before it was acknowledged
+        ack                     lines "<segment> <offset> <crc32>": everything before the last intact one was acknowledged
     corrupt/                    bytes that failed their checksum, moved aside (counted, never resent)
     dead-letter.jsonl           records the receiver rejected, with its reason (see deadletter.py)
 
@@ -55,6 +55,7 @@ _UNKNOWN_SCOPE = ScopeDef(b"", b"")
 # Records this process appended, kept until acknowledged (up to this many bytes) so the exporter sends them
 # without reading them back: (segment, start, end, scope, record bytes, emit ns); start..end covers the whole write.
 TAIL_MAX_BYTES = 8 << 20
+ACK_LOG_MAX_BYTES = 16 << 10
 _TailEntry = tuple[int, int, int, ScopeDef, bytes, int]
 
 
@@ -103,19 +104,42 @@ class Lane:
         self.cursor_segment, self.cursor_offset = self._load_cursor()
         self.scopes: dict[int, dict[int, ScopeDef]] = {}
         self._read_fds: dict[int, int] = {}
+        self._ack_fd = -1
+        self._ack_size = 0
 
     def _load_cursor(self) -> tuple[int, int]:
+        """The last intact line of the `ack` log (a line torn by a crash fails its checksum and is skipped)."""
         try:
-            text = (self.path / "ack").read_text()
-            segment, offset = text.split()
-            return int(segment), int(offset)
-        except (OSError, ValueError):
+            lines = (self.path / "ack").read_bytes().split(b"\n")[:-1]  # a last line without its newline is torn
+        except OSError:
             return 0, 0
+        for line in reversed(lines):
+            fields = line.split()
+            if len(fields) == 3 and fields[2] == b"%08x" % zlib.crc32(fields[0] + b" " + fields[1]):
+                try:
+                    return int(fields[0]), int(fields[1])
+                except ValueError:
+                    continue
+        return 0, 0
 
     def _save_cursor(self) -> None:
+        """Append the cursor to the `ack` log: one small write per batch (replacing a file per batch made the
+        filesystem flush it every time); the log is rewritten, atomically, once it holds ACK_LOG_MAX_BYTES."""
+        position = b"%d %d" % (self.cursor_segment, self.cursor_offset)
+        line = b"%s %08x\n" % (position, zlib.crc32(position))
+        if self._ack_fd < 0 or self._ack_size >= ACK_LOG_MAX_BYTES:
+            self._rewrite_ack_log(line)
+            return
+        self._ack_size += os.write(self._ack_fd, line)
+
+    def _rewrite_ack_log(self, line: bytes) -> None:
         temporary = self.path / "ack.tmp"
-        temporary.write_text(f"{self.cursor_segment} {self.cursor_offset}\n")
+        temporary.write_bytes(line)
         os.replace(temporary, self.path / "ack")
+        if self._ack_fd >= 0:
+            os.close(self._ack_fd)
+        self._ack_fd = os.open(self.path / "ack", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self._ack_size = len(line)
 
     def segments(self) -> list[int]:
         numbers = (_segment_number(name) for name in os.listdir(self.path))
@@ -288,6 +312,9 @@ class Lane:
         for fd in self._read_fds.values():
             os.close(fd)
         self._read_fds.clear()
+        if self._ack_fd >= 0:
+            os.close(self._ack_fd)
+            self._ack_fd = -1
 
     def remove(self) -> None:
         """Delete a fully acknowledged lane (files, directory) and release its lock."""
