@@ -163,3 +163,18 @@ def test_scope_definition_round_trips() -> None:
     scope = ScopeDef.of(readable(timestamp=1, observed_timestamp=1))
     again = ScopeDef.from_bytes(scope.to_bytes())
     assert again.key == scope.key
+
+
+def test_cached_encodings_never_mix_values_that_compare_equal() -> None:
+    """True == 1 == 1.0 as cache keys; repeated records (past the caches' second sighting) must keep each type."""
+    shapes = [{"flag": True}, {"flag": 1}, {"flag": 1.0}, {"flag": "1"}, {"flag": False}, {"flag": 0}]
+    for _ in range(3):
+        for shape in shapes:
+            record = readable(
+                timestamp=7, observed_timestamp=8, attributes={"audit.metadata": shape, "audit.tenant.id": "acme", **shape}
+            )
+            assert_compatible(record)
+            message = decoded(encode_log_record(record))
+            attributes = {kv.key: any_value_to_python(kv.value) for kv in message.attributes}
+            assert type(attributes["flag"]) is type(shape["flag"])
+            assert type(attributes["audit.metadata"]["flag"]) is type(shape["flag"])

@@ -89,25 +89,14 @@ def encode_any_value(value: Any) -> bytes:
         size = len(data)
         return b"\x0a" + (_SMALL[size] if size < 0x80 else varint(size)) + data
     if cls is dict:
-        cached = _string_pairs.hits.get
+        cached = _map_entries.hits.get
         parts = []
-        for key, item in value.items():
-            if item.__class__ is str:
-                pair = cached((key, item)) or _pair(key, item)
-            elif item.__class__ is int:
-                pair = _int_pairs.hits.get((key, item)) or _int_pair(key, item)
+        for item in value.items():
+            item_class = item[1].__class__
+            if item_class is str or item_class is int:  # never bool: (k, True) == (k, 1) as a cache key
+                parts.append(cached(item) or _map_entry(*item))
             else:
-                inner = encode_any_value(item)
-                size = len(inner)
-                message = (
-                    (_key_prefixes[key] if key in _key_prefixes else _key_prefix(str(key)))
-                    + b"\x12"
-                    + (_SMALL[size] if size < 0x80 else varint(size))
-                    + inner
-                )
-                size = len(message)
-                pair = (_SMALL[size] if size < 0x80 else varint(size)) + message
-            parts.append(b"\x0a" + pair)
+                parts.append(_map_entry(*item))
         body = b"".join(parts)
         size = len(body)
         return b"\x32" + (_SMALL[size] if size < 0x80 else varint(size)) + body
@@ -164,18 +153,14 @@ def encode_key_value(key: str, value: Any) -> bytes:
     return prefix + b"\x12" + _length(len(encoded)) + encoded
 
 
-def _pair(key: str, value: Any) -> bytes:
-    """A length-prefixed KeyValue, ready to follow a field tag; short string pairs (action, outcome, tenant, ...)
-    repeat across events and come from a bounded cache once seen twice."""
+def _pair(key: Any, value: Any) -> bytes:
+    """A length-prefixed KeyValue, ready to follow a field tag (callers cache what repeats)."""
     if key.__class__ is not str:
         key = str(key)
-    if value.__class__ is not str:
-        message = encode_key_value(key, value)
-        return _length(len(message)) + message
-    encoded = _string_pair(key, value)
-    if len(value) <= _VALUE_MAX_CACHED_LEN:
-        _string_pairs.admit((key, value), encoded)
-    return encoded
+    if value.__class__ is str:
+        return _string_pair(key, value)
+    message = encode_key_value(key, value)
+    return _length(len(message)) + message
 
 
 def _string_pair(key: str, value: str) -> bytes:
@@ -195,13 +180,13 @@ def _string_pair(key: str, value: str) -> bytes:
     return (_SMALL[size] if size < 0x80 else varint(size)) + message
 
 
-def _int_pair(key: str, value: int) -> bytes:
-    """A length-prefixed KeyValue of an int map entry (counts, sizes, flags repeat across events: cached)."""
-    if key.__class__ is not str:
-        key = str(key)
-    message = encode_key_value(key, value)
-    encoded = _length(len(message)) + message
-    _int_pairs.admit((key, value), encoded)
+def _map_entry(key: Any, value: Any) -> bytes:
+    """One `KeyValueList.values` entry (tag + length-prefixed KeyValue); string and int entries (plans, counts,
+    flags) repeat across events and are cached whole once seen twice."""
+    encoded = b"\x0a" + _pair(key, value)
+    value_class = value.__class__
+    if (value_class is str and len(value) <= _VALUE_MAX_CACHED_LEN) or value_class is int:
+        _map_entries.admit((key, value), encoded)
     return encoded
 
 
@@ -227,8 +212,7 @@ class _SecondSightCache:
         self.hits[key] = encoded
 
 
-_string_pairs = _SecondSightCache()
-_int_pairs = _SecondSightCache()
+_map_entries = _SecondSightCache()
 _attribute_fields = _SecondSightCache()
 
 
