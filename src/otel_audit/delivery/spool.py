@@ -416,8 +416,9 @@ class Spool:
 
         Raises AuditDeliveryError when the spool is full past its policy or the write fails.
         """
-        payload = RECORD_HEAD.pack(scope_number, emit_ns) + record
-        frame = HEADER.pack(MAGIC, KIND_RECORD, len(payload), zlib.crc32(payload, KIND_RECORD)) + payload
+        head = RECORD_HEAD.pack(scope_number, emit_ns)
+        checksum = zlib.crc32(record, zlib.crc32(head, KIND_RECORD))  # = crc32(head + record): one copy, not two
+        frame = b"".join((HEADER.pack(MAGIC, KIND_RECORD, len(head) + len(record), checksum), head, record))
         with self._lock:
             if self._closed:
                 raise AuditDeliveryError("the audit spool is shut down; the event was not recorded")
@@ -428,7 +429,7 @@ class Spool:
             if self._segment_size >= self.segment_bytes:
                 self._open_segment(self._segment + 1)
                 frame = encode_frame(KIND_SCOPE, SCOPE_HEAD.pack(scope_number) + scope.to_bytes()) + frame[
-                    -len(payload) - HEADER.size :
+                    -len(head) - len(record) - HEADER.size :
                 ]
             written = 0
             try:
