@@ -1,26 +1,36 @@
 """SQLite storage (the embedded default): one file, WAL, a single writer and pooled readers.
 
-Each batch is one IMMEDIATE transaction with one executemany. Sequence numbers are assigned inside it, and rows
-skipped as duplicates (ON CONFLICT DO NOTHING) are found with one primary-key range read, so ingest hooks get
-exactly the stored events.
+Each batch is one IMMEDIATE transaction of multi-row INSERTs (up to 512 rows a statement). Sequence numbers are
+assigned inside it, and rows skipped as duplicates (ON CONFLICT DO NOTHING) are found with one primary-key range
+read, so ingest hooks get exactly the stored events.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from .events import EventQuery, StoredEvent
 from .storage import EVENT_COLUMNS, Storage, event_row, shared_schema
 
-_INSERT = (
-    f"INSERT INTO events (seq, {', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 1))})"
-    " ON CONFLICT (tenant_id, uid) DO NOTHING"
-)
+# 512 rows of 22 values and the first seq: within SQLite's default limit of 32,766 bound variables.
+MAX_ROWS_PER_STATEMENT = 512
+_ROW_MARKS = ", ".join("?" * len(EVENT_COLUMNS))
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_sql(rows: int) -> str:
+    """INSERT of `rows` rows whose seq is ?1 + row index (batches are cut into power-of-two statements, so a
+    handful of statement texts are prepared once and reused)."""
+    values = ", ".join(f"(?1 + {index}, {_ROW_MARKS})" for index in range(rows))
+    return (f"INSERT INTO events (seq, {', '.join(EVENT_COLUMNS)}) VALUES {values}"
+            " ON CONFLICT (tenant_id, uid) DO NOTHING")
 
 _SCHEMA = [
     """CREATE TABLE events (
@@ -149,26 +159,36 @@ class SQLiteStorage(Storage):
             yield conn
 
     def insert_events(self, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+        """Parameters are bound before the write lock is taken; each statement then inserts its rows in one call
+        into SQLite, which runs without the GIL, so other requests decode meanwhile."""
         if not events:
             return []
         unique: dict[tuple[str, str], StoredEvent] = {}
         for event in events:
             unique.setdefault((event.tenant_id, event.uid), event)
+        batch = list(unique.values())
+        statements: list[tuple[int, str, list[Any]]] = []
+        offset, size = 0, MAX_ROWS_PER_STATEMENT
+        while offset < len(batch):
+            while size > len(batch) - offset:
+                size //= 2
+            params: list[Any] = [0]
+            for event in batch[offset : offset + size]:
+                params += event_row(event)
+            statements.append((offset, _insert_sql(size), params))
+            offset += size
         with self.transaction() as conn:
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
             first = (row[0] if row else 0) + 1
-            by_seq = {}
-            rows = []
-            for seq, event in enumerate(unique.values(), start=first):
-                by_seq[seq] = event
-                rows.append((seq, *event_row(event)))
-            conn.executemany(_INSERT, rows)
+            for offset, sql, params in statements:
+                params[0] = first + offset
+                conn.execute(sql, params)
             stored = conn.execute(
-                "SELECT seq FROM events WHERE seq >= ? AND seq < ? ORDER BY seq", (first, first + len(rows))
+                "SELECT seq FROM events WHERE seq >= ? AND seq < ? ORDER BY seq", (first, first + len(batch))
             ).fetchall()
         fresh = []
         for (seq,) in stored:
-            event = by_seq[seq]
+            event = batch[seq - first]
             event.seq = seq
             fresh.append(event)
         return fresh
