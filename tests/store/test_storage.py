@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import struct
 import threading
 import time
@@ -296,3 +297,12 @@ def test_bytes_values_come_back_base64_encoded(storage: Storage) -> None:
     event = storage.get_event("acme", attributes[semconv.LOG_RECORD_UID])
     assert event is not None
     assert event.attributes[semconv.AUDIT_METADATA] == {"digest": "AP9hYmM="}
+
+
+def test_non_finite_floats_outside_the_checked_maps_come_back_as_exported(storage: Storage) -> None:
+    attributes = audit_attributes(**{"custom.ratio": math.nan, "custom.floor": -math.inf, "custom.big": 1e16})
+    [stored] = ingest(storage, [attributes])
+    event = storage.get_event("acme", stored.uid)
+    assert event is not None
+    assert math.isnan(event.attributes["custom.ratio"])
+    assert event.attributes["custom.floor"] == -math.inf and event.attributes["custom.big"] == 1e16
