@@ -65,25 +65,61 @@ TRUSTED_KEYS = frozenset(
     }
 )
 
-_MIN_SECRET_LEN = 6  # no detector matches a shorter string
+_MIN_SECRET_LEN = 6  # the shortest match of any detector but key_value (`a@b.co`); see Redactor.min_secret_len
 _SMALLEST_CARD = 10**12  # card numbers have at least 13 digits
 _CLEAN_CACHE_MAX = 32768
 _PLANS_MAX = 1024
 _REDACTED_CACHE_MAX = 4096
 _CACHEABLE_LEN = 256
 
-# Shapes that cannot hold anything a detector finds: ISO 8601 timestamps, and lower-case tokens (ids, UUIDs, words,
-# versions, paths) joined by - . / whose all-digit tokens are at most 3 digits long (so no card, SSN or phone).
-# One linear fullmatch (possessive quantifiers, no backtracking) instead of three searches.
-_BENIGN_RE = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9:.]++(?:Z|[+-][0-9:]++)?)?"
-    r"|/?(?:[0-9]{0,8}+[a-z][a-z0-9]*+|[0-9]{1,3}+)(?:[-./](?:[0-9]{0,8}+[a-z][a-z0-9]*+|[0-9]{1,3}+))*+/?"
-)
-# With the phone detector on, short all-digit tokens (`01.23.45.67.89`) may be a phone number: every token needs a letter.
-_BENIGN_WITH_PHONE_RE = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9:.]++(?:Z|[+-][0-9:]++)?)?"
-    r"|/?[0-9]{0,8}+[a-z][a-z0-9]*+(?:[-./][0-9]{0,8}+[a-z][a-z0-9]*+)*+/?"
-)
+# The pre-screen (Redactor.surely_clean) proves that no detector can match a string, with two bytes.translate
+# calls and a few substring tests instead of the detectors' regex scans. Every detector needs at least one of:
+#   * a byte outside the safe set below: upper case (JWT `eyJ`, AWS/GCP keys, PEM, `Bearer`, IBAN), `_` (GitHub,
+#     Stripe), `=` or `:` (key_value, url_password), white space (bearer/basic `\s`), any non-ASCII byte (Unicode
+#     white space), and when enabled `@` (email), `+` or `(` (phone);
+#   * a lower-case literal: `xox`, `xapp-`, `ya29.`, `hooks.slack.com/services/`;
+#   * nine digits in a row once `-` (and `.` with phone detection on) are removed: a card has 13, an SSN 9, a phone
+#     number 10 digits, separated only by single spaces, dashes (and dots for phones).
+# Strings with none of these (ids, UUIDs, hex, slugs, versions, paths, dates) are clean. ISO 8601 timestamps have
+# `:` and `T`, so their digit shapes are listed instead (_TIMESTAMP_SHAPES, checked by the property tests).
+_SAFE_PUNCTUATION = "-./,;!?#$%&*~^|`'\"\\<>[]{})"
+_DIGIT_SHAPE = bytes.maketrans(b"0123456789", b"9999999999")
+
+
+def _class_table(safe: str, joiners: str) -> bytes:
+    """bytes.translate table of the pre-screen: lower-case letters -> `a`, digits -> `9`, `joiners` (the
+    separators inside card, SSN and phone numbers) -> `d`, other `safe` punctuation (word boundaries) -> `b`, every
+    other byte -> `!` (so `isalnum()` of the result says "nothing suspicious")."""
+    table = bytearray(b"!" * 256)
+    for char in safe:
+        table[ord(char)] = ord("b")
+    for char in "abcdefghijklmnopqrstuvwxyz":
+        table[ord(char)] = ord("a")
+    for char in "0123456789":
+        table[ord(char)] = ord("9")
+    for char in joiners:
+        table[ord(char)] = ord("d")
+    return bytes(table)
+
+
+# In that map, a chain of whole all-digit words (not preceded or followed by a letter or digit) joined by
+# separators, at least nine characters long: every card, SSN and phone number without `+`/`(` has one.
+_DIGIT_CHAIN_RE = re.compile(r"9(?<![a9]9)[9d]{7,}(?<=9)(?![a9])")
+
+
+def _timestamp_shapes() -> frozenset[bytes]:
+    """Digit shapes (digits as `9`) of ISO 8601 / RFC 3339 timestamps: date, `T` or space, time, fraction, offset."""
+    shapes = {b"9999-99-99"}
+    for separator in ("T", " "):
+        for time_part in ("99:99", "99:99:99"):
+            fractions = [""] + ["." + "9" * count for count in range(1, 10)] if time_part == "99:99:99" else [""]
+            for fraction in fractions:
+                for offset in ("", "Z", "+99:99", "-99:99", "+9999", "-9999"):
+                    shapes.add(f"9999-99-99{separator}{time_part}{fraction}{offset}".encode())
+    return frozenset(shapes)
+
+
+_TIMESTAMP_SHAPES = _timestamp_shapes()
 # Literal-led alternatives only, so `re` can jump to positions starting with one of these characters.
 _AWS_PREFIXES = ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA")
 _LITERAL_RE = re.compile(
@@ -318,6 +354,14 @@ def _with_changes(mapping: Mapping[str, Any], changes: Mapping[str, Any]) -> dic
     return changed
 
 
+def _getter(keys: tuple[str, ...] | list[str]) -> Any:
+    """A C-level getter of these keys' values, always as a tuple (itemgetter of one key returns the bare value,
+    so that key is asked for twice); None for no keys."""
+    if not keys:
+        return None
+    return operator.itemgetter(*keys, *keys[:1]) if len(keys) == 1 else operator.itemgetter(*keys)
+
+
 class Redactor:
     """The redaction engine over plain values; RedactionProcessor applies it to log records."""
 
@@ -368,12 +412,23 @@ class Redactor:
         self._numbers = any(name in detectors for name in ("card", "ssn", "iban"))
         self._email = "email" in detectors
         self._phone = "phone" in detectors
-        self._benign = _BENIGN_WITH_PHONE_RE if self._phone else _BENIGN_RE
+        # The pre-screen's table: with email/phone detection on, `@`, `+` and `(` can start a match; phone numbers
+        # may be dotted, so dots join digits as dashes do.
+        self._words = _class_table(
+            _SAFE_PUNCTUATION + ("" if self._email else "@") + ("" if self._phone else "+("),
+            "-." if self._phone else "-",
+        )
+        # key_value matches `pin=1`: a key name, a separator and one character.
+        shortest_key = min((len(name) for name, _ in self._key_rules), default=_MIN_SECRET_LEN)
+        self.min_secret_len = min(_MIN_SECRET_LEN, shortest_key + 2) if self._key_value else _MIN_SECRET_LEN
         self._key_caches: dict[str, dict[str, str]] = {_ATTRIBUTE: {}, _NESTED: {}, _TEXT: {}}
         self._clean: set[Any] = set()
         self._redacted: dict[bytes, str] = {}
         self._cache_key = os.urandom(16)
         self._plans: dict[str, dict[tuple[str, ...], tuple[Any, ...]]] = {_ATTRIBUTE: {}, _NESTED: {}}
+        self._form_plans: dict[str, dict[int, tuple[Any, ...]]] = {_ATTRIBUTE: {}, _NESTED: {}}
+        self._form_plans_by_keys: dict[str, dict[tuple[str, ...], tuple[Any, ...]]] = {_ATTRIBUTE: {}, _NESTED: {}}
+        self._scanned_keys: set[str] = set()
 
     # -- keys ---------------------------------------------------------------------------------------------------
 
@@ -436,11 +491,11 @@ class Redactor:
         Text longer than `max_scan_chars` is masked whole (fail closed): the detectors are linear, but an attacker
         who controls a huge value should not control how long every emit takes.
         """
-        if len(text) < _MIN_SECRET_LEN or text in self._clean:
+        if len(text) < self.min_secret_len or text in self._clean:
             return None
         if len(text) > self.max_scan_chars:
             return MASK
-        if self._benign.fullmatch(text):
+        if self.surely_clean(text):
             self._remember_clean(text)
             return None
         # Values that were redacted before (an email under PII rules, the same token in every record) are looked up
@@ -449,6 +504,45 @@ class Redactor:
         redacted = self._redacted.get(digest)
         if redacted is not None:
             return redacted
+        redacted = self.scan_text(text)
+        if redacted is None:
+            self._remember_clean(text)
+        elif len(text) <= _CACHEABLE_LEN:
+            if len(self._redacted) >= _REDACTED_CACHE_MAX:
+                self._redacted.clear()
+            self._redacted[digest] = redacted
+        return redacted
+
+    def surely_clean(self, text: str) -> bool:
+        """True only when no enabled detector can match `text` (the pre-screen; False means "run the detectors").
+
+        Conservative by construction (see the comment above _SAFE_PUNCTUATION) and checked against the detectors by
+        property tests: two bytes.translate calls and a few substring tests, linear and in C.
+        """
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:  # lone surrogates: let the detectors decide
+            return False
+        words = data.translate(self._words)  # no deleted characters: bytes.translate's fast path
+        if not words.isalnum():
+            return data.translate(_DIGIT_SHAPE) in _TIMESTAMP_SHAPES
+        # (`x`, `y` and `k` first: a single character is found by memchr, most strings have none of them)
+        if (
+            ("x" in text and ("xox" in text or "xapp-" in text))
+            or ("y" in text and "ya29." in text)
+            or ("k" in text and "hooks.slack.com/services/" in text)
+        ):
+            return False
+        classes = words.decode()
+        if "999999999" in classes.replace("d", ""):
+            # Nine digits in a row inside a hex id are no number: cards, SSNs and phone numbers are made of whole
+            # all-digit words joined by single separators, so look for such a chain.
+            return _DIGIT_CHAIN_RE.search(classes) is None
+        return True
+
+    def scan_text(self, text: str) -> str | None:
+        """The detectors alone, without length limits, pre-screen or caches: the text with every match replaced,
+        or None when nothing matched. redact_text's shortcuts must never disagree with it."""
         spans: list[tuple[int, int, str]] = []
         detectors = self.detectors
         if self._literal:
@@ -493,19 +587,15 @@ class Redactor:
             for match in _PHONE_RE.finditer(text):
                 if 8 <= sum(char.isdigit() for char in match.group()) <= 15:
                     spans.append((match.start(), match.end(), detectors["phone"]))
-        if not spans:
-            self._remember_clean(text)
-            return None
-        redacted = self._splice(text, spans)
-        if len(text) <= _CACHEABLE_LEN:
-            if len(self._redacted) >= _REDACTED_CACHE_MAX:
-                self._redacted.clear()
-            self._redacted[digest] = redacted
-        return redacted
+        return self._splice(text, spans) if spans else None
 
     def _remember_clean(self, value: Any) -> None:
-        """Remember a value found clean (strings up to 256 characters, numbers, tuples of them); bounded."""
-        if type(value) is not str or len(value) <= _CACHEABLE_LEN:
+        """Remember a value found clean: strings up to 256 characters, and numbers too small to be a card number
+        (a float equal to a large integer must never vouch for that integer); bounded."""
+        kind = type(value)
+        if (kind is str and len(value) <= _CACHEABLE_LEN) or (
+            (kind is int or kind is float) and -_SMALLEST_CARD < value < _SMALLEST_CARD
+        ):
             if len(self._clean) >= _CLEAN_CACHE_MAX:
                 self._clean.clear()
             self._clean.add(value)
@@ -650,31 +740,37 @@ class Redactor:
     ) -> dict[str, Any] | None:
         """Inspect values not known to be clean; remember the clean ones, map the others back to their keys."""
         changes: dict[str, Any] | None = None
-        benign = self._benign.fullmatch
+        surely_clean = self.surely_clean
         clean = self._clean
+        shortest = self.min_secret_len
         for value in unknown:
             if type(value) is str and (
-                len(value) < _MIN_SECRET_LEN or (len(value) <= self.max_scan_chars and benign(value))
+                len(value) < shortest or (len(value) <= self.max_scan_chars and surely_clean(value))
             ):
                 if len(value) <= _CACHEABLE_LEN:
                     if len(clean) >= _CLEAN_CACHE_MAX:
                         clean.clear()
                     clean.add(value)
                 continue
-            found: list[str] = []
-            new = self.guarded(value, "", found, depth)
-            if new is None:
-                if type(value) is not str:  # redact_text remembers clean strings itself
-                    self._remember_clean(value)
-                continue
-            for key in scalar_keys:
-                current = mapping[key]
-                if current == value and type(current) is type(value):
-                    changes = changes or {}
-                    changes[key] = new
-                    # a list attribute reports the items it changed (`user.roles[1]`), anything else the key itself
-                    below = [prefix + key + path for path in found if path]
-                    touched.extend(below or (prefix + key,))
+            if type(value) is str:
+                candidates: Iterable[Any] = (value,)
+            else:  # equal numbers of different types (10**15 == 1e15) share one set entry: check each type
+                candidates = {type(mapping[key]): mapping[key] for key in scalar_keys if mapping[key] == value}.values()
+            for candidate in candidates:
+                found: list[str] = []
+                new = self.guarded(candidate, "", found, depth)
+                if new is None:
+                    if type(candidate) is not str:  # redact_text remembers clean strings itself
+                        self._remember_clean(candidate)
+                    continue
+                for key in scalar_keys:
+                    current = mapping[key]
+                    if current == candidate and type(current) is type(candidate):
+                        changes = changes or {}
+                        changes[key] = new
+                        # a list attribute reports the items it changed (`user.roles[1]`), anything else the key
+                        below = [prefix + key + path for path in found if path]
+                        touched.extend(below or (prefix + key,))
         return changes
 
     def _plan(self, keys: tuple[str, ...], mapping: Mapping[str, Any], where: str) -> tuple[Any, ...]:
@@ -704,6 +800,147 @@ class Redactor:
         plans[keys] = plan
         return plan
 
+    def is_clean(self, attributes: Mapping[str, Any]) -> bool:
+        """True when nothing in a record's attributes (nested maps and lists included) needs redaction: the emit
+        fast path, which only reads. Conservative: False means "run changes_in", never "something is there".
+
+        Maps with the same keys share a plan that knows the form each key's value had: text, a timestamp, another
+        scalar, or a container. Every value is still verified on every record: the texts of the whole record are
+        joined and pre-screened once (surely_clean), timestamps by their digit shape, other scalars against the
+        values already found clean. When a value has another form this time, the values are checked one by one
+        (values_clean). A broken mapping may raise; the processor then takes the full path.
+        """
+        texts: list[str] = []
+        try:
+            if self._forms_clean(attributes, _ATTRIBUTE, texts, 0):
+                # One pre-screen of all the texts: cheaper than a cache lookup per text (hashing fresh strings).
+                joined = "/".join(texts)  # `/` separates as the ends of a string do, for every pre-screen test
+                if len(joined) <= self.max_scan_chars and self.surely_clean(joined):
+                    return True
+        except TypeError:  # a value of another type than this shape had (not a string, not hashable)
+            pass
+        except KeyError:  # maps of the same size but other keys than the plans found by size: look them up again
+            for plans in self._form_plans.values():
+                plans.clear()
+        plan = self._form_plan(attributes, _ATTRIBUTE)
+        get_values, sensitive = plan[5], plan[6]
+        return not sensitive and (get_values is None or self.values_clean(get_values(attributes)))
+
+    def _forms_clean(self, mapping: Mapping[str, Any], where: str, texts: list[str], depth: int) -> bool:
+        """Check `mapping` against the plan for its size, collecting its texts into `texts` for one pre-screen.
+
+        The plan's getters confirm the keys: a map of the same size holds the same keys exactly when none of them
+        is missing (KeyError otherwise), attribute keys left unchecked (trusted, exempt) included.
+        """
+        plan = self._form_plans[where].get(len(mapping)) or self._form_plan(mapping, where)
+        _, get_texts, timestamp_keys, get_known, container_keys, _, sensitive, get_skipped = plan
+        if sensitive:
+            return False
+        if get_skipped is not None:
+            get_skipped(mapping)
+        if get_texts is not None:
+            texts.extend(get_texts(mapping))
+        for key in timestamp_keys:
+            value = mapping[key]
+            if type(value) is not str or value.encode().translate(_DIGIT_SHAPE) not in _TIMESTAMP_SHAPES:
+                return False
+        if get_known is not None and not self._clean.issuperset(get_known(mapping)):
+            return False
+        for key in container_keys:
+            value = mapping[key]
+            kind = type(value)
+            if kind is dict:
+                if depth >= 32 or not self._forms_clean(value, _NESTED, texts, depth + 1):
+                    return False
+            elif kind is list or kind is tuple:
+                texts.extend(value)  # strings are pre-screened, anything else fails the join (TypeError)
+            else:
+                return False
+        return True
+
+    def _form_plan(self, mapping: Mapping[str, Any], where: str) -> tuple[Any, ...]:
+        """The plan for maps with these keys: (key set, getter of texts, timestamp keys, getter of other scalars,
+        container keys, getter of every value to check, whether a key rule applies to one of the keys, getter of
+        the keys left unchecked); kept by size for _forms_clean and by keys."""
+        keys = tuple(mapping)
+        by_keys = self._form_plans_by_keys[where]
+        plan = by_keys.get(keys)
+        if plan is None:
+            scalar_keys, _, container_keys, strategy_keys = self._plans[where].get(keys) or self._plan(
+                keys, mapping, where
+            )
+            texts, stamps, known = [], [], []
+            for key in scalar_keys:
+                value = mapping[key]
+                if type(value) is not str:
+                    known.append(key)
+                elif self.surely_clean(value):
+                    is_stamp = value.encode("utf-8", "surrogatepass").translate(_DIGIT_SHAPE) in _TIMESTAMP_SHAPES
+                    (stamps if is_stamp else texts).append(key)
+                else:
+                    known.append(key)
+            checked = set(scalar_keys) | set(container_keys) | {key for key, _ in strategy_keys}
+            plan = (
+                frozenset(keys), _getter(texts), tuple(stamps), _getter(known), container_keys,
+                _getter(scalar_keys + container_keys), bool(strategy_keys),
+                _getter([key for key in keys if key not in checked]),
+            )
+            if len(by_keys) >= _PLANS_MAX:
+                by_keys.clear()
+            by_keys[keys] = plan
+        plans = self._form_plans[where]
+        if len(plans) >= _PLANS_MAX:
+            plans.clear()
+        plans[len(keys)] = plan
+        return plan
+
+    def values_clean(self, values: Iterable[Any], depth: int = 0) -> bool:
+        """Whether no rule applies to any of these values or inside them (keys of nested maps included); clean
+        strings are remembered. Conservative, like is_clean."""
+        clean = self._clean
+        shortest = self.min_secret_len
+        for value in values:
+            kind = type(value)
+            if kind is str:
+                if value in clean:
+                    continue
+                length = len(value)
+                if length < shortest:
+                    continue
+                if length > self.max_scan_chars or not self.surely_clean(value):
+                    return False
+                if length <= _CACHEABLE_LEN:
+                    if len(clean) >= _CLEAN_CACHE_MAX:
+                        clean.clear()
+                    clean.add(value)
+            elif kind is dict:
+                if depth >= 32 or not (self._scanned_keys.issuperset(value) or self._keys_scanned(value)):
+                    return False
+                if not self.values_clean(value.values(), depth + 1):
+                    return False
+            elif kind is list or kind is tuple:
+                if depth >= 32 or not self.values_clean(value, depth + 1):
+                    return False
+            elif kind is int or kind is float or kind is bool or value is None:
+                if value is not None and not -_SMALLEST_CARD < value < _SMALLEST_CARD:
+                    return False
+                if len(clean) >= _CLEAN_CACHE_MAX:
+                    clean.clear()
+                clean.add(value)  # small numbers, flags and None, so that plans find them known
+            else:
+                return False
+        return True
+
+    def _keys_scanned(self, mapping: Mapping[str, Any]) -> bool:
+        """Whether every key of a nested map is one whose value is only scanned; such keys are remembered."""
+        for key in mapping:
+            if type(key) is not str or self.key_decision(key, _NESTED) != _SCAN:
+                return False
+        if len(self._scanned_keys) >= _CLEAN_CACHE_MAX:
+            self._scanned_keys.clear()
+        self._scanned_keys.update(mapping)
+        return True
+
     def skips(self, value: Any) -> bool:
         """Whether a value certainly needs no work: a short or known-clean string, a small number, a bool, None.
 
@@ -711,7 +948,7 @@ class Redactor:
         """
         kind = type(value)
         if kind is str:
-            return len(value) < _MIN_SECRET_LEN or value in self._clean
+            return len(value) < self.min_secret_len or value in self._clean
         if kind is int:
             return -_SMALLEST_CARD < value < _SMALLEST_CARD
         return kind is bool or kind is float or value is None
@@ -752,10 +989,21 @@ class RedactionProcessor(LogRecordProcessor):
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         record = log_record.log_record
         try:
-            self._redact(record)
-        except Exception:  # noqa: BLE001 - fail closed: scrub the record rather than pass a secret or raise
-            STATS.increment("processor_errors")
-            self._scrub(record)
+            # BoundedAttributes answers reads through Python-level methods; its backing dict is the hot path.
+            attributes = record.attributes
+            readable = getattr(attributes, "_dict", attributes)
+            body = record.body
+            clean = (readable is None or self.redactor.is_clean(readable)) and (
+                body is None or self.redactor.values_clean((body,))
+            )
+        except Exception:  # noqa: BLE001 - anything unusual takes the full path, which fails closed
+            clean = False
+        if not clean:
+            try:
+                self._redact(record)
+            except Exception:  # noqa: BLE001 - fail closed: scrub the record rather than pass a secret or raise
+                STATS.increment("processor_errors")
+                self._scrub(record)
         if self.next_processor is not None:
             self.next_processor.on_emit(log_record)
 
