@@ -150,6 +150,8 @@ def test_fixed_prefilter_holes_and_short_key_values_are_redacted() -> None:
     assert redactor.redact_text("2026-01-01 4111111111111111") == "2026-01-01 " + MASK
     assert redactor.redact_text("pin=1") == "pin=" + MASK
     assert Redactor(CONFIGS["pii"]).redact_text("2026-01-01 415.555.0100") == "2026-01-01 " + MASK
+    # a 9-digit fraction and a `-hhmm` offset chain into 13 digits (found by the timestamp-shape property test)
+    assert redactor.redact_text("8173-47-22 23:74:27.464668557-5819") == "8173-47-22 23:74:27." + MASK
 
 
 def test_an_equal_float_never_vouches_for_an_integer_card_number() -> None:

@@ -71,6 +71,8 @@ _CLEAN_CACHE_MAX = 32768
 _PLANS_MAX = 1024
 _REDACTED_CACHE_MAX = 4096
 _CACHEABLE_LEN = 256
+_FAST_PATH_TRIES = 8  # records in a row the emit fast path may fail before it pauses ...
+_FAST_PATH_PAUSE = 56  # ... for this many records
 
 # The pre-screen (Redactor.surely_clean) proves that no detector can match a string, with two bytes.translate
 # calls and a few substring tests instead of the detectors' regex scans. Every detector needs at least one of:
@@ -115,7 +117,10 @@ def _timestamp_shapes() -> frozenset[bytes]:
             fractions = [""] + ["." + "9" * count for count in range(1, 10)] if time_part == "99:99:99" else [""]
             for fraction in fractions:
                 for offset in ("", "Z", "+99:99", "-99:99", "+9999", "-9999"):
-                    shapes.add(f"9999-99-99{separator}{time_part}{fraction}{offset}".encode())
+                    # `.123456789-0530` is a 13-digit chain joined by `-`: the shape of a card number
+                    chained = fraction.count("9") + (len(offset.split(":")[0]) - 1 if offset[:1] == "-" else 0)
+                    if chained < 13:
+                        shapes.add(f"9999-99-99{separator}{time_part}{fraction}{offset}".encode())
     return frozenset(shapes)
 
 
@@ -985,19 +990,28 @@ class RedactionProcessor(LogRecordProcessor):
     def __init__(self, config: RedactionConfig | None = None, next_processor: LogRecordProcessor | None = None) -> None:
         self.redactor = Redactor(config)
         self.next_processor = next_processor
+        self._misses = 0  # records in a row the fast path could not clear (see on_emit)
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         record = log_record.log_record
-        try:
-            # BoundedAttributes answers reads through Python-level methods; its backing dict is the hot path.
-            attributes = record.attributes
-            readable = getattr(attributes, "_dict", attributes)
-            body = record.body
-            clean = (readable is None or self.redactor.is_clean(readable)) and (
-                body is None or self.redactor.values_clean((body,))
-            )
-        except Exception:  # noqa: BLE001 - anything unusual takes the full path, which fails closed
+        misses = self._misses
+        if misses < _FAST_PATH_TRIES:
+            try:
+                # BoundedAttributes answers reads through Python-level methods; its backing dict is the hot path.
+                attributes = record.attributes
+                readable = getattr(attributes, "_dict", attributes)
+                body = record.body
+                clean = (readable is None or self.redactor.is_clean(readable)) and (
+                    body is None or self.redactor.values_clean((body,))
+                )
+            except Exception:  # noqa: BLE001 - anything unusual takes the full path, which fails closed
+                clean = False
+            self._misses = 0 if clean else misses + 1
+        else:
+            # Records that keep needing redaction (an email in every record with email detection on) skip the fast
+            # path for a while instead of paying for it and then for the full path; it is tried again afterwards.
             clean = False
+            self._misses = 0 if misses >= _FAST_PATH_TRIES + _FAST_PATH_PAUSE else misses + 1
         if not clean:
             try:
                 self._redact(record)
