@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from contextvars import Token
 from typing import Any
 
-from ..context import AuditContext, audit_context, current_audit_context
+from ..context import AuditContext, audit_context
 from ..context import _current as _audit_context_var
 from ..logger import SCOPE_VERSION, get_audit_logger
 from ..model import Actor
@@ -40,6 +40,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOGGER_NAME = "otel_audit.instrumentation.asgi"
 
+_get_context = _audit_context_var.get
 _set_context = _audit_context_var.set
 _reset_context = _audit_context_var.reset
 
@@ -273,14 +274,10 @@ def enter_request_context(state: RequestState) -> Token[AuditContext]:
     The values were built and checked by the middleware itself (strings, an Actor), so audit_context's
     per-value validation, a few microseconds per request, is skipped.
     """
+    # Positional, in AuditContext's field order (a test checks every field): half the cost of keywords.
     return _set_context(AuditContext(
-        actor=state.actor,
-        tenant_id=state.tenant,
-        request_id=state.request_id,
-        session_id=state.session_id,
-        impersonator_id=current_audit_context().impersonator_id,
-        client_address=state.client_address,
-        user_agent=state.user_agent,
+        state.actor, state.tenant, state.request_id, state.session_id, _get_context().impersonator_id,
+        state.client_address, state.user_agent,
     ))
 
 
