@@ -12,10 +12,13 @@ Every attribute, the nested maps and lists of `audit.metadata` / `audit.changes`
 `audit.redacted` lists the paths that were touched. Redaction fails closed: a value whose redaction raises is masked
 as a whole and counted in `processor_errors`; emit never raises because of redaction.
 
-Speed (the emit path): maps of one shape share a plan (keys to skip, redact whole, walk or check), their scalar
-values are checked in bulk against the values already found clean, the attributes this library generates from
-validated enums are skipped, lower-case ids, UUIDs and timestamps are recognised by one linear match, and only the
-rest meets the detectors: precompiled patterns that start with a literal or a character class.
+Speed (the emit path): RedactionProcessor first asks Redactor.is_clean, which only reads. Maps of one shape share
+a plan that knows each key's decision and the form its value had; every value is still verified on every record:
+the texts of the whole record are joined and go through one conservative pre-screen (surely_clean: two
+bytes.translate calls and a few substring tests that prove no detector can match), timestamps are checked by their
+digit shape, other scalars against the values already found clean. Only records the fast path cannot clear take
+the full path (changes_in), where values never seen meet the detectors: precompiled patterns that start with a
+literal or a character class.
 """
 
 from __future__ import annotations
@@ -74,16 +77,18 @@ _CACHEABLE_LEN = 256
 _FAST_PATH_TRIES = 8  # records in a row the emit fast path may fail before it pauses ...
 _FAST_PATH_PAUSE = 56  # ... for this many records
 
-# The pre-screen (Redactor.surely_clean) proves that no detector can match a string, with two bytes.translate
-# calls and a few substring tests instead of the detectors' regex scans. Every detector needs at least one of:
+# The pre-screen (Redactor.surely_clean) proves that no detector can match a string with one bytes.translate call
+# and a few substring tests instead of the detectors' regex scans. Every detector match needs at least one of:
 #   * a byte outside the safe set below: upper case (JWT `eyJ`, AWS/GCP keys, PEM, `Bearer`, IBAN), `_` (GitHub,
-#     Stripe), `=` or `:` (key_value, url_password), white space (bearer/basic `\s`), any non-ASCII byte (Unicode
-#     white space), and when enabled `@` (email), `+` or `(` (phone);
+#     Stripe), `=` or `:` (key_value, url_password), white space (bearer/basic `\s`, card/SSN/phone separators),
+#     any non-ASCII byte (Unicode white space), and when enabled `@` (email), `+` or `(` (phone);
 #   * a lower-case literal: `xox`, `xapp-`, `ya29.`, `hooks.slack.com/services/`;
-#   * nine digits in a row once `-` (and `.` with phone detection on) are removed: a card has 13, an SSN 9, a phone
-#     number 10 digits, separated only by single spaces, dashes (and dots for phones).
+#   * a chain of whole all-digit words (no letter or digit before or after it) joined by single `-` (and `.` with
+#     phone detection on) holding at least nine digits: a card has 13, an SSN 9, a phone number 10. Nine digits in
+#     a row once the joiners are removed is the cheap test; _DIGIT_CHAIN_RE then decides on a map of the words.
 # Strings with none of these (ids, UUIDs, hex, slugs, versions, paths, dates) are clean. ISO 8601 timestamps have
-# `:` and `T`, so their digit shapes are listed instead (_TIMESTAMP_SHAPES, checked by the property tests).
+# `:` and `T`, so their digit shapes are listed instead (_TIMESTAMP_SHAPES). tests/processors/test_prescreen.py
+# checks all of this against the detectors with hypothesis, for single strings and for `/`-joined ones.
 _SAFE_PUNCTUATION = "-./,;!?#$%&*~^|`'\"\\<>[]{})"
 _DIGIT_SHAPE = bytes.maketrans(b"0123456789", b"9999999999")
 
@@ -91,7 +96,7 @@ _DIGIT_SHAPE = bytes.maketrans(b"0123456789", b"9999999999")
 def _class_table(safe: str, joiners: str) -> bytes:
     """bytes.translate table of the pre-screen: lower-case letters -> `a`, digits -> `9`, `joiners` (the
     separators inside card, SSN and phone numbers) -> `d`, other `safe` punctuation (word boundaries) -> `b`, every
-    other byte -> `!` (so `isalnum()` of the result says "nothing suspicious")."""
+    other byte -> `!` (suspicious)."""
     table = bytearray(b"!" * 256)
     for char in safe:
         table[ord(char)] = ord("b")
@@ -528,8 +533,8 @@ class Redactor:
             data = text.encode()
         except UnicodeEncodeError:  # lone surrogates: let the detectors decide
             return False
-        words = data.translate(self._words)  # no deleted characters: bytes.translate's fast path
-        if not words.isalnum():
+        classes = data.translate(self._words).decode()  # no deleted characters: bytes.translate's fast path
+        if "!" in classes:
             return data.translate(_DIGIT_SHAPE) in _TIMESTAMP_SHAPES
         # (`x`, `y` and `k` first: a single character is found by memchr, most strings have none of them)
         if (
@@ -538,7 +543,6 @@ class Redactor:
             or ("k" in text and "hooks.slack.com/services/" in text)
         ):
             return False
-        classes = words.decode()
         if "999999999" in classes.replace("d", ""):
             # Nine digits in a row inside a hex id are no number: cards, SSNs and phone numbers are made of whole
             # all-digit words joined by single separators, so look for such a chain.
