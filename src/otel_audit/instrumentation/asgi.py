@@ -194,7 +194,7 @@ class AuditMiddleware:
             scope["method"],
             scope["path"],
             request_id_from(request_id),
-            client_address,
+            clip(client_address),
             clip(user_agent),
             session_id,
             actor_of(self._actor_resolver, scope),
@@ -215,7 +215,7 @@ class AuditMiddleware:
                 forwarded_for.append(value.decode("latin-1"))
             elif name == b"forwarded":
                 forwarded.append(value.decode("latin-1"))
-        return clip(trusted.client_address(peer, forwarded_for, forwarded))
+        return trusted.client_address(peer, forwarded_for, forwarded)
 
     def _finish(self, scope: Scope, state: RequestState) -> None:
         """Emit the request's event (once); errors are reported, and raised only in strict mode."""
