@@ -152,7 +152,7 @@ def any_value(value: AnyValue) -> Any:
     if kind == "kvlist_value":
         return key_values(value.kvlist_value.values)
     if kind == "array_value":
-        return [any_value(item) for item in value.array_value.values]
+        return [item.string_value or any_value(item) for item in value.array_value.values]
     if kind is None:
         return None
     return getattr(value, kind)
