@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import set_value
@@ -23,6 +25,7 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
+from otel_audit.delivery import encoder
 from otel_audit.delivery.encoder import (
     ScopeDef,
     encode_any_value,
@@ -46,6 +49,16 @@ scalars = (
 values = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5), max_leaves=20
 )
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the compiled attribute encoder and with the pure-Python one it must equal."""
+    if request.param == "compiled" and encoder.native_attributes is None:
+        pytest.skip("the _wire extension is not built here (no C compiler at install)")
+    if request.param == "python":
+        monkeypatch.setattr(encoder, "native_attributes", None)
+    return request.param
 
 
 def readable(**fields: Any) -> ReadableLogRecord:
@@ -106,7 +119,7 @@ def test_record_without_trace_or_severity_leaves_fields_out() -> None:
     assert decoded(encode_log_record(record)).trace_id == b""
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(attributes=st.dictionaries(st.text(max_size=20), values, max_size=8), body=values)
 def test_generated_attribute_values_match_the_sdk_encoder(attributes: dict[str, Any], body: Any) -> None:
     record = readable(timestamp=5, observed_timestamp=6, severity_number=SeverityNumber.INFO, attributes=attributes, body=body)
@@ -178,3 +191,27 @@ def test_cached_encodings_never_mix_values_that_compare_equal() -> None:
             attributes = {kv.key: any_value_to_python(kv.value) for kv in message.attributes}
             assert type(attributes["flag"]) is type(shape["flag"])
             assert type(attributes["audit.metadata"]["flag"]) is type(shape["flag"])
+
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=values | st.integers() | st.dictionaries(st.integers(), st.text(max_size=3), max_size=2))
+def test_compiled_encoding_equals_the_python_one_or_declines(implementation: str, value: Any) -> None:
+    """_wire writes exactly encoder.py's bytes, or declines (None) and leaves the record to encoder.py: numbers
+    outside int64, non-str keys, types it does not know."""
+    if implementation == "python":
+        pytest.skip("compares the compiled encoder with the Python one")
+    from otel_audit.delivery import _wire
+
+    compiled = _wire.encode_any_value(value)
+    assert compiled is None or compiled == encode_any_value(value)
+    record = SimpleNamespace(  # attributes as emit builds them: a plain dict
+        log_record=SimpleNamespace(
+            timestamp=1, observed_timestamp=2, severity_number=None, severity_text=None, body=None, trace_flags=0,
+            trace_id=0, span_id=0, event_name="audit.x.y", attributes={"audit.action": "x.y", "value": value},
+        )
+    )
+    with_compiled = encode_log_record(record)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encoder, "native_attributes", None)
+        assert encode_log_record(record) == with_compiled

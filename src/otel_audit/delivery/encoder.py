@@ -1,8 +1,10 @@
 """A hand-written OTLP protobuf wire encoder for log records: encode once at emit, frame many at export.
 
 The SDK builds Python protobuf objects for every record (~50 us each); writing the wire format directly costs a
-few microseconds. Field numbers are those of opentelemetry/proto/logs/v1/logs.proto and common/v1/common.proto;
-tests decode the output with opentelemetry-proto and compare it with the SDK's own encoder.
+few microseconds, and the compiled `_wire` module (built at install when a C compiler is there) writes the
+attributes of plain records in about one. This module is its reference and encodes whatever `_wire` declines.
+Field numbers are those of opentelemetry/proto/logs/v1/logs.proto and common/v1/common.proto; tests decode the
+output with opentelemetry-proto, compare it with the SDK's own encoder, and run with and without `_wire`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from .. import semconv
+
+try:  # the compiled encoder of plain attributes (optional; see _wire.c): the same bytes as the code below
+    from ._wire import encode_attributes as native_attributes
+except ImportError:
+    native_attributes = None
 
 _FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
@@ -265,7 +272,10 @@ def encode_log_record(record: ReadWriteLogRecord | ReadableLogRecord) -> bytes:
     if body is not None:
         append(_delimited(_TAG_BODY, encode_any_value(body)))
     attributes = log.attributes
-    if attributes:
+    fields = native_attributes(attributes) if native_attributes is not None and attributes else None
+    if fields is not None:
+        append(fields)
+    elif attributes:
         cached = _attribute_fields.hits.get
         for item in attributes.items():
             value = item[1]
