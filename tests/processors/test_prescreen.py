@@ -16,7 +16,13 @@ from opentelemetry.sdk._logs import ReadWriteLogRecord
 from otel_audit import semconv
 from otel_audit.logger import new_uid
 from otel_audit.processors import RedactionConfig, RedactionProcessor
-from otel_audit.processors.redact import _ATTRIBUTE, _TIMESTAMP_SHAPES, MASK, Redactor, luhn_valid
+from otel_audit.processors.redact import (
+    _ATTRIBUTE,
+    _TIMESTAMP_SHAPES,
+    MASK,
+    Redactor,
+    luhn_valid,
+)
 from otel_audit.testing import AuditCapture
 
 from .conftest import NEGATIVES, POSITIVES
@@ -92,7 +98,9 @@ def test_prescreen_never_says_clean_when_a_detector_matches(name: str, text: str
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 @PROPERTY
-@given(card=grouped_cards(), before=st.sampled_from(["", "order ", "x-", "a/"]), after=st.sampled_from(["", " ok", "/b"]))
+@given(
+    card=grouped_cards(), before=st.sampled_from(["", "order ", "x-", "a/"]), after=st.sampled_from(["", " ok", "/b"])
+)
 def test_prescreen_sees_every_grouping_of_a_card_number(name: str, card: str, before: str, after: str) -> None:
     redactor = REDACTORS[name]
     text = before + card + after
@@ -176,10 +184,13 @@ def test_logger_uids_have_the_fixed_uuidv7_format_the_redactor_trusts() -> None:
 # -- the emit fast path against the full path ---------------------------------------------------------------------
 
 scalars = st.one_of(
-    near_misses, id_like, id_like, anything, grouped_cards(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False),
-    st.booleans(), st.none(), st.binary(max_size=8), st.sampled_from(["2026-01-01T00:00:08.500000+00:00", "doc-00042"]),
+    near_misses, id_like, id_like, anything, grouped_cards(), st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False), st.booleans(), st.none(), st.binary(max_size=8),
+    st.sampled_from(["2026-01-01T00:00:08.500000+00:00", "doc-00042"]),
 )
-keys = st.one_of(st.sampled_from(["a", "b", "note", "password", "items", "when", "apiKey"]), st.text(min_size=1, max_size=6))
+keys = st.one_of(
+    st.sampled_from(["a", "b", "note", "password", "items", "when", "apiKey"]), st.text(min_size=1, max_size=6)
+)
 trees = st.recursive(
     scalars, lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(keys, children, max_size=3)),
     max_leaves=8,
@@ -204,12 +215,19 @@ def test_fast_path_says_clean_only_when_the_full_path_changes_nothing(
 
 
 @settings(max_examples=100, deadline=None)
-@given(values=st.lists(st.one_of(near_misses, grouped_cards(), st.sampled_from(["GET", "Alice Smith", "mobile"])), min_size=3, max_size=3))
+@given(
+    values=st.lists(
+        st.one_of(near_misses, grouped_cards(), st.sampled_from(["GET", "Alice Smith", "mobile"])),
+        min_size=3,
+        max_size=3,
+    )
+)
 def test_processor_output_is_the_same_with_and_without_the_fast_path(values: list[str]) -> None:
     """The same records through one processor (fast path, caches warm) and one fresh processor per record."""
     warm = RedactionProcessor(RedactionConfig(), AuditCapture())
     for index in range(3):
-        attributes = {semconv.AUDIT_ACTION: "a.b", "x": values[index % 3], semconv.AUDIT_METADATA: {"y": values[(index + 1) % 3]}}
+        metadata = {"y": values[(index + 1) % 3]}
+        attributes = {semconv.AUDIT_ACTION: "a.b", "x": values[index % 3], semconv.AUDIT_METADATA: metadata}
         fresh = RedactionProcessor(RedactionConfig(), AuditCapture())
         fresh.redactor.is_clean = lambda attributes: False  # type: ignore[method-assign]
         outputs = []
