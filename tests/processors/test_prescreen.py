@@ -34,7 +34,7 @@ CONFIGS = {
 }
 REDACTORS = {name: Redactor(config) for name, config in CONFIGS.items()}
 PROPERTY = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
 )
 
 # Pieces every detector is made of (its literals, its separators, digits), so that random strings often come close
