@@ -168,11 +168,12 @@ def _plain_strings(*values: Any) -> bool:
     return True
 
 
-def new_uid() -> str:
+def python_new_uid() -> str:
     """A time-ordered unique id (UUIDv7 layout): 48-bit Unix milliseconds, version/variant bits, 74 random bits.
 
     The random bits only need to make collisions improbable (they are not secrets), so they come from the
-    process's `random` generator, which Python reseeds in every forked child.
+    process's `random` generator, which Python reseeds in every forked child. The compiled `_uid.new_uid` does
+    the same in a tenth of the time and is used when it was built.
     """
     rand = _getrandbits(74)
     value = (
@@ -180,6 +181,12 @@ def new_uid() -> str:
     )
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+try:
+    from ._uid import new_uid
+except ImportError:  # built without a C compiler
+    new_uid = python_new_uid
 
 
 def error_type_of(exc: BaseException) -> str:
