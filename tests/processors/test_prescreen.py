@@ -236,3 +236,20 @@ def test_processor_output_is_the_same_with_and_without_the_fast_path(values: lis
             processor.on_emit(record)
             outputs.append(dict(processor.next_processor.records[-1].log_record.attributes))
         assert outputs[0] == outputs[1]
+
+
+def test_shapes_of_the_same_size_alternating_are_each_checked() -> None:
+    """Plans are found by size: another shape of that size must never be read with the wrong plan."""
+    capture = AuditCapture()
+    processor = RedactionProcessor(RedactionConfig(), capture)
+    shapes = [
+        {"method": "sso", "mfa": "totp-app"},
+        {"target": "u-2", "note": "card 4111-1111-1111-1111"},
+        {"method": "sso", "target": "u-3"},
+    ]
+    for round_ in range(4):
+        for metadata in shapes:
+            attributes = {semconv.AUDIT_ACTION: "a.b", semconv.LOG_RECORD_UID: new_uid(), semconv.AUDIT_METADATA: metadata}
+            processor.on_emit(ReadWriteLogRecord(LogRecord(event_name="audit.a.b", attributes=dict(attributes))))
+    out = [record.log_record.attributes[semconv.AUDIT_METADATA] for record in capture.records]
+    assert out == [shapes[0], {"target": "u-2", "note": "card " + MASK}, shapes[2]] * 4

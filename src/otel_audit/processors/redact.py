@@ -819,6 +819,8 @@ class Redactor:
         values already found clean. When a value has another form this time, the values are checked one by one
         (values_clean). A broken mapping may raise; the processor then takes the full path.
         """
+        if not attributes:
+            return True
         texts: list[str] = []
         try:
             if self._forms_clean(attributes, _ATTRIBUTE, texts, 0):
@@ -841,8 +843,10 @@ class Redactor:
         The plan's getters confirm the keys: a map of the same size holds the same keys exactly when none of them
         is missing (KeyError otherwise), attribute keys left unchecked (trusted, exempt) included.
         """
-        plan = self._form_plans[where].get(len(mapping)) or self._form_plan(mapping, where)
-        _, get_texts, timestamp_keys, get_known, container_keys, _, sensitive, get_skipped = plan
+        plan = self._form_plans[where].get(len(mapping))
+        if plan is None or plan[8] not in mapping:  # another shape of this size (its last key is a cheap tell)
+            plan = self._form_plan(mapping, where)
+        _, get_texts, timestamp_keys, get_known, container_keys, _, sensitive, get_skipped, _ = plan
         if sensitive:
             return False
         if get_skipped is not None:
@@ -859,7 +863,7 @@ class Redactor:
             value = mapping[key]
             kind = type(value)
             if kind is dict:
-                if depth >= 32 or not self._forms_clean(value, _NESTED, texts, depth + 1):
+                if value and (depth >= 32 or not self._forms_clean(value, _NESTED, texts, depth + 1)):
                     return False
             elif kind is list or kind is tuple:
                 texts.extend(value)  # strings are pre-screened, anything else fails the join (TypeError)
@@ -870,7 +874,7 @@ class Redactor:
     def _form_plan(self, mapping: Mapping[str, Any], where: str) -> tuple[Any, ...]:
         """The plan for maps with these keys: (key set, getter of texts, timestamp keys, getter of other scalars,
         container keys, getter of every value to check, whether a key rule applies to one of the keys, getter of
-        the keys left unchecked); kept by size for _forms_clean and by keys."""
+        the keys left unchecked, last key); kept by size for _forms_clean and by keys. Only for non-empty maps."""
         keys = tuple(mapping)
         by_keys = self._form_plans_by_keys[where]
         plan = by_keys.get(keys)
@@ -892,7 +896,7 @@ class Redactor:
             plan = (
                 frozenset(keys), _getter(texts), tuple(stamps), _getter(known), container_keys,
                 _getter(scalar_keys + container_keys), bool(strategy_keys),
-                _getter([key for key in keys if key not in checked]),
+                _getter([key for key in keys if key not in checked]), keys[-1],
             )
             if len(by_keys) >= _PLANS_MAX:
                 by_keys.clear()
