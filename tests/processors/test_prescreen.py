@@ -247,9 +247,9 @@ def test_shapes_of_the_same_size_alternating_are_each_checked() -> None:
         {"target": "u-2", "note": "card 4111-1111-1111-1111"},
         {"method": "sso", "target": "u-3"},
     ]
-    for round_ in range(4):
+    for _ in range(4):
         for metadata in shapes:
-            attributes = {semconv.AUDIT_ACTION: "a.b", semconv.LOG_RECORD_UID: new_uid(), semconv.AUDIT_METADATA: metadata}
-            processor.on_emit(ReadWriteLogRecord(LogRecord(event_name="audit.a.b", attributes=dict(attributes))))
+            attributes = {semconv.AUDIT_ACTION: "a.b", semconv.AUDIT_METADATA: metadata}
+            processor.on_emit(ReadWriteLogRecord(LogRecord(event_name="audit.a.b", attributes=attributes)))
     out = [record.log_record.attributes[semconv.AUDIT_METADATA] for record in capture.records]
     assert out == [shapes[0], {"target": "u-2", "note": "card " + MASK}, shapes[2]] * 4
