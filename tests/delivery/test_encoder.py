@@ -54,10 +54,10 @@ values = st.recursive(
 @pytest.fixture(autouse=True, params=["compiled", "python"])
 def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test runs with the compiled attribute encoder and with the pure-Python one it must equal."""
-    if request.param == "compiled" and encoder.native_attributes is None:
+    if request.param == "compiled" and encoder.native_record is None:
         pytest.skip("the _wire extension is not built here (no C compiler at install)")
     if request.param == "python":
-        monkeypatch.setattr(encoder, "native_attributes", None)
+        monkeypatch.setattr(encoder, "native_record", None)
     return request.param
 
 
@@ -213,5 +213,64 @@ def test_compiled_encoding_equals_the_python_one_or_declines(implementation: str
     )
     with_compiled = encode_log_record(record)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(encoder, "native_attributes", None)
+        patch.setattr(encoder, "native_record", None)
         assert encode_log_record(record) == with_compiled
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    timestamp=st.none() | st.integers(-5, 2**64 + 5),
+    severity=st.none() | st.sampled_from(list(SeverityNumber)) | st.integers(-3, 300),
+    text=st.none() | st.text(max_size=6),
+    trace_id=st.integers(-2, 2**128 + 2),
+    span_id=st.integers(-2, 2**64 + 2),
+    flags=st.integers(0, 2**32 + 2),
+    body=st.none() | values,
+)
+def test_compiled_record_fields_equal_the_python_ones_or_decline(
+    implementation: str, timestamp: Any, severity: Any, text: Any, trace_id: int, span_id: int, flags: int, body: Any
+) -> None:
+    """Every LogRecord field, in and out of range: the same bytes, or the same error from encoder.py."""
+    if implementation == "python":
+        pytest.skip("compares the compiled encoder with the Python one")
+    record = SimpleNamespace(
+        log_record=SimpleNamespace(
+            timestamp=timestamp, observed_timestamp=timestamp, severity_number=severity, severity_text=text,
+            body=body, trace_flags=flags, trace_id=trace_id, span_id=span_id, event_name="audit.x.y",
+            attributes={"audit.action": "x.y"},
+        )
+    )
+
+    def outcome() -> Any:
+        try:
+            return encode_log_record(record)
+        except Exception as error:  # noqa: BLE001 - the comparison is the point
+            return type(error)
+
+    compiled = outcome()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encoder, "native_record", None)
+        assert outcome() == compiled
+
+
+def test_the_compiled_encoder_takes_the_records_emit_builds(implementation: str) -> None:
+    """Declining is always correct, so check that the records audit loggers build are not declined."""
+    if implementation == "python":
+        pytest.skip("about the compiled encoder")
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_audit.delivery import _wire
+    from otel_audit.logger import _api_record
+
+    attributes = {"audit.action": "document.read", "user.roles": ["a"], "audit.metadata": {"n": 1, "ok": True}}
+    span = TracerProvider().get_tracer("encoder").start_span("request")
+    for log in (
+        _api_record(1, 2, SeverityNumber.INFO, "INFO", attributes, "audit.document.read"),
+        _api_record(1, 2, SeverityNumber.WARN, "WARN", attributes, "audit.document.read"),
+    ):
+        assert _wire.encode_log_record(log) is not None
+    with trace.use_span(span, end_on_exit=True):
+        traced = _api_record(1, 2, SeverityNumber.INFO, "INFO", attributes, "audit.document.read")
+    encoded = _wire.encode_log_record(traced)
+    assert encoded is not None and decoded(encoded).trace_id == span.get_span_context().trace_id.to_bytes(16, "big")

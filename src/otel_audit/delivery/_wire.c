@@ -223,30 +223,217 @@ static int start(Buffer *buffer) {
     return 0;
 }
 
-PyDoc_STRVAR(encode_attributes_doc,
-"encode_attributes(attributes: dict) -> bytes | None\n\n"
-"The LogRecord.attributes fields (tag 6, one KeyValue each, in dict order), or None when a key or value is not\n"
-"one of the plain types this module encodes (encoder.py then encodes the record).");
-
-static PyObject *encode_attributes(PyObject *module, PyObject *attributes) {
-    if (!PyDict_CheckExact(attributes)) {
-        Py_RETURN_NONE;
+static int put_fixed64(Buffer *buffer, char tag, uint64_t value) {
+    char bytes[9];
+    bytes[0] = tag;
+    for (int index = 0; index < 8; index++) {
+        bytes[1 + index] = (char)(value >> (8 * index));
     }
+    return put_bytes(buffer, bytes, 9);
+}
+
+static int put_big_endian(Buffer *buffer, uint64_t value) {
+    char bytes[8];
+    for (int index = 0; index < 8; index++) {
+        bytes[index] = (char)(value >> (56 - 8 * index));
+    }
+    return put_bytes(buffer, bytes, 8);
+}
+
+/* An unsigned field value that fits in 64 bits: 0 and *out set, UNSUPPORTED (no exception) otherwise. */
+static int unsigned_of(PyObject *value, uint64_t *out) {
+    if (!PyLong_Check(value)) {
+        return UNSUPPORTED;
+    }
+    unsigned long long number = PyLong_AsUnsignedLongLong(value);
+    if (number == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return UNSUPPORTED;
+    }
+    *out = number;
+    return 0;
+}
+
+/* Python truthiness for the "field set?" tests of encoder.py: 1, 0, or -1 with an exception. */
+static int truth(PyObject *value) {
+    if (value == Py_None) {
+        return 0;
+    }
+    return PyObject_IsTrue(value);
+}
+
+static PyObject *name_value, *name_timestamp, *name_observed, *name_severity_number, *name_severity_text, *name_body,
+    *name_attributes, *name_trace_flags, *name_trace_id, *name_span_id, *name_event_name;
+
+/* The fields of one LogRecord message, in field-number order (encode_log_record in encoder.py, in C). */
+static int log_record(Buffer *buffer, PyObject *log) {
+    PyObject *fields[10] = {NULL};
+    PyObject *names[10] = {name_timestamp, name_severity_number, name_severity_text, name_body, name_attributes,
+                           name_trace_flags, name_trace_id, name_span_id, name_observed, name_event_name};
+    int status = 0;
+    for (int index = 0; index < 10; index++) {
+        fields[index] = PyObject_GetAttr(log, names[index]);
+        if (fields[index] == NULL) {
+            status = -1;
+            goto done;
+        }
+    }
+    PyObject *timestamp = fields[0], *number = fields[1], *text = fields[2], *body = fields[3],
+             *attributes = fields[4], *flags = fields[5], *trace_id = fields[6], *span_id = fields[7],
+             *observed = fields[8], *event_name = fields[9];
+    uint64_t value = 0;
+    if ((status = truth(timestamp)) == 1) {
+        if ((status = unsigned_of(timestamp, &value)) != 0 || (status = put_fixed64(buffer, 0x09, value)) != 0) {
+            goto done;
+        }
+    } else if (status < 0) {
+        goto done;
+    }
+    if (number != Py_None) {
+        if (!PyLong_Check(number)) { /* SeverityNumber is an Enum of ints: its `value` (as encoder.py reads it) */
+            PyObject *member_value = PyObject_GetAttr(number, name_value);
+            if (member_value == NULL) {
+                PyErr_Clear();
+                status = UNSUPPORTED;
+                goto done;
+            }
+            Py_SETREF(fields[1], member_value);
+            number = member_value;
+        }
+        if (!PyLong_Check(number)) {
+            status = UNSUPPORTED;
+            goto done;
+        }
+        long long severity = PyLong_AsLongLong(number);
+        if (severity == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            status = UNSUPPORTED;
+            goto done;
+        }
+        if (severity != 0 && (put_byte(buffer, 0x10) < 0 || put_varint(buffer, (uint64_t)severity) < 0)) {
+            status = -1;
+            goto done;
+        }
+    }
+    if (text != Py_None) {
+        if (!PyUnicode_CheckExact(text)) {
+            status = UNSUPPORTED;
+            goto done;
+        }
+        if (PyUnicode_GET_LENGTH(text) > 0 && put_string_field(buffer, 0x1a, text) < 0) {
+            status = -1;
+            goto done;
+        }
+    }
+    if (body != Py_None) {
+        Py_ssize_t start = buffer->len;
+        if ((status = any_value(buffer, body, 0)) != 0 || (status = delimit(buffer, 0x2a, start)) != 0) {
+            goto done;
+        }
+    }
+    if (attributes != Py_None) {
+        if (!PyDict_CheckExact(attributes)) { /* BoundedAttributes and other mappings (dropped counts): Python */
+            status = UNSUPPORTED;
+            goto done;
+        }
+        Py_ssize_t position = 0;
+        PyObject *key, *item;
+        while (PyDict_Next(attributes, &position, &key, &item)) {
+            Py_ssize_t field = buffer->len;
+            if ((status = key_value(buffer, key, item, 0)) != 0 || (status = delimit(buffer, 0x32, field)) != 0) {
+                goto done;
+            }
+        }
+    }
+    if ((status = truth(flags)) < 0) {
+        goto done;
+    }
+    if (status == 1) {
+        if ((status = unsigned_of(flags, &value)) != 0 || value > 0xFFFFFFFFULL) {
+            status = UNSUPPORTED;
+            goto done;
+        }
+        char bytes[5] = {0x45, (char)value, (char)(value >> 8), (char)(value >> 16), (char)(value >> 24)};
+        if (put_bytes(buffer, bytes, 5) < 0) {
+            status = -1;
+            goto done;
+        }
+    }
+    if ((status = truth(trace_id)) == 1) {
+        uint64_t high = 0;
+        PyObject *shift = PyLong_FromLong(64);
+        PyObject *shifted = shift != NULL && PyLong_Check(trace_id) ? PyNumber_Rshift(trace_id, shift) : NULL;
+        Py_XDECREF(shift);
+        if (shifted == NULL) {
+            PyErr_Clear();
+            status = UNSUPPORTED;
+            goto done;
+        }
+        status = unsigned_of(shifted, &high); /* a negative id or one past 128 bits: encoder.py raises for it */
+        Py_DECREF(shifted);
+        if (status != 0) {
+            goto done;
+        }
+        uint64_t low = PyLong_AsUnsignedLongLongMask(trace_id);
+        if (put_byte(buffer, 0x4a) < 0 || put_byte(buffer, 0x10) < 0 || put_big_endian(buffer, high) < 0
+            || put_big_endian(buffer, low) < 0) {
+            status = -1;
+            goto done;
+        }
+    } else if (status < 0) {
+        goto done;
+    }
+    if ((status = truth(span_id)) < 0) {
+        goto done;
+    }
+    if (status == 1) {
+        if ((status = unsigned_of(span_id, &value)) != 0) {
+            goto done;
+        }
+        if (put_byte(buffer, 0x52) < 0 || put_byte(buffer, 0x08) < 0 || put_big_endian(buffer, value) < 0) {
+            status = -1;
+            goto done;
+        }
+    }
+    if ((status = truth(observed)) < 0) {
+        goto done;
+    }
+    if (status == 1) {
+        if ((status = unsigned_of(observed, &value)) != 0 || (status = put_fixed64(buffer, 0x59, value)) != 0) {
+            goto done;
+        }
+    }
+    if ((status = truth(event_name)) < 0) {
+        goto done;
+    }
+    if (status == 1) {
+        status = 0;
+        if (!PyUnicode_CheckExact(event_name)) {
+            status = UNSUPPORTED;
+            goto done;
+        }
+        if (put_string_field(buffer, 0x62, event_name) < 0) {
+            status = -1;
+        }
+    }
+done:
+    for (int index = 0; index < 10; index++) {
+        Py_XDECREF(fields[index]);
+    }
+    return status;
+}
+
+PyDoc_STRVAR(encode_log_record_doc,
+"encode_log_record(log: opentelemetry._logs.LogRecord) -> bytes | None\n\n"
+"The OTLP LogRecord message of an API log record, exactly as encoder.encode_log_record writes it, or None when\n"
+"a field holds something this module does not encode (encoder.py then encodes the record).");
+
+static PyObject *encode_log_record(PyObject *module, PyObject *log) {
     Buffer buffer;
     if (start(&buffer) < 0) {
         return NULL;
     }
-    Py_ssize_t position = 0;
-    PyObject *key, *value;
-    int status = 0;
-    while (status == 0 && PyDict_Next(attributes, &position, &key, &value)) {
-        Py_ssize_t field = buffer.len;
-        status = key_value(&buffer, key, value, 0);
-        if (status == 0) {
-            status = delimit(&buffer, 0x32, field);
-        }
-    }
-    return finish(&buffer, status);
+    return finish(&buffer, log_record(&buffer, log));
 }
 
 PyDoc_STRVAR(encode_any_value_doc,
@@ -262,7 +449,7 @@ static PyObject *encode_any_value(PyObject *module, PyObject *value) {
 }
 
 static PyMethodDef methods[] = {
-    {"encode_attributes", encode_attributes, METH_O, encode_attributes_doc},
+    {"encode_log_record", encode_log_record, METH_O, encode_log_record_doc},
     {"encode_any_value", encode_any_value, METH_O, encode_any_value_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -272,5 +459,19 @@ static struct PyModuleDef module_definition = {
 };
 
 PyMODINIT_FUNC PyInit__wire(void) {
+    name_value = PyUnicode_InternFromString("value");
+    if (name_value == NULL) {
+        return NULL;
+    }
+    const char *names[10] = {"timestamp", "observed_timestamp", "severity_number", "severity_text", "body",
+                             "attributes", "trace_flags", "trace_id", "span_id", "event_name"};
+    PyObject **slots[10] = {&name_timestamp, &name_observed, &name_severity_number, &name_severity_text, &name_body,
+                            &name_attributes, &name_trace_flags, &name_trace_id, &name_span_id, &name_event_name};
+    for (int index = 0; index < 10; index++) {
+        *slots[index] = PyUnicode_InternFromString(names[index]);
+        if (*slots[index] == NULL) {
+            return NULL;
+        }
+    }
     return PyModule_Create(&module_definition);
 }

@@ -1,8 +1,8 @@
 """A hand-written OTLP protobuf wire encoder for log records: encode once at emit, frame many at export.
 
 The SDK builds Python protobuf objects for every record (~50 us each); writing the wire format directly costs a
-few microseconds, and the compiled `_wire` module (built at install when a C compiler is there) writes the
-attributes of plain records in about one. This module is its reference and encodes whatever `_wire` declines.
+few microseconds, and the compiled `_wire` module (built at install when a C compiler is there) writes a plain
+record in about one. This module is its reference and encodes whatever `_wire` declines.
 Field numbers are those of opentelemetry/proto/logs/v1/logs.proto and common/v1/common.proto; tests decode the
 output with opentelemetry-proto, compare it with the SDK's own encoder, and run with and without `_wire`.
 """
@@ -19,10 +19,10 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from .. import semconv
 
-try:  # the compiled encoder of plain attributes (optional; see _wire.c): the same bytes as the code below
-    from ._wire import encode_attributes as native_attributes
+try:  # the compiled encoder of plain records (optional; see _wire.c): the same bytes as the code below
+    from ._wire import encode_log_record as native_record
 except ImportError:
-    native_attributes = None
+    native_record = None
 
 _FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
@@ -259,6 +259,10 @@ _pack_fixed64 = _FIXED64.pack
 def encode_log_record(record: ReadWriteLogRecord | ReadableLogRecord) -> bytes:
     """The OTLP `LogRecord` message of an SDK record, fields in field-number order, defaults left out."""
     log = record.log_record
+    if native_record is not None:
+        encoded = native_record(log)
+        if encoded is not None:
+            return encoded
     parts: list[bytes] = []
     append = parts.append
     timestamp = log.timestamp
@@ -272,10 +276,7 @@ def encode_log_record(record: ReadWriteLogRecord | ReadableLogRecord) -> bytes:
     if body is not None:
         append(_delimited(_TAG_BODY, encode_any_value(body)))
     attributes = log.attributes
-    fields = native_attributes(attributes) if native_attributes is not None and attributes else None
-    if fields is not None:
-        append(fields)
-    elif attributes:
+    if attributes:
         cached = _attribute_fields.hits.get
         for item in attributes.items():
             value = item[1]
