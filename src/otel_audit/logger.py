@@ -15,13 +15,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import get_current
-from opentelemetry.trace import get_current_span
 from opentelemetry.sdk._logs import Logger as SdkLogger
 from opentelemetry.sdk._logs import ReadWriteLogRecord
+from opentelemetry.trace import get_current_span
 
 from . import semconv
 from .context import current_audit_context

@@ -1,0 +1,91 @@
+"""The compiled encoder (_wire.c) against its reference, encoder.py: the same bytes, or it declines."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry._logs import SeverityNumber
+
+from otel_audit.delivery import encoder
+from otel_audit.delivery.encoder import encode_any_value, encode_log_record
+
+from .test_encoder import decoded, values
+
+_wire = pytest.importorskip("otel_audit.delivery._wire", reason="the _wire extension is not built here (no C compiler)")
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=values | st.integers() | st.dictionaries(st.integers(), st.text(max_size=3), max_size=2))
+def test_compiled_encoding_equals_the_python_one_or_declines(value: Any) -> None:
+    """_wire writes exactly encoder.py's bytes, or declines (None) and leaves the record to encoder.py: numbers
+    outside int64, non-str keys, types it does not know."""
+    compiled = _wire.encode_any_value(value)
+    assert compiled is None or compiled == encode_any_value(value)
+    record = SimpleNamespace(  # attributes as emit builds them: a plain dict
+        log_record=SimpleNamespace(
+            timestamp=1, observed_timestamp=2, severity_number=None, severity_text=None, body=None, trace_flags=0,
+            trace_id=0, span_id=0, event_name="audit.x.y", attributes={"audit.action": "x.y", "value": value},
+        )
+    )
+    with_compiled = encode_log_record(record)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encoder, "native_record", None)
+        assert encode_log_record(record) == with_compiled
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    timestamp=st.none() | st.integers(-5, 2**64 + 5),
+    severity=st.none() | st.sampled_from(list(SeverityNumber)) | st.integers(-3, 300),
+    text=st.none() | st.text(max_size=6),
+    trace_id=st.integers(-2, 2**128 + 2),
+    span_id=st.integers(-2, 2**64 + 2),
+    flags=st.integers(0, 2**32 + 2),
+    body=st.none() | values,
+)
+def test_compiled_record_fields_equal_the_python_ones_or_decline(
+    timestamp: Any, severity: Any, text: Any, trace_id: int, span_id: int, flags: int, body: Any
+) -> None:
+    """Every LogRecord field, in and out of range: the same bytes, or the same error from encoder.py."""
+    record = SimpleNamespace(
+        log_record=SimpleNamespace(
+            timestamp=timestamp, observed_timestamp=timestamp, severity_number=severity, severity_text=text,
+            body=body, trace_flags=flags, trace_id=trace_id, span_id=span_id, event_name="audit.x.y",
+            attributes={"audit.action": "x.y"},
+        )
+    )
+
+    def outcome() -> Any:
+        try:
+            return encode_log_record(record)
+        except Exception as error:  # noqa: BLE001 - the comparison is the point
+            return type(error)
+
+    compiled = outcome()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encoder, "native_record", None)
+        assert outcome() == compiled
+
+
+def test_the_compiled_encoder_takes_the_records_emit_builds() -> None:
+    """Declining is always correct, so check that the records audit loggers build are not declined."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_audit.logger import _api_record
+
+    attributes = {"audit.action": "document.read", "user.roles": ["a"], "audit.metadata": {"n": 1, "ok": True}}
+    span = TracerProvider().get_tracer("encoder").start_span("request")
+    for log in (
+        _api_record(1, 2, SeverityNumber.INFO, "INFO", attributes, "audit.document.read"),
+        _api_record(1, 2, SeverityNumber.WARN, "WARN", attributes, "audit.document.read"),
+    ):
+        assert _wire.encode_log_record(log) is not None
+    with trace.use_span(span, end_on_exit=True):
+        traced = _api_record(1, 2, SeverityNumber.INFO, "INFO", attributes, "audit.document.read")
+    encoded = _wire.encode_log_record(traced)
+    assert encoded is not None and decoded(encoded).trace_id == span.get_span_context().trace_id.to_bytes(16, "big")
