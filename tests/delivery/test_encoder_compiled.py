@@ -89,3 +89,24 @@ def test_the_compiled_encoder_takes_the_records_emit_builds() -> None:
         traced = _api_record(1, 2, SeverityNumber.INFO, "INFO", attributes, "audit.document.read")
     encoded = _wire.encode_log_record(traced)
     assert encoded is not None and decoded(encoded).trace_id == span.get_span_context().trace_id.to_bytes(16, "big")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    scope_number=st.integers(0, 2**32 - 1),
+    emit_ns=st.integers(0, 2**64 - 1),
+    record=st.binary(max_size=2000),
+    kind=st.integers(0, 255),
+)
+def test_the_compiled_spool_frame_equals_the_python_one(scope_number: int, emit_ns: int, record: bytes, kind: int) -> None:
+    from otel_audit.delivery.spool import MAGIC, python_record_frame
+
+    assert _wire.record_frame(MAGIC, kind, scope_number, emit_ns, record) == python_record_frame(
+        MAGIC, kind, scope_number, emit_ns, record
+    )
+
+
+def test_the_spool_uses_the_compiled_frame() -> None:
+    from otel_audit.delivery import spool
+
+    assert spool.record_frame is _wire.record_frame

@@ -448,7 +448,93 @@ static PyObject *encode_any_value(PyObject *module, PyObject *value) {
     return finish(&buffer, any_value(&buffer, value, 0));
 }
 
+/* CRC-32 as zlib computes it (reflected polynomial 0xEDB88320), eight bytes per step: the spool's checksum. */
+static uint32_t crc_table[8][256];
+
+static void build_crc_table(void) {
+    for (uint32_t byte = 0; byte < 256; byte++) {
+        uint32_t crc = byte;
+        for (int bit = 0; bit < 8; bit++) {
+            crc = crc & 1 ? (crc >> 1) ^ 0xEDB88320U : crc >> 1;
+        }
+        crc_table[0][byte] = crc;
+    }
+    for (uint32_t byte = 0; byte < 256; byte++) {
+        for (int slice = 1; slice < 8; slice++) {
+            uint32_t previous = crc_table[slice - 1][byte];
+            crc_table[slice][byte] = (previous >> 8) ^ crc_table[0][previous & 0xFF];
+        }
+    }
+}
+
+static uint32_t crc32_update(uint32_t crc, const unsigned char *data, Py_ssize_t size) {
+    crc = ~crc;
+    while (size >= 8) {
+        uint32_t low = crc ^ ((uint32_t)data[0] | (uint32_t)data[1] << 8 | (uint32_t)data[2] << 16 | (uint32_t)data[3] << 24);
+        crc = crc_table[7][low & 0xFF] ^ crc_table[6][(low >> 8) & 0xFF] ^ crc_table[5][(low >> 16) & 0xFF]
+              ^ crc_table[4][low >> 24] ^ crc_table[3][data[4]] ^ crc_table[2][data[5]] ^ crc_table[1][data[6]]
+              ^ crc_table[0][data[7]];
+        data += 8;
+        size -= 8;
+    }
+    while (size-- > 0) {
+        crc = (crc >> 8) ^ crc_table[0][(crc ^ *data++) & 0xFF];
+    }
+    return ~crc;
+}
+
+PyDoc_STRVAR(record_frame_doc,
+"record_frame(magic: int, kind: int, scope_number: int, emit_ns: int, record: bytes) -> bytes\n\n"
+"A spool record frame, exactly as spool.py builds it: header (magic, kind, payload length, CRC-32 of the payload\n"
+"started at `kind`, little-endian) then the payload (scope number u32, emit time u64, the record).");
+
+static PyObject *record_frame(PyObject *module, PyObject *const *args, Py_ssize_t count) {
+    if (count != 5 || !PyBytes_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "record_frame(magic, kind, scope_number, emit_ns, record: bytes)");
+        return NULL;
+    }
+    unsigned long magic = PyLong_AsUnsignedLong(args[0]);
+    unsigned long kind = PyLong_AsUnsignedLong(args[1]);
+    unsigned long scope_number = PyLong_AsUnsignedLong(args[2]);
+    unsigned long long emit_ns = PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (magic > 0xFF || kind > 0xFF || scope_number > 0xFFFFFFFFUL) {
+        PyErr_SetString(PyExc_OverflowError, "record_frame: a header field is out of range");
+        return NULL;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(args[4]);
+    if (size > (Py_ssize_t)0xFFFFFFFFU - 12) {
+        PyErr_SetString(PyExc_OverflowError, "record_frame: record too large");
+        return NULL;
+    }
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, 10 + 12 + size);
+    if (frame == NULL) {
+        return NULL;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
+    unsigned char *payload = out + 10;
+    for (int index = 0; index < 4; index++) {
+        payload[index] = (unsigned char)(scope_number >> (8 * index));
+    }
+    for (int index = 0; index < 8; index++) {
+        payload[4 + index] = (unsigned char)(emit_ns >> (8 * index));
+    }
+    memcpy(payload + 12, PyBytes_AS_STRING(args[4]), (size_t)size);
+    uint32_t length = (uint32_t)(12 + size);
+    uint32_t checksum = crc32_update((uint32_t)kind, payload, 12 + size);
+    out[0] = (unsigned char)magic;
+    out[1] = (unsigned char)kind;
+    for (int index = 0; index < 4; index++) {
+        out[2 + index] = (unsigned char)(length >> (8 * index));
+        out[6 + index] = (unsigned char)(checksum >> (8 * index));
+    }
+    return frame;
+}
+
 static PyMethodDef methods[] = {
+    {"record_frame", (PyCFunction)(void (*)(void))record_frame, METH_FASTCALL, record_frame_doc},
     {"encode_log_record", encode_log_record, METH_O, encode_log_record_doc},
     {"encode_any_value", encode_any_value, METH_O, encode_any_value_doc},
     {NULL, NULL, 0, NULL},
@@ -459,6 +545,7 @@ static struct PyModuleDef module_definition = {
 };
 
 PyMODINIT_FUNC PyInit__wire(void) {
+    build_crc_table();
     name_value = PyUnicode_InternFromString("value");
     if (name_value == NULL) {
         return NULL;

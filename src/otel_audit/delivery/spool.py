@@ -64,6 +64,19 @@ def encode_frame(kind: int, payload: bytes) -> bytes:
     return HEADER.pack(MAGIC, kind, len(payload), zlib.crc32(payload, kind)) + payload
 
 
+def python_record_frame(magic: int, kind: int, scope_number: int, emit_ns: int, record: bytes) -> bytes:
+    """A record frame (the payload is RECORD_HEAD then the record); `_wire.record_frame` writes the same bytes."""
+    head = RECORD_HEAD.pack(scope_number, emit_ns)
+    checksum = zlib.crc32(record, zlib.crc32(head, kind))  # = crc32(head + record): one copy, not two
+    return b"".join((HEADER.pack(magic, kind, len(head) + len(record), checksum), head, record))
+
+
+try:  # compiled (optional, see _wire.c): one call instead of three packs, two checksums and a join on every emit
+    from ._wire import record_frame
+except ImportError:
+    record_frame = python_record_frame
+
+
 @dataclass
 class Batch:
     """Records read from the spool for one export, and where acknowledging them moves the lane's cursor."""
@@ -416,9 +429,7 @@ class Spool:
 
         Raises AuditDeliveryError when the spool is full past its policy or the write fails.
         """
-        head = RECORD_HEAD.pack(scope_number, emit_ns)
-        checksum = zlib.crc32(record, zlib.crc32(head, KIND_RECORD))  # = crc32(head + record): one copy, not two
-        frame = b"".join((HEADER.pack(MAGIC, KIND_RECORD, len(head) + len(record), checksum), head, record))
+        frame = record_frame(MAGIC, KIND_RECORD, scope_number, emit_ns, record)
         with self._lock:
             if self._closed:
                 raise AuditDeliveryError("the audit spool is shut down; the event was not recorded")
@@ -429,7 +440,7 @@ class Spool:
             if self._segment_size >= self.segment_bytes:
                 self._open_segment(self._segment + 1)
                 frame = encode_frame(KIND_SCOPE, SCOPE_HEAD.pack(scope_number) + scope.to_bytes()) + frame[
-                    -len(head) - len(record) - HEADER.size :
+                    -HEADER.size - RECORD_HEAD.size - len(record) :
                 ]
             written = 0
             try:
