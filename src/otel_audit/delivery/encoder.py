@@ -283,17 +283,7 @@ def encode_log_record(record: ReadWriteLogRecord | ReadableLogRecord) -> bytes:
             if value.__class__ is str:
                 append(cached(item) or _attribute_field(item[0], value))  # type: ignore[arg-type]
             else:
-                key = item[0]
-                inner = encode_any_value(value)
-                size = len(inner)
-                message = (
-                    (_key_prefixes[key] if key in _key_prefixes else _key_prefix(key))
-                    + b"\x12"
-                    + (_SMALL[size] if size < 0x80 else varint(size))
-                    + inner
-                )
-                size = len(message)
-                append(_TAG_ATTRIBUTE + (_SMALL[size] if size < 0x80 else varint(size)) + message)
+                append(_TAG_ATTRIBUTE + _pair(item[0], value))
         dropped = getattr(attributes, "dropped", 0)
         if dropped:
             append(bytes((_TAG_DROPPED,)) + varint(dropped))
