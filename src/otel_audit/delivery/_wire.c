@@ -1,9 +1,9 @@
-/* The OTLP wire encoding of log record attributes, compiled: the measured hot path of emit.
+/* The OTLP wire encoding of a log record and the spool's record frame, compiled: the measured hot path of emit.
  *
- * encoder.py is the reference; this module writes the same bytes for the plain values audit records carry
- * (exact str, int, bool, float, None, bytes, list, tuple and dict with str keys) and answers None for anything
- * else, so encoder.py encodes that record itself. No Python code runs while a value is encoded (exact types
- * only), so the containers cannot change under the encoder.
+ * encoder.py and spool.py are the reference; this module writes the same bytes for the plain values audit
+ * records carry (exact str, int, bool, float, None, bytes, list, tuple and dict with str keys) and answers None
+ * for anything else, so encoder.py encodes that record itself. The record's fields are read first; while a
+ * container is then encoded no Python code runs (exact types only), so it cannot change under the encoder.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
