@@ -40,8 +40,6 @@ from .model import (
 )
 from .semconv import (
     AUDIT_ACTION,
-    AUDIT_ACTOR_IMPERSONATOR_ID,
-    AUDIT_ACTOR_TYPE,
     AUDIT_METADATA,
     AUDIT_OUTCOME,
     AUDIT_REASON,
@@ -59,10 +57,7 @@ from .semconv import (
     SESSION_ID,
     URL_PATH,
     USER_AGENT_ORIGINAL,
-    USER_EMAIL,
-    USER_ID,
-    USER_NAME,
-    USER_ROLES,
+    add_actor_attributes,
 )
 
 _log = logging.getLogger(__name__)
@@ -349,18 +344,7 @@ class AuditLogger:
         outcome_value, severity_number, severity_text = outcome_fields
         attributes: dict[str, Any] = {AUDIT_ACTION: action, AUDIT_OUTCOME: outcome_value, LOG_RECORD_UID: uid}
         if actor is not None:
-            attributes[AUDIT_ACTOR_TYPE] = actor.type._value_
-            if actor.id is not None:
-                attributes[USER_ID] = actor.id
-            if actor.email is not None:
-                attributes[USER_EMAIL] = actor.email
-            if actor.name is not None:
-                attributes[USER_NAME] = actor.name
-            if actor.roles:
-                attributes[USER_ROLES] = list(actor.roles)
-            impersonator_id = actor.impersonator_id or ctx.impersonator_id
-            if impersonator_id is not None:
-                attributes[AUDIT_ACTOR_IMPERSONATOR_ID] = impersonator_id
+            add_actor_attributes(attributes, actor, ctx.impersonator_id)
         if resource_type is not None:
             attributes[AUDIT_RESOURCE_TYPE] = resource_type
             if resource_id is not None:

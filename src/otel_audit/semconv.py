@@ -112,19 +112,8 @@ def event_to_attributes(event: AuditEvent, uid: str | None = None) -> dict[str, 
     attributes: dict[str, AnyValue] = {AUDIT_ACTION: event.action, AUDIT_OUTCOME: event.outcome.value}
     if uid is not None:
         attributes[LOG_RECORD_UID] = uid
-    actor = event.actor
-    if actor is not None:
-        attributes[AUDIT_ACTOR_TYPE] = actor.type.value
-        if actor.id is not None:
-            attributes[USER_ID] = actor.id
-        if actor.email is not None:
-            attributes[USER_EMAIL] = actor.email
-        if actor.name is not None:
-            attributes[USER_NAME] = actor.name
-        if actor.roles:
-            attributes[USER_ROLES] = list(actor.roles)
-        if actor.impersonator_id is not None:
-            attributes[AUDIT_ACTOR_IMPERSONATOR_ID] = actor.impersonator_id
+    if event.actor is not None:
+        add_actor_attributes(attributes, event.actor)
     resource = event.resource
     if resource is not None:
         attributes[AUDIT_RESOURCE_TYPE] = resource.type
@@ -145,6 +134,27 @@ def event_to_attributes(event: AuditEvent, uid: str | None = None) -> dict[str, 
     if event.metadata:
         attributes[AUDIT_METADATA] = dict(event.metadata)
     return attributes
+
+
+def add_actor_attributes(
+    attributes: dict[str, AnyValue], actor: Actor, ambient_impersonator_id: str | None = None
+) -> None:
+    """Add the attributes of `actor`; an ambient impersonator (from audit_context) applies when the actor names
+    none. Shared by event_to_attributes and AuditLogger.emit's fast path."""
+    attributes[AUDIT_ACTOR_TYPE] = actor.type._value_  # the member's value, without the `.value` property's cost
+    if actor.id is not None:
+        attributes[USER_ID] = actor.id
+    if actor.email is not None:
+        attributes[USER_EMAIL] = actor.email
+    if actor.name is not None:
+        attributes[USER_NAME] = actor.name
+    if actor.roles:
+        attributes[USER_ROLES] = list(actor.roles)
+    impersonator_id = actor.impersonator_id
+    if impersonator_id is None:
+        impersonator_id = ambient_impersonator_id or None
+    if impersonator_id is not None:
+        attributes[AUDIT_ACTOR_IMPERSONATOR_ID] = impersonator_id
 
 
 def _plain(value: Any) -> AnyValue:

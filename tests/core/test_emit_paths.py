@@ -218,3 +218,16 @@ def test_the_api_record_is_the_one_the_sdk_constructor_builds() -> None:
         built, expected = both()
     assert vars(built) == vars(expected)
     assert built.trace_id == span.get_span_context().trace_id != 0
+
+
+def test_an_actor_naming_an_empty_impersonator_keeps_it_on_both_paths(capture: AuditCapture) -> None:
+    """The ambient impersonator applies only when the actor names none (None), not when it names ""."""
+    logger = get_audit_logger("paths")
+    actor = Actor(id="alice", impersonator_id="")
+    with audit_context(impersonator="root"):
+        logger.emit("document.read", actor=actor, metadata={"n": 1})
+        logger.emit("document.read", actor=actor, metadata={"n": {"nested": 1}})
+        logger.emit("document.read", actor=Actor(id="bob"), metadata={"n": 1})
+    fast, validated, ambient = capture.attributes
+    assert fast[semconv.AUDIT_ACTOR_IMPERSONATOR_ID] == validated[semconv.AUDIT_ACTOR_IMPERSONATOR_ID] == ""
+    assert ambient[semconv.AUDIT_ACTOR_IMPERSONATOR_ID] == "root"
