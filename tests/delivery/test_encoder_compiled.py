@@ -110,3 +110,11 @@ def test_the_spool_uses_the_compiled_frame() -> None:
     from otel_audit.delivery import spool
 
     assert spool.record_frame is _wire.record_frame
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(st.binary(max_size=300), max_size=20), tag=st.integers(1, 0x7F))
+def test_the_compiled_delimited_join_equals_the_python_one(items: list[bytes], tag: int) -> None:
+    from otel_audit.delivery.encoder import _length
+
+    assert _wire.delimited_join(tag, items) == b"".join(bytes((tag,)) + _length(len(item)) + item for item in items)

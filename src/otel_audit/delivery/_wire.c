@@ -533,7 +533,55 @@ static PyObject *record_frame(PyObject *module, PyObject *const *args, Py_ssize_
     return frame;
 }
 
+PyDoc_STRVAR(delimited_join_doc,
+"delimited_join(tag: int, items: list[bytes]) -> bytes\n\n"
+"Each item as a length-delimited field with `tag` (tag, varint length, bytes), concatenated: the records of one\n"
+"ScopeLogs in an export request.");
+
+static PyObject *delimited_join(PyObject *module, PyObject *const *args, Py_ssize_t count) {
+    if (count != 2 || !PyList_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "delimited_join(tag: int, items: list[bytes])");
+        return NULL;
+    }
+    unsigned long tag = PyLong_AsUnsignedLong(args[0]);
+    if (tag == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (tag > 0x7F) {
+        PyErr_SetString(PyExc_OverflowError, "delimited_join: the tag must fit in one byte");
+        return NULL;
+    }
+    PyObject *items = args[1];
+    Py_ssize_t length = PyList_GET_SIZE(items);
+    Py_ssize_t total = 0;
+    for (Py_ssize_t index = 0; index < length; index++) {
+        PyObject *item = PyList_GET_ITEM(items, index);
+        if (!PyBytes_CheckExact(item)) {
+            PyErr_SetString(PyExc_TypeError, "delimited_join: every item must be bytes");
+            return NULL;
+        }
+        Py_ssize_t size = PyBytes_GET_SIZE(item);
+        total += 1 + varint_size((uint64_t)size) + size;
+    }
+    PyObject *joined = PyBytes_FromStringAndSize(NULL, total);
+    if (joined == NULL) {
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(joined);
+    for (Py_ssize_t index = 0; index < length; index++) {
+        PyObject *item = PyList_GET_ITEM(items, index);
+        Py_ssize_t size = PyBytes_GET_SIZE(item);
+        *out++ = (char)tag;
+        write_varint(out, (uint64_t)size);
+        out += varint_size((uint64_t)size);
+        memcpy(out, PyBytes_AS_STRING(item), (size_t)size);
+        out += size;
+    }
+    return joined;
+}
+
 static PyMethodDef methods[] = {
+    {"delimited_join", (PyCFunction)(void (*)(void))delimited_join, METH_FASTCALL, delimited_join_doc},
     {"record_frame", (PyCFunction)(void (*)(void))record_frame, METH_FASTCALL, record_frame_doc},
     {"encode_log_record", encode_log_record, METH_O, encode_log_record_doc},
     {"encode_any_value", encode_any_value, METH_O, encode_any_value_doc},

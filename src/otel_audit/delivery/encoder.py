@@ -20,9 +20,15 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from .. import semconv
 
 try:  # the compiled encoder of plain records (optional; see _wire.c): the same bytes as the code below
+    from ._wire import delimited_join
     from ._wire import encode_log_record as native_record
 except ImportError:
     native_record = None
+
+    def delimited_join(tag: int, items: list[bytes]) -> bytes:
+        """Each item as a length-delimited field with `tag`, concatenated (what _wire.delimited_join writes)."""
+        prefix = bytes((tag,))
+        return b"".join([prefix + _length(len(item)) + item for item in items])
 
 _FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
@@ -387,8 +393,7 @@ def frame_request(records: Iterable[tuple[ScopeDef, bytes]]) -> bytes:
     def close_run() -> None:
         if current is None:
             return
-        scope_logs = [_delimited(b"\x0a", current.scope)]
-        scope_logs.extend([b"\x12" + _length(len(record)) + record for record in run])
+        scope_logs = [_delimited(b"\x0a", current.scope), delimited_join(0x12, run)]
         if current.scope_schema_url:
             scope_logs.append(_delimited(b"\x1a", current.scope_schema_url.encode("utf-8")))
         resource_logs = [_delimited(b"\x0a", current.resource), _delimited(b"\x12", b"".join(scope_logs))]
