@@ -32,6 +32,7 @@ import time
 import weakref
 import zlib
 from collections import deque
+from itertools import islice
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +88,7 @@ class Batch:
     segment: int = 0
     start: int = 0
     end: int = 0
-    memory_count: int = 0
+    memory_count: int = 0  # records taken from memory (the memory queue's, or the spool's copy of its own)
 
 
 @dataclass
@@ -576,6 +577,19 @@ class Spool:
             self._tail_bytes -= tail[0][2] - tail[0][1]
             tail.popleft()
 
+    def _forget_sent(self, batch: Batch) -> None:
+        """Drop an acknowledged batch's records from memory: when they are still the first ones remembered (the
+        usual case), without comparing each; else by position. Call with the lock held."""
+        tail, count = self._tail, batch.memory_count
+        if count and len(tail) >= count and tail[0][1] == batch.start and tail[count - 1][2] == batch.end and (
+            tail[0][0] == batch.segment
+        ):
+            for _ in range(count):
+                tail.popleft()
+            self._tail_bytes -= batch.end - batch.start
+        else:
+            self._trim_tail(batch.segment, batch.end)
+
     def _tail_batch(self, lane: Lane, max_records: int, max_bytes: int) -> Batch | None:
         """The next batch from the records this process appended and still remembers, when they start exactly at
         the lane's cursor: what was just written need not be read back and parsed. None: read the segment."""
@@ -585,13 +599,18 @@ class Spool:
             tail = self._tail
             if not tail or tail[0][0] != segment or tail[0][1] != offset:
                 return None
-            taken = []
+            taken = list(islice(tail, max_records))
+        if taken[-1][0] != segment or taken[-1][2] - offset > max_bytes:
+            # the batch would cross into the next segment or past max_bytes (entries of a segment are contiguous,
+            # so otherwise neither needs checking entry by entry): cut it where the first one happens
+            cut: list[_TailEntry] = []
             size = 0
-            for entry in tail:
-                if entry[0] != segment or len(taken) >= max_records or size >= max_bytes:
+            for entry in taken:
+                if entry[0] != segment or size >= max_bytes:
                     break
-                taken.append(entry)
+                cut.append(entry)
                 size += entry[2] - entry[1]
+            taken = cut
         return Batch(
             entries=[(entry[3], entry[4]) for entry in taken],
             first_emit_ns=taken[0][5],
@@ -599,6 +618,7 @@ class Spool:
             segment=segment,
             start=offset,
             end=taken[-1][2],
+            memory_count=len(taken),
         )
 
     def read_batch(self, max_records: int, max_bytes: int = 4 << 20) -> Batch | None:
@@ -623,7 +643,7 @@ class Spool:
         with self._cond:
             if lane is self._lane:
                 self._unacked = max(0, self._unacked - (batch.end - batch.start))
-                self._trim_tail(batch.segment, batch.end)
+                self._forget_sent(batch)
             else:
                 self._orphan_bytes = max(0, self._orphan_bytes - (batch.end - batch.start))
             self._cond.notify_all()
