@@ -32,8 +32,8 @@ import time
 import weakref
 import zlib
 from collections import deque
-from itertools import islice
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from .. import stats
