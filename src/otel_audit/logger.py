@@ -1,8 +1,9 @@
 """AuditLogger: turn "who did what to which resource, with what outcome" into OpenTelemetry log records.
 
 Four ways in, one path out: `emit(...)`, the seed SDK's `log(dict)`, the `action(...)` block and the `audited(...)`
-decorator all build a validated AuditEvent, fill what is missing from the audit context, and emit one LogRecord
-through the audit LoggerProvider bound by `configure()`.
+decorator all fill what is missing from the audit context, validate the event and emit one LogRecord through the
+audit LoggerProvider bound by `configure()`. Plainly valid `emit` calls become attributes directly; everything
+else is validated by building an AuditEvent, which names the failing field.
 """
 
 from __future__ import annotations
@@ -136,10 +137,10 @@ def _api_record(
 
 
 def _validated_record(logger: SdkLogger, record: LogRecord) -> LogRecord | ReadWriteLogRecord:
-    """The SDK record for an audit LogRecord whose attributes AuditEvent already validated.
+    """The SDK record for an audit LogRecord whose attributes emit already validated.
 
     The SDK re-validates every attribute when it builds a ReadWriteLogRecord (more than half of its emit cost);
-    audit attributes are validated once, in AuditEvent, so the record is built without that step (attributes stay
+    audit attributes are validated once, by emit or AuditEvent, so the record is built without that step (attributes stay
     a plain mutable dict). When attribute limits are configured the SDK's own path applies them as usual.
     """
     limits = logger._log_record_limits
