@@ -24,12 +24,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest  # noqa: E402
 from store.helpers import audit_attributes, build_request, free_port  # noqa: E402
 
 from otel_audit import semconv  # noqa: E402
 from otel_audit.store import EventQuery, Storage, open_storage  # noqa: E402
-from otel_audit.store.otlp import map_request  # noqa: E402
+from otel_audit.store.otlp import PROTOBUF, ingest_request  # noqa: E402
 from otel_audit.store.pgcluster import PostgresCluster  # noqa: E402
 
 ACTIONS = [f"{area}.{verb}" for area in ("user", "document", "folder", "billing", "admin", "api_key", "team",
@@ -85,8 +84,7 @@ def load(storage: Storage, total: int, seed: int = 1) -> dict[str, float]:
         request = build_request(records, times=times)
         body = request.SerializeToString()
         started, started_cpu = time.perf_counter(), time.process_time()
-        parsed = ExportLogsServiceRequest.FromString(body)
-        batch = map_request(parsed, tenant)
+        batch = ingest_request(body, PROTOBUF, tenant)
         mapped, mapped_cpu = time.perf_counter(), time.process_time()
         stored = storage.insert_events(batch.events)
         insert_seconds += time.perf_counter() - mapped

@@ -223,8 +223,7 @@ class StoreApp:
 
     def _ingest_batch(self, body: bytes, content_encoding: str | None, encoding: str, tenant_id: str) -> otlp.IngestBatch:
         data = otlp.decompress(body, content_encoding, self.settings.max_decompressed_bytes)
-        request = otlp.parse_request(data, encoding)
-        batch = otlp.map_request(request, tenant_id)
+        batch = otlp.ingest_request(data, encoding, tenant_id)
         stored = self.storage.insert_events(batch.events)
         received = len(batch.events) + batch.rejected + batch.ignored
         self.stats.add(tenant_id, received=received, stored=len(stored), duplicate=len(batch.events) - len(stored),

@@ -12,7 +12,7 @@ import json
 import re
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,11 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from .. import semconv
 from ..model import ActorType, AuditEventError, Outcome
 from .events import StoredEvent, dumps_stored
+
+try:  # the compiled decoder (optional; see _otlp.c): the same values as decoded_request below, or None
+    from ._otlp import decode_logs as _native_decode
+except ImportError:  # pragma: no cover - without a C compiler at install
+    _native_decode = None
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -206,30 +211,79 @@ def _column(value: Any, name: str) -> str | None:
     return value
 
 
+# One log record as decoded_request and decode_logs give it: (time_unix_nano, observed_time_unix_nano,
+# severity_number, severity_text, event_name, attributes, body, trace id hex, span id hex, a, b); `a`
+# and `b` locate the record for the uid fallback (the LogRecord and 0, or its start and end in the request bytes).
+DecodedRecord = tuple[int, int, int, str, str, dict[str, Any], Any, str, str, Any, int]
+DecodedRequest = list[tuple[dict[str, Any], list[tuple[str, str, list[DecodedRecord]]]]]
+
+
+def decoded_request(request: ExportLogsServiceRequest) -> DecodedRequest:
+    """The values of a parsed request that mapping reads: per ResourceLogs its resource attributes and per
+    ScopeLogs the scope's name, version and decoded records (the reference of the compiled decode_logs)."""
+    decoded: DecodedRequest = []
+    for resource_logs in request.resource_logs:
+        scopes = []
+        for scope_logs in resource_logs.scope_logs:
+            records: list[DecodedRecord] = []
+            for record in scope_logs.log_records:
+                records.append((
+                    record.time_unix_nano, record.observed_time_unix_nano, record.severity_number,
+                    record.severity_text, record.event_name, key_values(record.attributes),
+                    any_value(record.body) if record.HasField("body") else None, record.trace_id.hex(),
+                    record.span_id.hex(), record, 0,
+                ))
+            scopes.append((scope_logs.scope.name, scope_logs.scope.version, records))
+        decoded.append((key_values(resource_logs.resource.attributes), scopes))
+    return decoded
+
+
+def ingest_request(data: bytes, encoding: str, tenant_id: str) -> IngestBatch:
+    """Decode a request body (protobuf or JSON) and map its audit records for `tenant_id`; IngestError 400 when
+    the body is malformed. Protobuf goes through the compiled decoder when it is built and takes the request."""
+    if encoding == PROTOBUF and _native_decode is not None:
+        decoded = _native_decode(data)
+        if decoded is not None:
+            def serialized(start: int, end: int) -> bytes:
+                return LogRecord.FromString(data[start:end]).SerializeToString(deterministic=True)
+
+            return map_decoded(decoded, tenant_id, serialized)
+    return map_request(parse_request(data, encoding), tenant_id)
+
+
 def map_request(request: ExportLogsServiceRequest, tenant_id: str) -> IngestBatch:
-    """Turn the audit records of a request into StoredEvents for `tenant_id` (the API key's tenant).
+    """Turn the audit records of a parsed request into StoredEvents for `tenant_id` (see map_decoded)."""
+    return map_decoded(decoded_request(request), tenant_id, _serialized)
+
+
+def _serialized(record: LogRecord, _: int) -> bytes:
+    return record.SerializeToString(deterministic=True)
+
+
+def map_decoded(decoded: DecodedRequest, tenant_id: str, serialized: Callable[[Any, int], bytes]) -> IngestBatch:
+    """Turn decoded audit records into StoredEvents for `tenant_id` (the API key's tenant).
 
     A record is rejected (not stored, counted in partial_success) when it is not a valid audit event, names
     another tenant in `audit.tenant.id`, or carries values a store cannot keep (NUL, unpaired surrogates).
     Records that are not audit records are ignored and counted. A record without `log.record.uid` gets a
-    uid derived from its content, so a retried export still deduplicates.
+    uid derived from its content (`serialized(a, b)`: its deterministic protobuf bytes), so a retried export
+    still deduplicates.
     """
     batch = IngestBatch()
     events = batch.events
     received = time.time_ns()
     index = -1
-    for resource_logs in request.resource_logs:
-        resource = key_values(resource_logs.resource.attributes)
-        for scope_logs in resource_logs.scope_logs:
+    for resource, scopes in decoded:
+        for scope_name, scope_version, records in scopes:
             try:
-                origin = _Origin(resource, scope_logs.scope.name, scope_logs.scope.version)
+                origin = _Origin(resource, scope_name, scope_version)
                 origin_error = ""
             except (AuditEventError, UnicodeEncodeError) as exc:
                 origin_error = f"resource or scope cannot be stored: {exc}"
-            for record in scope_logs.log_records:
+            for record in records:
                 index += 1
-                attributes = key_values(record.attributes)
-                event_name = record.event_name
+                attributes = record[5]
+                event_name = record[4]
                 if not semconv.is_audit_record(event_name, attributes):
                     batch.ignored += 1
                     continue
@@ -237,7 +291,7 @@ def map_request(request: ExportLogsServiceRequest, tenant_id: str) -> IngestBatc
                     batch.reject(index, origin_error)
                     continue
                 try:
-                    events.append(_to_stored(record, event_name, attributes, origin, tenant_id, received))
+                    events.append(_to_stored(record, origin, tenant_id, received, serialized))
                 except AuditEventError as exc:
                     batch.reject(index, str(exc))
                 except UnicodeEncodeError:
@@ -383,8 +437,10 @@ def check_audit_attributes(attributes: dict[str, Any]) -> None:
 
 
 def _to_stored(
-    record: LogRecord, event_name: str, attributes: dict[str, Any], origin: _Origin, tenant_id: str, received: int
+    record: DecodedRecord, origin: _Origin, tenant_id: str, received: int, serialized: Callable[[Any, int], bytes]
 ) -> StoredEvent:
+    (time_unix_nano, observed, severity_number, severity_text, event_name, attributes, body, trace_id, span_id,
+     source, end) = record
     check_audit_attributes(attributes)
     get = attributes.get
     claimed = get(semconv.AUDIT_TENANT_ID)
@@ -392,17 +448,13 @@ def _to_stored(
         raise AuditEventError(semconv.AUDIT_TENANT_ID, f"names tenant {claimed[:64]!r}, not the API key's tenant")
     uid = _column(get(semconv.LOG_RECORD_UID), semconv.LOG_RECORD_UID)
     if uid is None:
-        uid = "sha256:" + hashlib.sha256(record.SerializeToString(deterministic=True)).hexdigest()[:32]
-    time_unix_nano = record.time_unix_nano
-    observed = record.observed_time_unix_nano
+        uid = "sha256:" + hashlib.sha256(serialized(source, end)).hexdigest()[:32]
     if time_unix_nano > _MAX_TIME or observed > _MAX_TIME:
         raise AuditEventError("time_unix_nano", "is beyond the year 2262 (must fit in a signed 64-bit integer)")
-    severity_text = record.severity_text
     for name, text in (("event_name", event_name), ("severity_text", severity_text)):
         if not text.isascii():
             text.encode("utf-8")  # raises UnicodeEncodeError for unpaired surrogates, which no database accepts
         _text(text, name)
-    body = any_value(record.body) if record.HasField("body") else None
     metadata = get(semconv.AUDIT_METADATA)
     return StoredEvent(
         tenant_id,
@@ -413,14 +465,14 @@ def _to_stored(
         event_name,
         attributes[semconv.AUDIT_ACTION],
         get(semconv.AUDIT_OUTCOME, "unknown"),
-        record.severity_number,
+        severity_number,
         severity_text,
         _column(get(semconv.USER_ID), semconv.USER_ID),
         _column(get(semconv.AUDIT_ACTOR_TYPE), semconv.AUDIT_ACTOR_TYPE),
         _column(get(semconv.AUDIT_RESOURCE_TYPE), semconv.AUDIT_RESOURCE_TYPE),
         _column(get(semconv.AUDIT_RESOURCE_ID), semconv.AUDIT_RESOURCE_ID),
-        record.trace_id.hex(),
-        record.span_id.hex(),
+        trace_id,
+        span_id,
         attributes,
         origin.resource,
         origin.scope_name,
