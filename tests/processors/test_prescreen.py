@@ -15,7 +15,7 @@ from opentelemetry.sdk._logs import ReadWriteLogRecord
 
 from otel_audit import semconv
 from otel_audit.logger import new_uid
-from otel_audit.processors import RedactionConfig, RedactionProcessor
+from otel_audit.processors import RedactionConfig, RedactionProcessor, redact
 from otel_audit.processors.redact import (
     _ATTRIBUTE,
     _TIMESTAMP_SHAPES,
@@ -183,6 +183,18 @@ def test_logger_uids_have_the_fixed_uuidv7_format_the_redactor_trusts() -> None:
 
 # -- the emit fast path against the full path ---------------------------------------------------------------------
 
+
+@pytest.fixture(params=["compiled", "python"])
+def fast_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The fast path with the compiled screen (processors/_screen.c) and with the pure-Python one it replaces."""
+    if request.param == "compiled" and redact._compiled_attributes_clean is None:
+        pytest.skip("the _screen extension is not built here (no C compiler at install)")
+    if request.param == "python":
+        monkeypatch.setattr(redact, "_compiled_attributes_clean", None)
+        monkeypatch.setattr(redact, "_compiled_value_clean", None)
+    return request.param
+
+
 scalars = st.one_of(
     near_misses, id_like, id_like, anything, grouped_cards(), st.integers(-(2**63), 2**63 - 1),
     st.floats(allow_nan=False), st.booleans(), st.none(), st.binary(max_size=8),
@@ -198,8 +210,11 @@ trees = st.recursive(
 records = st.dictionaries(keys, trees, min_size=1, max_size=5)
 
 
+@pytest.mark.usefixtures("fast_path")
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(first=records, later=st.lists(records, max_size=4), seed=st.integers(0, 2**16))
 def test_fast_path_says_clean_only_when_the_full_path_changes_nothing(
     name: str, first: dict[str, Any], later: list[dict[str, Any]], seed: int
@@ -214,7 +229,8 @@ def test_fast_path_says_clean_only_when_the_full_path_changes_nothing(
             assert Redactor(CONFIGS[name]).changes_in(attributes, "", _ATTRIBUTE, []) is None, attributes
 
 
-@settings(max_examples=100, deadline=None)
+@pytest.mark.usefixtures("fast_path")
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     values=st.lists(
         st.one_of(near_misses, grouped_cards(), st.sampled_from(["GET", "Alice Smith", "mobile"])),
@@ -238,6 +254,7 @@ def test_processor_output_is_the_same_with_and_without_the_fast_path(values: lis
         assert outputs[0] == outputs[1]
 
 
+@pytest.mark.usefixtures("fast_path")
 def test_shapes_of_the_same_size_alternating_are_each_checked() -> None:
     """Plans are found by size: another shape of that size must never be read with the wrong plan."""
     capture = AuditCapture()

@@ -12,7 +12,9 @@ Every attribute, the nested maps and lists of `audit.metadata` / `audit.changes`
 `audit.redacted` lists the paths that were touched. Redaction fails closed: a value whose redaction raises is masked
 as a whole and counted in `processor_errors`; emit never raises because of redaction.
 
-Speed (the emit path): RedactionProcessor first asks Redactor.is_clean, which only reads. Maps of one shape share
+Speed (the emit path): RedactionProcessor first asks Redactor.is_clean, which only reads. When the optional C
+extension is built (_screen.c), it walks the record once and applies per value the same rules as values_clean and
+surely_clean below, which stay the reference and the fallback. In Python, maps of one shape share
 a plan that knows each key's decision and the form its value had; every value is still verified on every record:
 the texts of the whole record are joined and go through one conservative pre-screen (surely_clean: two
 bytes.translate calls and a few substring tests that prove no detector can match), timestamps are checked by their
@@ -39,6 +41,12 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from .. import semconv
 from ..config import ConfigurationError
 from ..stats import STATS
+
+try:  # the compiled fast path (optional: built at install when a C compiler is present)
+    from ._screen import attributes_clean as _compiled_attributes_clean
+    from ._screen import value_clean as _compiled_value_clean
+except ImportError:  # pragma: no cover - exercised by installs without a compiler
+    _compiled_attributes_clean = _compiled_value_clean = None
 
 MASK = "[REDACTED]"
 STRATEGIES = ("mask", "drop", "last4", "hash")
@@ -439,6 +447,12 @@ class Redactor:
         self._form_plans: dict[str, dict[int, tuple[Any, ...]]] = {_ATTRIBUTE: {}, _NESTED: {}}
         self._form_plans_by_keys: dict[str, dict[tuple[str, ...], tuple[Any, ...]]] = {_ATTRIBUTE: {}, _NESTED: {}}
         self._scanned_keys: set[str] = set()
+        # What the compiled screen reads (processors/_screen.c); the dicts and sets are shared, so it always sees
+        # the current caches.
+        self._screen_config = (
+            self._key_caches[_ATTRIBUTE], self._key_caches[_NESTED], self._words, _TIMESTAMP_SHAPES, self._clean,
+            self.min_secret_len, self.max_scan_chars, _SKIP, _SCAN,
+        )
 
     # -- keys ---------------------------------------------------------------------------------------------------
 
@@ -821,6 +835,10 @@ class Redactor:
         """
         if not attributes:
             return True
+        if _compiled_attributes_clean is not None and type(attributes) is dict:
+            verdict = _compiled_attributes_clean(attributes, self._screen_config)
+            if verdict is not None:  # None: a key without a cached decision, which the path below fills in
+                return verdict
         texts: list[str] = []
         try:
             if self._forms_clean(attributes, _ATTRIBUTE, texts, 0):
@@ -906,6 +924,14 @@ class Redactor:
             plans.clear()
         plans[len(keys)] = plan
         return plan
+
+    def body_clean(self, body: Any) -> bool:
+        """Whether nothing in a record's body needs redaction; conservative, like is_clean."""
+        if _compiled_value_clean is not None:
+            verdict = _compiled_value_clean(body, self._screen_config)
+            if verdict is not None:
+                return verdict
+        return self.values_clean((body,))
 
     def values_clean(self, values: Iterable[Any], depth: int = 0) -> bool:
         """Whether no rule applies to any of these values or inside them (keys of nested maps included); clean
@@ -1010,7 +1036,7 @@ class RedactionProcessor(LogRecordProcessor):
                 readable = getattr(attributes, "_dict", attributes)
                 body = record.body
                 clean = (readable is None or self.redactor.is_clean(readable)) and (
-                    body is None or self.redactor.values_clean((body,))
+                    body is None or self.redactor.body_clean(body)
                 )
             except Exception:  # noqa: BLE001 - anything unusual takes the full path, which fails closed
                 clean = False

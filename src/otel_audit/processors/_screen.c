@@ -1,0 +1,264 @@
+/* The redaction fast path, compiled: whether a record's attributes (nested maps and lists included) surely need no
+ * redaction. It walks the values once and applies, per value, exactly the rules of the Python reference
+ * (redact.Redactor.values_clean with surely_clean as the pre-screen of every text): see the comment above
+ * redact._SAFE_PUNCTUATION for why each test is conservative. tests/processors/test_screen_compiled.py checks that
+ * both agree on generated values.
+ *
+ * It only reads. Each answer is True (clean), False (run the detectors: the full path) or None (a key whose
+ * decision is not cached yet: the Python path decides and fills the caches). Everything is read under the GIL and
+ * no Python code runs during the walk (exact dicts, lists, tuples and strs only), so no value can change under it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#define MAX_DEPTH 32
+#define SMALLEST_CARD 1000000000000LL /* numbers from 10**12 up may be card numbers */
+
+enum verdict { FAILED = -1, DIRTY = 0, CLEAN = 1, UNKNOWN = 2 };
+
+/* The unpacked screen configuration (see Redactor._screen_config for its order and meaning). */
+typedef struct {
+    PyObject *attribute_decisions; /* dict: attribute key -> decision */
+    PyObject *nested_decisions;    /* dict: nested map key -> decision */
+    const unsigned char *classes;  /* 256 bytes: a (lower case), 9 (digit), d (joiner), b (safe), ! (other) */
+    PyObject *timestamp_shapes;    /* frozenset of bytes: digit shapes of ISO 8601 timestamps */
+    PyObject *clean;               /* set: values found clean by the detectors before */
+    Py_ssize_t min_len, max_len;   /* shorter texts cannot hold a secret; longer ones are not screened */
+    PyObject *skip, *scan;         /* the two decisions that let a value through (compared by identity) */
+} screen;
+
+static int unpack(PyObject *config, screen *out) {
+    if (!PyTuple_CheckExact(config) || PyTuple_GET_SIZE(config) != 9) {
+        PyErr_SetString(PyExc_TypeError, "screen configuration: a tuple of 9 items expected");
+        return -1;
+    }
+    out->attribute_decisions = PyTuple_GET_ITEM(config, 0);
+    out->nested_decisions = PyTuple_GET_ITEM(config, 1);
+    PyObject *classes = PyTuple_GET_ITEM(config, 2);
+    out->timestamp_shapes = PyTuple_GET_ITEM(config, 3);
+    out->clean = PyTuple_GET_ITEM(config, 4);
+    out->min_len = PyLong_AsSsize_t(PyTuple_GET_ITEM(config, 5));
+    out->max_len = PyLong_AsSsize_t(PyTuple_GET_ITEM(config, 6));
+    out->skip = PyTuple_GET_ITEM(config, 7);
+    out->scan = PyTuple_GET_ITEM(config, 8);
+    if (!PyDict_CheckExact(out->attribute_decisions) || !PyDict_CheckExact(out->nested_decisions) ||
+        !PyBytes_CheckExact(classes) || PyBytes_GET_SIZE(classes) != 256 || !PyAnySet_Check(out->timestamp_shapes) ||
+        !PySet_Check(out->clean) || out->min_len < 0 || out->max_len < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "screen configuration: an item has the wrong type");
+        }
+        return -1;
+    }
+    out->classes = (const unsigned char *)PyBytes_AS_STRING(classes);
+    return 0;
+}
+
+/* Whether `text` has the digit shape of a timestamp (digits as `9`), as redact._TIMESTAMP_SHAPES lists them. */
+static int is_timestamp(const screen *config, const Py_UCS1 *text, Py_ssize_t length) {
+    if (length < 10 || length > 40 || text[4] != '-') {
+        return 0; /* every shape starts with `9999-99-99` and is at most 35 characters */
+    }
+    char shape[40];
+    for (Py_ssize_t index = 0; index < length; index++) {
+        shape[index] = (text[index] >= '0' && text[index] <= '9') ? '9' : (char)text[index];
+    }
+    PyObject *key = PyBytes_FromStringAndSize(shape, length);
+    if (key == NULL) {
+        return -1;
+    }
+    int found = PySet_Contains(config->timestamp_shapes, key);
+    Py_DECREF(key);
+    return found;
+}
+
+/* surely_clean for one ASCII text: 1 when no detector can match, 0 when the detectors must decide, -1 on error. */
+static int text_clean(const screen *config, const Py_UCS1 *text, Py_ssize_t length) {
+    const unsigned char *classes = config->classes;
+    unsigned char previous = 'b';       /* the class before the current position (`b`: a word boundary) */
+    Py_ssize_t run_digits = 0;          /* digits in the current run of digits and joiners */
+    Py_ssize_t first_start = -1;        /* the current run's first position where a digit chain may start */
+    Py_ssize_t last_end = -1;           /* ... and the last where one may end, once its successor is known */
+    int nine_digits = 0, chain = 0;
+    for (Py_ssize_t index = 0; index < length; index++) {
+        unsigned char kind = classes[text[index]];
+        if (kind == '!') {
+            return is_timestamp(config, text, length);
+        }
+        if (kind == '9' || kind == 'd') {
+            if (previous != '9' && previous != 'd') { /* a new run */
+                run_digits = 0;
+                first_start = -1;
+                last_end = -1;
+            }
+            if (kind == '9') {
+                run_digits++;
+                /* a chain starts at a digit after a joiner or a boundary, never after a letter (`(?<![a9]9)`) */
+                if (first_start < 0 && (previous == 'd' || previous == 'b')) {
+                    first_start = index;
+                }
+            } else if (previous == '9') {
+                last_end = index - 1; /* a digit followed by a joiner may end a chain (`(?![a9])`) */
+            }
+        } else if (previous == '9' || previous == 'd') { /* a run ends before a letter or a boundary */
+            if (previous == '9' && kind != 'a') {
+                last_end = index - 1;
+            }
+            nine_digits |= run_digits >= 9;
+            chain |= first_start >= 0 && last_end >= first_start + 7;
+        }
+        previous = kind;
+    }
+    if (previous == '9' || previous == 'd') {
+        if (previous == '9') {
+            last_end = length - 1;
+        }
+        nine_digits |= run_digits >= 9;
+        chain |= first_start >= 0 && last_end >= first_start + 7;
+    }
+    const char *raw = (const char *)text;
+    if ((memchr(raw, 'x', length) && (memmem(raw, length, "xox", 3) || memmem(raw, length, "xapp-", 5))) ||
+        (memchr(raw, 'y', length) && memmem(raw, length, "ya29.", 5)) ||
+        (memchr(raw, 'k', length) && memmem(raw, length, "hooks.slack.com/services/", 25))) {
+        return 0;
+    }
+    return !(nine_digits && chain);
+}
+
+static enum verdict value_clean(const screen *config, PyObject *value, int depth);
+
+/* The entries of a map: each key's cached decision, then each value that is scanned. */
+static enum verdict map_clean(const screen *config, PyObject *mapping, PyObject *decisions, int depth) {
+    Py_ssize_t position = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(mapping, &position, &key, &value)) {
+        if (!PyUnicode_CheckExact(key)) {
+            return DIRTY;
+        }
+        PyObject *decision = PyDict_GetItemWithError(decisions, key);
+        if (decision == NULL) {
+            return PyErr_Occurred() ? FAILED : UNKNOWN;
+        }
+        if (decision == config->skip) {
+            continue;
+        }
+        if (decision != config->scan) {
+            return DIRTY; /* a key rule applies */
+        }
+        enum verdict verdict = value_clean(config, value, depth);
+        if (verdict != CLEAN) {
+            return verdict;
+        }
+    }
+    return CLEAN;
+}
+
+static enum verdict value_clean(const screen *config, PyObject *value, int depth) {
+    PyTypeObject *kind = Py_TYPE(value);
+    if (kind == &PyUnicode_Type) {
+        Py_ssize_t length = PyUnicode_GET_LENGTH(value);
+        if (length < config->min_len) {
+            return CLEAN;
+        }
+        if (length <= config->max_len && PyUnicode_IS_ASCII(value)) {
+            int clean = text_clean(config, PyUnicode_1BYTE_DATA(value), length);
+            if (clean != 0) {
+                return clean < 0 ? FAILED : CLEAN;
+            }
+        }
+        int known = PySet_Contains(config->clean, value); /* found clean by the detectors before */
+        return known < 0 ? FAILED : (known ? CLEAN : DIRTY);
+    }
+    if (kind == &PyBool_Type || value == Py_None) {
+        return CLEAN;
+    }
+    if (kind == &PyLong_Type) {
+        int overflow;
+        long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (number == -1 && PyErr_Occurred()) {
+            return FAILED;
+        }
+        return !overflow && -SMALLEST_CARD < number && number < SMALLEST_CARD ? CLEAN : DIRTY;
+    }
+    if (kind == &PyFloat_Type) {
+        double number = PyFloat_AS_DOUBLE(value);
+        return -(double)SMALLEST_CARD < number && number < (double)SMALLEST_CARD ? CLEAN : DIRTY;
+    }
+    if (kind == &PyDict_Type) {
+        return depth >= MAX_DEPTH ? DIRTY : map_clean(config, value, config->nested_decisions, depth + 1);
+    }
+    if (kind == &PyList_Type || kind == &PyTuple_Type) {
+        if (depth >= MAX_DEPTH) {
+            return DIRTY;
+        }
+        Py_ssize_t count = PySequence_Fast_GET_SIZE(value);
+        PyObject **items = PySequence_Fast_ITEMS(value);
+        for (Py_ssize_t index = 0; index < count; index++) {
+            enum verdict verdict = value_clean(config, items[index], depth + 1);
+            if (verdict != CLEAN) {
+                return verdict;
+            }
+        }
+        return CLEAN;
+    }
+    return DIRTY;
+}
+
+static PyObject *answer(enum verdict verdict) {
+    switch (verdict) {
+    case CLEAN:
+        Py_RETURN_TRUE;
+    case DIRTY:
+        Py_RETURN_FALSE;
+    case UNKNOWN:
+        Py_RETURN_NONE;
+    default:
+        return NULL;
+    }
+}
+
+/* Both entry points: check the arguments, unpack the configuration, walk `args[0]` as attributes or as a value. */
+static PyObject *screen_call(PyObject *const *args, Py_ssize_t nargs, int attributes) {
+    screen config;
+    if (nargs != 2 || (attributes && !PyDict_CheckExact(args[0]))) {
+        PyErr_SetString(PyExc_TypeError, attributes ? "attributes_clean(attributes: dict, config: tuple)"
+                                                    : "value_clean(value, config: tuple)");
+        return NULL;
+    }
+    if (unpack(args[1], &config) < 0) {
+        return NULL;
+    }
+    return answer(attributes ? map_clean(&config, args[0], config.attribute_decisions, 0)
+                             : value_clean(&config, args[0], 0));
+}
+
+PyDoc_STRVAR(attributes_clean_doc,
+    "attributes_clean(attributes: dict, config: tuple) -> bool | None\n\n"
+    "Whether no redaction rule applies anywhere in a record's attributes; None when a key has no cached decision.");
+
+static PyObject *attributes_clean(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    return screen_call(args, nargs, 1);
+}
+
+PyDoc_STRVAR(value_clean_doc,
+    "value_clean(value: object, config: tuple) -> bool | None\n\n"
+    "Whether no redaction rule applies to one value (a record's body) or anywhere inside it.");
+
+static PyObject *value_clean_entry(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    return screen_call(args, nargs, 0);
+}
+
+static PyMethodDef methods[] = {
+    {"attributes_clean", (PyCFunction)(void (*)(void))attributes_clean, METH_FASTCALL, attributes_clean_doc},
+    {"value_clean", (PyCFunction)(void (*)(void))value_clean_entry, METH_FASTCALL, value_clean_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_definition = {
+    PyModuleDef_HEAD_INIT, "otel_audit.processors._screen",
+    "The redaction fast path, compiled (see otel_audit.processors.redact).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__screen(void) {
+    return PyModule_Create(&module_definition);
+}
