@@ -118,3 +118,47 @@ def test_the_compiled_delimited_join_equals_the_python_one(items: list[bytes], t
     from otel_audit.delivery.encoder import _length
 
     assert _wire.delimited_join(tag, items) == b"".join(bytes((tag,)) + _length(len(item)) + item for item in items)
+
+
+@pytest.mark.parametrize("offset", [0, 3, 10])
+def test_the_held_write_writes_like_os_write(tmp_path: Any, offset: int) -> None:
+    """write_held(fd, data, offset) is os.write(fd, data[offset:]) without handing the GIL over."""
+    import os
+
+    from otel_audit.delivery.spool import released_write
+
+    data = b"0123456789"
+    for name, write in (("held", _wire.write_held), ("released", released_write)):
+        fd = os.open(tmp_path / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            assert write(fd, data, offset) == len(data) - offset
+        finally:
+            os.close(fd)
+    assert (tmp_path / "held").read_bytes() == (tmp_path / "released").read_bytes() == data[offset:]
+
+
+def test_the_held_write_reports_errors() -> None:
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    try:
+        with pytest.raises(OSError):
+            _wire.write_held(read_end, b"x", 0)  # the read end of a pipe is not writable: EBADF
+    finally:
+        os.close(read_end)
+    with pytest.raises(ValueError):
+        _wire.write_held(1, b"x", 2)
+    with pytest.raises(TypeError):
+        _wire.write_held(1, "text", 0)
+
+
+@pytest.mark.parametrize(("fsync", "held"), [("interval", True), ("always", False)])
+def test_the_spool_holds_the_gil_only_for_page_cache_writes(tmp_path: Any, fsync: str, held: bool) -> None:
+    from otel_audit.delivery.spool import Spool, released_write
+
+    spool = Spool(tmp_path, max_bytes=1 << 20, fsync=fsync)
+    try:
+        assert spool._write is (_wire.write_held if held else released_write)
+    finally:
+        spool.close()

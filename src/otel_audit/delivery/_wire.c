@@ -8,7 +8,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #define UNSUPPORTED 1
 #define MAX_DEPTH 64
@@ -580,7 +582,38 @@ static PyObject *delimited_join(PyObject *module, PyObject *const *args, Py_ssiz
     return joined;
 }
 
+PyDoc_STRVAR(write_held_doc,
+"write_held(fd: int, data: bytes, offset: int) -> int\n\n"
+"os.write(fd, data[offset:]) without releasing the GIL: for the spool's small appends to the page cache, where\n"
+"handing the GIL to another thread and waiting to get it back costs more than the write itself.");
+
+static PyObject *write_held(PyObject *module, PyObject *const *args, Py_ssize_t count) {
+    if (count != 3 || !PyBytes_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "write_held(fd: int, data: bytes, offset: int)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    Py_ssize_t offset = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(args[1]);
+    if (fd < 0 || fd > INT_MAX || offset < 0 || offset > size) {
+        PyErr_SetString(PyExc_ValueError, "write_held: fd or offset out of range");
+        return NULL;
+    }
+    ssize_t written;
+    do {
+        written = write((int)fd, PyBytes_AS_STRING(args[1]) + offset, (size_t)(size - offset));
+    } while (written < 0 && errno == EINTR && PyErr_CheckSignals() == 0);
+    if (written < 0) {
+        return PyErr_Occurred() ? NULL : PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromSsize_t(written);
+}
+
 static PyMethodDef methods[] = {
+    {"write_held", (PyCFunction)(void (*)(void))write_held, METH_FASTCALL, write_held_doc},
     {"delimited_join", (PyCFunction)(void (*)(void))delimited_join, METH_FASTCALL, delimited_join_doc},
     {"record_frame", (PyCFunction)(void (*)(void))record_frame, METH_FASTCALL, record_frame_doc},
     {"encode_log_record", encode_log_record, METH_O, encode_log_record_doc},
