@@ -11,7 +11,8 @@ import abc
 import json
 import os
 import secrets
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,70 @@ def shared_schema(integer_type: str) -> list[str]:
         revoked_unix_nano {integer_type}
     )""",
     ]
+
+
+class _Pending:
+    """One caller's batch waiting in a GroupCommit."""
+
+    __slots__ = ("events", "stored", "error", "done")
+
+    def __init__(self, events: Sequence[StoredEvent]) -> None:
+        self.events = events
+        self.stored: list[StoredEvent] = []
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class GroupCommit:
+    """Concurrent `insert` calls share transactions: whoever finds the writer free writes the batches queued
+    meanwhile (as many as fit in `max_events`, at least one) with `write`, in one transaction, and each caller gets back its own stored
+    events. A caller returns only once the transaction holding its events has committed, and raises what that
+    transaction raised; a lone caller writes its batch alone, as before. Fewer, larger commits: one fsync and
+    one write of each shared index page per group instead of per request."""
+
+    def __init__(self, write: Callable[[list[StoredEvent]], list[StoredEvent]], max_events: int = 16_384) -> None:
+        self._write = write
+        self.max_events = max_events
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
+        self._writer = threading.Lock()
+
+    def insert(self, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+        """Store `events` (skipping stored (tenant, uid) pairs) with whatever else is queued; the new ones."""
+        pending = _Pending(events)
+        with self._queue_lock:
+            self._queue.append(pending)
+        while not pending.done:
+            with self._writer:
+                if not pending.done:
+                    self._write_group(self._take())
+        if pending.error is not None:
+            raise pending.error
+        return pending.stored
+
+    def _take(self) -> list[_Pending]:
+        with self._queue_lock:
+            size = count = 0
+            for item in self._queue:
+                if count and size + len(item.events) > self.max_events:
+                    break
+                count += 1
+                size += len(item.events)
+            group, self._queue = self._queue[:count], self._queue[count:]
+        return group
+
+    def _write_group(self, group: list[_Pending]) -> None:
+        try:
+            stored = self._write([event for pending in group for event in pending.events])
+        except BaseException as exc:  # noqa: BLE001 - raised by each caller of the group, in its own thread
+            for pending in group:
+                pending.error = exc
+                pending.done = True
+            return
+        fresh = {id(event) for event in stored}
+        for pending in group:
+            pending.stored = [event for event in pending.events if id(event) in fresh]
+            pending.done = True
 
 
 class Storage(abc.ABC):
