@@ -3,7 +3,10 @@
     python benchmarks/bench_store.py --events 1000000 --backend both
     python benchmarks/bench_store.py --events 200000 --backend sqlite --http
 
-Storage ingest inserts OTLP-sized batches (512 records, one transaction each) of realistic audit records; search
+Storage ingest decodes (the store's own decoder, compiled when built) and inserts OTLP-sized batches (512 records,
+one transaction each) of realistic audit records, then up to 51,200 more (at most a quarter of the load) by two
+threads at once, as concurrent
+requests are (SQLite then writes concurrent batches in one transaction); search
 runs each filter with random values against the loaded database and reports p50/p95/max. PostgreSQL runs on a
 throwaway cluster with durable settings (fsync on); SQLite uses WAL with synchronous=FULL.
 """
@@ -103,6 +106,42 @@ def load(storage: Storage, total: int, seed: int = 1) -> dict[str, float]:
         "insert ev/s (per CPU s here)": total / insert_cpu,
         "decode+map+insert ev/s (wall)": total / (map_seconds + insert_seconds),
     }
+
+
+def concurrent_ingest(storage: Storage, total: int, threads: int = 2, seed: int = 4) -> float:
+    """Decode + map + insert of `total` events (after `load`) by `threads` threads taking OTLP bodies from one
+    queue, as the app's request threads do; events/s (wall). Bodies are built beforehand, untimed."""
+    rng = random.Random(seed)
+    start = START_NS + SPAN_NS
+    step = SPAN_NS // max(total, 1)
+    bodies = []
+    for offset in range(0, total, BATCH):
+        records, times = make_records(rng, BATCH, start + offset * step, step)
+        bodies.append((rng.choice(TENANTS), build_request(records, times=times).SerializeToString()))
+    work = iter(bodies)
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def run() -> None:
+        while True:
+            with lock:
+                item = next(work, None)
+            if item is None:
+                return
+            batch = ingest_request(item[1], PROTOBUF, item[0])
+            if len(storage.insert_events(batch.events)) != BATCH:
+                errors.append("a batch was not stored whole")
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(errors[0])
+    return len(bodies) * BATCH / elapsed
 
 
 def search_latencies(storage: Storage, rounds: int, seed: int = 2) -> dict[str, tuple[float, float, float, int]]:
@@ -209,7 +248,7 @@ def http_ingest(db_url: str, total: int, clients: int = 2, workers: int = 1) -> 
         server.wait(timeout=30)
 
 
-def run(backend: str, events: int, rounds: int, http: int) -> None:
+def run(backend: str, events: int, rounds: int, http: int, concurrent: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         cluster = None
         if backend == "sqlite":
@@ -223,6 +262,9 @@ def run(backend: str, events: int, rounds: int, http: int) -> None:
             rates = load(storage, events)
             for name, value in rates.items():
                 print(f"  {name:<28} {value:>12,.0f}")
+            if concurrent:
+                rate = concurrent_ingest(storage, concurrent)
+                print(f"  2 threads, {concurrent:,} more events: decode+map+insert ev/s (wall) {rate:>12,.0f}")
             if backend == "postgresql":
                 with storage.transaction() as conn:
                     conn.execute("ANALYZE events")
@@ -249,10 +291,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200, help="queries per search filter")
     parser.add_argument("--http", type=int, default=51_200, metavar="N",
                         help="also measure OTLP/HTTP ingest with N events (0: skip)")
+    parser.add_argument("--concurrent", type=int, metavar="N",
+                        help="after loading, N more events ingested by 2 threads (default: a quarter of --events, at "
+                             "most 51,200; 0: skip)")
     args = parser.parse_args()
+    concurrent = min(args.events // 4, 51_200) if args.concurrent is None else args.concurrent
     print(f"bench_store: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     for backend in (["sqlite", "postgresql"] if args.backend == "both" else [args.backend]):
-        run(backend, args.events, args.rounds, args.http)
+        run(backend, args.events, args.rounds, args.http, concurrent)
 
 
 if __name__ == "__main__":
