@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import sqlite3
 import struct
 import threading
 import time
@@ -11,9 +12,10 @@ import time
 import pytest
 
 from otel_audit import semconv
-from otel_audit.store import ApiKey, EventQuery, QueryError, Storage
+from otel_audit.store import ApiKey, EventQuery, QueryError, Storage, open_storage
 from otel_audit.store.keys import Authenticator, bootstrap_key, create_key, hash_key
 from otel_audit.store.otlp import map_request
+from otel_audit.store.sqlite import PAGE_SIZE
 
 from .helpers import audit_attributes, build_request
 
@@ -306,3 +308,19 @@ def test_non_finite_floats_outside_the_checked_maps_come_back_as_exported(storag
     assert event is not None
     assert math.isnan(event.attributes["custom.ratio"])
     assert event.attributes["custom.floor"] == -math.inf and event.attributes["custom.big"] == 1e16
+
+
+def test_new_sqlite_databases_get_small_pages_and_existing_ones_keep_theirs(tmp_path) -> None:
+    existing = tmp_path / "existing.db"
+    with sqlite3.connect(existing) as conn:
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("CREATE TABLE unrelated (x)")
+    for path, expected in ((tmp_path / "new.db", PAGE_SIZE), (existing, 4096)):
+        store = open_storage(f"sqlite:///{path}")
+        try:
+            ingest(store, [audit_attributes()])
+            with store.read() as conn:
+                assert conn.execute("PRAGMA page_size").fetchone()[0] == expected
+            assert store.count("acme", EventQuery()) == 1
+        finally:
+            store.close()

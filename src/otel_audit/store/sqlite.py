@@ -63,6 +63,11 @@ _SCHEMA = [
 
 
 CHECKPOINT_INTERVAL = 1.0
+# Pages of a new database. Ingest writes about three pages per event at random places in the indexes (actor and
+# resource ids), each a WAL frame at commit and again at the checkpoint: 2 KiB pages write half the bytes of the
+# 4 KiB default (measured: +27% and +65% insert rate at 400,000 events; 8 KiB: -22%). A database keeps the page
+# size it was created with.
+PAGE_SIZE = 2048
 _INDEX_BY_SELECTIVITY = (
     ("resource_id", "events_tenant_resource_id"),
     ("actor_id", "events_tenant_actor"),
@@ -109,6 +114,7 @@ class SQLiteStorage(Storage):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout)
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before WAL mode creates the file; no-op for an existing one
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA cache_size=-65536")
