@@ -7,9 +7,22 @@ after a warm-up. Every POST is audited, so each request of the audited variants 
 count afterwards shows they all arrived. Besides requests/s it records the server process's CPU time per request
 (all threads, so the audit exporter is included; the event-loop thread's share is also recorded on its own): on a
 shared machine the throughput of one run swings with the neighbours' load, while CPU per request hardly does, and
-1e6 / CPU-us is the throughput the server would reach on a core of its own. `python -m benchmarks.bench_fastapi
+1e6 / CPU-us is the throughput the server would reach on a core of its own. For the two variants that export
+(otel-audit, stock), CPU is counted from the moment the sink holds every warm-up record until it holds every record
+of the run, so each run is charged its own exports, the last batch sent after wrk stopped included, and none of the
+warm-up's. `python -m benchmarks.bench_fastapi
 --compare` runs every variant interleaved (harness.run_benchmark) and prints ratios of the medians and the
 medians of per-repetition ratios.
+
+`python -m benchmarks.bench_fastapi --breakdown` says where an audited request's extra CPU goes, without a server:
+the same POST is driven straight through the ASGI app in one process, chunks of each stage alternated, and the
+event-loop thread's CPU per request compared stage by stage (plain; + an empty pass-through ASGI middleware; + the
+audit middleware auditing nothing; + its event with `emit` a no-op; + `emit` through the SDK logger, filter and
+redaction with the delivery stage a no-op; the full path, which adds encoding and the spool write; the stock
+middleware + SDK log). The no-op stages exist only in that diagnostic process. The other threads' CPU (the
+exporters, flushed after every chunk) is reported per event. Without uvicorn, h11 and the socket calls a request
+costs about a third of what it costs in the server, and each stage less than it does there (fewer cache misses in
+a small loop), so the breakdown gives proportions, not the server's figures.
 """
 
 from __future__ import annotations
@@ -24,7 +37,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
@@ -34,10 +50,12 @@ from benchmarks.harness import (
     Benchmark,
     Figure,
     Ratio,
+    Sink,
     Target,
     print_result,
     python_command,
     run_benchmark,
+    rotated,
     sink_process,
 )
 
@@ -49,6 +67,7 @@ FACTORIES = {
     "stock ASGI + SDK log": "stock_log_app",
     "FastAPIInstrumentor": "traced_app",
 }
+AUDITED = ("otel-audit", "stock ASGI + SDK log")  # the variants exporting one record per POST to the sink
 SECONDS = {"smoke": 2, "quick": 5, "full": 15}
 WARMUP_SECONDS = 1
 CONNECTIONS = 16
@@ -106,6 +125,7 @@ def stock_log_app() -> Any:
     provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=os.environ["BENCH_SINK"])))
     logger = provider.get_logger("stock-audit")
     app = plain_app()
+    app.state.log_provider = provider
 
     class StockAuditMiddleware:
         def __init__(self, downstream: Any) -> None:
@@ -206,6 +226,15 @@ def _cpu_seconds(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _drain(sink: Sink, expected: int, deadline: float) -> int:
+    """Wait until the sink has received `expected` records or the deadline passes; how many it has."""
+    received = sink.count()
+    while received < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        received = sink.count()
+    return received
+
+
 def measure(variant: str, size: str) -> dict[str, Any]:
     """Throughput of one variant; for audited variants also how many events reached the sink."""
     with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
@@ -230,17 +259,16 @@ def measure(variant: str, size: str) -> dict[str, Any]:
         try:
             _wait_ready(base_url, server)
             _, warmup_requests = _wrk(base_url, WARMUP_SECONDS, script)
+            deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            if variant in AUDITED:
+                _drain(sink, warmup_requests, deadline)  # the warm-up's exports are not charged to the run
             cpu_before, loop_cpu_before = _cpu_seconds(server.pid), _cpu_seconds(server.pid, server.pid)
             rps, requests = _wrk(base_url, SECONDS[size], script)
+            expected = warmup_requests + requests
+            # The run's own exports, including the last batch sent after wrk stopped, are charged to it.
+            received = _drain(sink, expected, deadline) if variant in AUDITED else 0
             cpu_per_request_us = (_cpu_seconds(server.pid) - cpu_before) / requests * 1e6
             loop_cpu_per_request_us = (_cpu_seconds(server.pid, server.pid) - loop_cpu_before) / requests * 1e6
-            expected = warmup_requests + requests
-            received = sink.count()
-            if variant in ("otel-audit", "stock ASGI + SDK log"):
-                deadline = time.monotonic() + DRAIN_TIMEOUT_S
-                while received < expected and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                    received = sink.count()
         finally:
             server.terminate()
             try:
@@ -252,7 +280,7 @@ def measure(variant: str, size: str) -> dict[str, Any]:
                               "event_loop_cpu_us_per_request": loop_cpu_per_request_us,
                               "other_threads_cpu_us_per_request": cpu_per_request_us - loop_cpu_per_request_us,
                               "cpu_capacity_rps": 1e6 / cpu_per_request_us}
-    if variant in ("otel-audit", "stock ASGI + SDK log"):
+    if variant in AUDITED:
         result.update({"events_expected": expected, "events_received": received,
                        "events_missing": max(0, expected - received)})
     return result
@@ -317,13 +345,147 @@ def compare(repetitions: int, size: str) -> dict[str, Any]:
     return result
 
 
+# -- where the time goes (in process, no server) ---------------------------------------------------------------
+
+BREAKDOWN_CHUNK = 2000
+BREAKDOWN_ROUNDS = {"smoke": 5, "quick": 15, "full": 41}
+_SCOPE = {
+    "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1", "scheme": "http",
+    "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000), "method": "POST", "root_path": "",
+    "path": "/documents/doc-42", "raw_path": b"/documents/doc-42", "query_string": b"",
+    "headers": [(b"host", b"127.0.0.1:8000"), (b"content-length", b"2"), (b"content-type", b"application/json")],
+}
+_BODY = {"type": "http.request", "body": b"{}", "more_body": False}
+
+
+class _PassThrough:
+    """The least any pure ASGI middleware costs: one more layer that only awaits the next."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+class _NoOpLogger:
+    """Stands in for the middleware's audit logger: the event's arguments are built, nothing is emitted."""
+
+    def emit(self, action: str, **fields: Any) -> str:
+        return ""
+
+
+@contextmanager
+def _delivery_is_a_no_op() -> Iterator[None]:
+    """Within the block the durable delivery stage accepts records without encoding or spooling them."""
+    from otel_audit.delivery import DurableLogRecordProcessor
+
+    on_emit = DurableLogRecordProcessor.on_emit
+    DurableLogRecordProcessor.on_emit = lambda self, log_record: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        DurableLogRecordProcessor.on_emit = on_emit  # type: ignore[method-assign]
+
+
+def _audit_layer(app: Any) -> Any:
+    """The AuditMiddleware instance instrument_app put into `app` (its middleware stack is built on first use)."""
+    from otel_audit.instrumentation.asgi import AuditMiddleware
+
+    layer = app.middleware_stack
+    while layer is not None and not isinstance(layer, AuditMiddleware):
+        layer = getattr(layer, "app", None)
+    if layer is None:
+        raise RuntimeError("no AuditMiddleware in the app's middleware stack")
+    return layer
+
+
+def _other_threads_cpu() -> float:
+    """CPU seconds of every thread of this process but the calling one (Linux /proc)."""
+    own = threading.get_native_id()
+    return sum(_cpu_seconds(os.getpid(), int(tid)) for tid in os.listdir("/proc/self/task") if int(tid) != own)
+
+
+def breakdown(size: str) -> dict[str, Any]:
+    """Event-loop thread CPU per request of each stage (medians of alternated chunks), and the differences."""
+    import asyncio
+
+    import otel_audit
+    from otel_audit.instrumentation.fastapi import instrument_app
+
+    with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
+        os.environ.update({"BENCH_SINK": sink.endpoint, "OTEL_AUDIT_ENDPOINT": sink.endpoint,
+                           "OTEL_AUDIT_PROTOCOL": "http/protobuf", "OTEL_AUDIT_SPOOL_DIR": str(Path(tmp) / "spool")})
+        pipeline = otel_audit.configure()
+        passthrough = plain_app()
+        passthrough.add_middleware(_PassThrough)
+        no_op_emit, stock = instrument_app(plain_app()), stock_log_app()
+        delivery_no_op = instrument_app(plain_app())
+        stages: dict[str, tuple[Any, Callable[[], AbstractContextManager[None]]]] = {
+            "plain": (plain_app(), nullcontext),
+            "+ pass-through ASGI middleware": (passthrough, nullcontext),
+            "+ otel-audit middleware, no event": (instrument_app(plain_app(), methods=["DELETE"]), nullcontext),
+            "+ event, emit a no-op": (no_op_emit, nullcontext),
+            "+ emit through logger, filter, redaction; delivery a no-op": (delivery_no_op, _delivery_is_a_no_op),
+            "+ encoding and spool write (otel-audit, full)": (instrument_app(plain_app()), nullcontext),
+            "stock ASGI + SDK log": (stock, nullcontext),
+        }
+
+        async def receive() -> dict[str, Any]:
+            return _BODY
+
+        async def send(message: Any) -> None:
+            return None
+
+        async def drive(app: Any, count: int) -> None:
+            for _ in range(count):
+                await app(dict(_SCOPE), receive, send)
+
+        loop = asyncio.new_event_loop()
+        for app, _ in stages.values():
+            loop.run_until_complete(drive(app, 200))  # builds the middleware stacks, warms up
+        _audit_layer(no_op_emit)._logger = _NoOpLogger()
+        loop_cpu: dict[str, list[float]] = {name: [] for name in stages}
+        other_cpu = dict.fromkeys(stages, 0.0)
+        for round_number in range(BREAKDOWN_ROUNDS[size]):
+            for name in rotated(tuple(stages), round_number):
+                app, patch = stages[name]
+                other_before = _other_threads_cpu()
+                with patch():
+                    started = time.thread_time_ns()
+                    loop.run_until_complete(drive(app, BREAKDOWN_CHUNK))
+                    loop_cpu[name].append((time.thread_time_ns() - started) / BREAKDOWN_CHUNK / 1000)
+                pipeline.force_flush()
+                stock.state.log_provider.force_flush()
+                other_cpu[name] += _other_threads_cpu() - other_before
+        loop.close()
+        otel_audit.shutdown()
+        stock.state.log_provider.shutdown()
+    report: dict[str, Any] = {"loop_thread_us_per_request": {}, "difference_from_previous_stage_us": {},
+                              "other_threads_us_per_request": {}}
+    previous = None
+    for name, values in loop_cpu.items():
+        value = statistics.median(values)
+        report["loop_thread_us_per_request"][name] = round(value, 2)
+        report["other_threads_us_per_request"][name] = round(other_cpu[name] / len(values) / BREAKDOWN_CHUNK * 1e6, 2)
+        if previous is not None and name != "stock ASGI + SDK log":
+            report["difference_from_previous_stage_us"][name] = round(value - previous, 2)
+        previous = value
+    report.update({"rounds": BREAKDOWN_ROUNDS[size], "requests_per_chunk": BREAKDOWN_CHUNK})
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--variant", choices=VARIANTS)
     parser.add_argument("--size", default="quick", choices=tuple(SECONDS))
     parser.add_argument("--compare", action="store_true", help="run every variant, interleaved, and compare")
     parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--breakdown", action="store_true", help="where an audited request's CPU goes (in process)")
     args = parser.parse_args()
+    if args.breakdown:
+        print(json.dumps(breakdown(args.size), indent=2))
+        return
     if args.compare:
         report = compare(args.repetitions, args.size)
         keys = ("median_rps", "ratio_of_medians_rps", "median_cpu_capacity_rps", "ratio_of_medians_cpu_capacity_rps",
