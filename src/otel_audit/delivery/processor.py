@@ -94,6 +94,7 @@ class DurableLogRecordProcessor(LogRecordProcessor):
         self.exported = 0
         self.retried = 0
         self._unsignalled = 0
+        self._after_full_batch = False
         self._inflight_since = 0
         self._stopping = False
         self._deadline = float("inf")
@@ -185,8 +186,16 @@ class DurableLogRecordProcessor(LogRecordProcessor):
             self._notify_progress()
             if self._stopping:
                 return False
-            self._wake.wait(self.settings.flush_interval)
-            self._wake.clear()
+            self._wait_for_records()
+            return True
+        full = len(batch.entries) >= self._max_batch
+        if full:
+            self._wake.clear()  # the wake-up these records caused is used up
+        elif self._after_full_batch and not self._stopping and not self._wake.is_set():
+            # What arrived while a full batch was out goes with the next one (at the next wake-up, a flush, or the
+            # flush interval), not in a small request of its own: each request costs the exporter a fixed share.
+            self._after_full_batch = False
+            self._wait_for_records()
             return True
         self._inflight_since = batch.first_emit_ns
         if batch.entries and not self._deliver(batch.entries):
@@ -194,10 +203,15 @@ class DurableLogRecordProcessor(LogRecordProcessor):
         self._source.ack(batch)
         self._inflight_since = 0
         self._notify_progress()
-        if len(batch.entries) < self._max_batch and not self._stopping:
-            self._wake.wait(self.settings.flush_interval)
-            self._wake.clear()
+        self._after_full_batch = full
+        if not full and not self._stopping:
+            self._wait_for_records()
         return True
+
+    def _wait_for_records(self) -> None:
+        """Sleep until on_emit has a full batch's worth, a flush or shutdown wakes the thread, or flush_interval."""
+        self._wake.wait(self.settings.flush_interval)
+        self._wake.clear()
 
     def _sync(self) -> None:
         try:
