@@ -28,6 +28,25 @@ def assert_retryable(response: httpx.Response) -> None:
     assert response.json()["error"] == "storage_unavailable"
 
 
+def terminate_other_sessions(admin) -> None:
+    admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+
+
+def post_until_stored(server: ServerThread, tenant: Tenant, body: bytes) -> list[int]:
+    """Post until the body is stored; every refusal before that must be a retryable 503."""
+    statuses = []
+    for _ in range(MAX_ATTEMPTS):
+        response = post(server, tenant, body)
+        statuses.append(response.status_code)
+        if response.status_code == 200:
+            break
+        assert_retryable(response)
+    return statuses
+
+
 def test_sqlite_locked_by_another_writer_answers_503_then_stores_the_retry_once(tmp_path) -> None:
     path = str(tmp_path / "store.db")
     storage = SQLiteStorage(path, busy_timeout=0.2)
@@ -63,15 +82,35 @@ def test_postgresql_connections_lost_answer_503_until_the_pool_reconnects(new_po
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()) AS killed"
                 ).fetchone()[0]
             assert terminated >= 1
-            body = build_request([audit_attributes()]).SerializeToString()
-            statuses = []
-            for _ in range(MAX_ATTEMPTS):  # each broken pooled connection fails one request, then is replaced
-                response = post(server, tenant, body)
-                statuses.append(response.status_code)
-                if response.status_code == 200:
-                    break
-                assert_retryable(response)
+            # each broken pooled connection fails one request, then is replaced
+            statuses = post_until_stored(server, tenant, build_request([audit_attributes()]).SerializeToString())
             assert statuses[0] == 503 and statuses[-1] == 200, statuses
         assert storage.count("acme", EventQuery()) == 2
+    finally:
+        storage.close()
+
+
+@pytest.mark.postgres
+def test_postgresql_turned_read_only_answers_503_until_it_takes_writes_again(new_postgres_database) -> None:
+    """A standby or a failover in progress refuses writes (ReadOnlySqlTransaction): retryable, not a 500."""
+    psycopg = pytest.importorskip("psycopg")
+    url = new_postgres_database()
+    storage = open_storage(url)
+    tenant = Tenant(storage, "acme")
+    body = build_request([audit_attributes()]).SerializeToString()
+    try:
+        with ServerThread(create_app(storage)) as server, psycopg.connect(url, autocommit=True) as admin:
+            database = admin.execute("SELECT current_database()").fetchone()[0]
+            admin.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+            terminate_other_sessions(admin)  # the pool reconnects, and its new sessions are read-only
+            refused = [post(server, tenant, body) for _ in range(3)]
+            for response in refused:
+                assert_retryable(response)
+            admin.execute("SET default_transaction_read_only = off")
+            admin.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+            terminate_other_sessions(admin)
+            statuses = post_until_stored(server, tenant, body)
+            assert statuses[-1] == 200, statuses
+        assert storage.count("acme", EventQuery()) == 1
     finally:
         storage.close()

@@ -97,7 +97,8 @@ def _transient_errors() -> tuple[type[Exception], ...]:
         import psycopg
         import psycopg_pool
 
-        errors += [psycopg.OperationalError, psycopg_pool.PoolTimeout]
+        # A server that turned read-only (a standby, a failover in progress) refuses writes until it is promoted.
+        errors += [psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction, psycopg_pool.PoolTimeout]
     except ImportError:
         pass
     return tuple(errors)
