@@ -28,11 +28,12 @@ def assert_retryable(response: httpx.Response) -> None:
     assert response.json()["error"] == "storage_unavailable"
 
 
-def terminate_other_sessions(admin) -> None:
-    admin.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    )
+def terminate_other_sessions(admin) -> int:
+    """Terminate every other session of the database (the store's pooled connections); how many there were."""
+    return admin.execute(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()) AS killed"
+    ).fetchone()[0]
 
 
 def post_until_stored(server: ServerThread, tenant: Tenant, body: bytes) -> list[int]:
@@ -77,11 +78,7 @@ def test_postgresql_connections_lost_answer_503_until_the_pool_reconnects(new_po
         with ServerThread(create_app(storage)) as server:
             assert post(server, tenant, build_request([audit_attributes()]).SerializeToString()).status_code == 200
             with psycopg.connect(url, autocommit=True) as admin:
-                terminated = admin.execute(
-                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()) AS killed"
-                ).fetchone()[0]
-            assert terminated >= 1
+                assert terminate_other_sessions(admin) >= 1
             # each broken pooled connection fails one request, then is replaced
             statuses = post_until_stored(server, tenant, build_request([audit_attributes()]).SerializeToString())
             assert statuses[0] == 503 and statuses[-1] == 200, statuses
