@@ -12,11 +12,9 @@ from hypothesis import strategies as st
 
 from otel_audit import (
     Actor,
-    ActorType,
     AuditEvent,
     AuditEventError,
     Outcome,
-    Resource,
     audit_context,
     configure,
     get_audit_logger,
@@ -26,29 +24,16 @@ from otel_audit import (
 from otel_audit.logger import AuditLogger
 from otel_audit.testing import AuditCapture
 
-ids = st.none() | st.text(min_size=1, max_size=30)
-plain_values = (
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=10)
-)
+from .strategies import actions, actors, ids, plain_values, resources
+
 nested_values = st.lists(plain_values, max_size=3) | st.dictionaries(st.text(max_size=6), plain_values, max_size=3)
-actors = st.none() | st.builds(
-    Actor,
-    id=ids,
-    type=st.sampled_from(list(ActorType)),
-    email=ids,
-    name=ids,
-    roles=st.lists(st.text(min_size=1, max_size=8), max_size=3).map(tuple),
-    impersonator_id=ids,
-)
-resources = st.none() | st.builds(Resource, type=st.text(min_size=1, max_size=20), id=ids, name=ids)
 calls = st.fixed_dictionaries(
     {
-        "action": st.from_regex(r"[a-z][a-z0-9_-]{0,10}(\.[a-z0-9][a-z0-9_-]{0,10}){1,3}", fullmatch=True),
+        "action": actions,
         "outcome": st.sampled_from([*Outcome, *(member.value for member in Outcome)]),
-        "actor": actors,
+        "actor": st.none() | actors,
         # a (type, id) pair, a Resource, or None: the pair and the Resource must give the same attributes
-        "resource": resources,
+        "resource": st.none() | resources,
         "resource_as_pair": st.booleans(),
         "tenant": ids,
         "client_address": ids,

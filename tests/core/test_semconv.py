@@ -11,38 +11,28 @@ from pydantic import BaseModel
 
 from otel_audit import (
     Actor,
-    ActorType,
     AuditEvent,
     AuditEventError,
     Change,
     Outcome,
-    Resource,
     changes,
     semconv,
 )
 
-ids = st.none() | st.text(min_size=1, max_size=30)
+from .strategies import actions, actors, ids, plain_values, resources
+
 any_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=10),
+    plain_values,
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
     max_leaves=10,
 )
 
 events = st.builds(
     AuditEvent,
-    action=st.from_regex(r"[a-z][a-z0-9_-]{0,10}(\.[a-z0-9][a-z0-9_-]{0,10}){1,3}", fullmatch=True),
+    action=actions,
     outcome=st.sampled_from(list(Outcome)),
-    actor=st.none() | st.builds(
-        Actor,
-        id=ids,
-        type=st.sampled_from(list(ActorType)),
-        email=ids,
-        name=ids,
-        roles=st.lists(st.text(min_size=1, max_size=8), max_size=3).map(tuple),
-        impersonator_id=ids,
-    ),
-    resource=st.none() | st.builds(Resource, type=st.text(min_size=1, max_size=20), id=ids, name=ids),
+    actor=st.none() | actors,
+    resource=st.none() | resources,
     tenant_id=ids,
     client_address=ids,
     user_agent=ids,
