@@ -4,11 +4,14 @@ those), never 500 (which they drop); the retried batch is then stored once, and 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 
-from otel_audit.store import EventQuery, create_app, open_storage
+from otel_audit.store import EventQuery, Storage, create_app, open_storage
 from otel_audit.store.sqlite import SQLiteStorage
 
 from .conftest import Tenant
@@ -68,46 +71,52 @@ def test_sqlite_locked_by_another_writer_answers_503_then_stores_the_retry_once(
         storage.close()
 
 
-@pytest.mark.postgres
-def test_postgresql_connections_lost_answer_503_until_the_pool_reconnects(new_postgres_database) -> None:
+@dataclass
+class PostgresStore:
+    """A store server on a fresh PostgreSQL database, and an autocommit admin session on that database."""
+
+    storage: Storage
+    tenant: Tenant
+    server: ServerThread
+    admin: Any
+
+
+@pytest.fixture
+def postgres_store(new_postgres_database) -> Iterator[PostgresStore]:
     psycopg = pytest.importorskip("psycopg")
     url = new_postgres_database()
     storage = open_storage(url)
-    tenant = Tenant(storage, "acme")
-    try:
-        with ServerThread(create_app(storage)) as server:
-            assert post(server, tenant, build_request([audit_attributes()]).SerializeToString()).status_code == 200
-            with psycopg.connect(url, autocommit=True) as admin:
-                assert terminate_other_sessions(admin) >= 1
-            # each broken pooled connection fails one request, then is replaced
-            statuses = post_until_stored(server, tenant, build_request([audit_attributes()]).SerializeToString())
-            assert statuses[0] == 503 and statuses[-1] == 200, statuses
-        assert storage.count("acme", EventQuery()) == 2
-    finally:
-        storage.close()
-
-
-@pytest.mark.postgres
-def test_postgresql_turned_read_only_answers_503_until_it_takes_writes_again(new_postgres_database) -> None:
-    """A standby or a failover in progress refuses writes (ReadOnlySqlTransaction): retryable, not a 500."""
-    psycopg = pytest.importorskip("psycopg")
-    url = new_postgres_database()
-    storage = open_storage(url)
-    tenant = Tenant(storage, "acme")
-    body = build_request([audit_attributes()]).SerializeToString()
     try:
         with ServerThread(create_app(storage)) as server, psycopg.connect(url, autocommit=True) as admin:
-            database = admin.execute("SELECT current_database()").fetchone()[0]
-            admin.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
-            terminate_other_sessions(admin)  # the pool reconnects, and its new sessions are read-only
-            refused = [post(server, tenant, body) for _ in range(3)]
-            for response in refused:
-                assert_retryable(response)
-            admin.execute("SET default_transaction_read_only = off")
-            admin.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
-            terminate_other_sessions(admin)
-            statuses = post_until_stored(server, tenant, body)
-            assert statuses[-1] == 200, statuses
-        assert storage.count("acme", EventQuery()) == 1
+            yield PostgresStore(storage, Tenant(storage, "acme"), server, admin)
     finally:
         storage.close()
+
+
+@pytest.mark.postgres
+def test_postgresql_connections_lost_answer_503_until_the_pool_reconnects(postgres_store: PostgresStore) -> None:
+    store = postgres_store
+    assert post(store.server, store.tenant, build_request([audit_attributes()]).SerializeToString()).status_code == 200
+    assert terminate_other_sessions(store.admin) >= 1
+    # each broken pooled connection fails one request, then is replaced
+    statuses = post_until_stored(store.server, store.tenant, build_request([audit_attributes()]).SerializeToString())
+    assert statuses[0] == 503 and statuses[-1] == 200, statuses
+    assert store.storage.count("acme", EventQuery()) == 2
+
+
+@pytest.mark.postgres
+def test_postgresql_turned_read_only_answers_503_until_it_takes_writes_again(postgres_store: PostgresStore) -> None:
+    """A standby or a failover in progress refuses writes (ReadOnlySqlTransaction): retryable, not a 500."""
+    store, admin = postgres_store, postgres_store.admin
+    body = build_request([audit_attributes()]).SerializeToString()
+    database = admin.execute("SELECT current_database()").fetchone()[0]
+    admin.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+    terminate_other_sessions(admin)  # the pool reconnects, and its new sessions are read-only
+    for _ in range(3):
+        assert_retryable(post(store.server, store.tenant, body))
+    admin.execute("SET default_transaction_read_only = off")
+    admin.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+    terminate_other_sessions(admin)
+    statuses = post_until_stored(store.server, store.tenant, body)
+    assert statuses[-1] == 200, statuses
+    assert store.storage.count("acme", EventQuery()) == 1
