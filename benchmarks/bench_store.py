@@ -132,16 +132,20 @@ def concurrent_ingest(storage: Storage, total: int, threads: int = 2, seed: int 
             if len(storage.insert_events(batch.events)) != BATCH:
                 errors.append("a batch was not stored whole")
 
-    workers = [threading.Thread(target=run) for _ in range(threads)]
-    started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    elapsed = time.perf_counter() - started
+    elapsed = timed_threads([threading.Thread(target=run) for _ in range(threads)])
     if errors:
         raise RuntimeError(errors[0])
     return len(bodies) * BATCH / elapsed
+
+
+def timed_threads(threads: list[threading.Thread]) -> float:
+    """Start the threads, wait for all of them; the seconds that took."""
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def search_latencies(storage: Storage, rounds: int, seed: int = 2) -> dict[str, tuple[float, float, float, int]]:
@@ -233,13 +237,7 @@ def http_ingest(db_url: str, total: int, clients: int = 2, workers: int = 1) -> 
             except httpx.HTTPError as exc:
                 errors.append(repr(exc))
 
-        threads = [threading.Thread(target=send, args=(bodies[index::clients],)) for index in range(clients)]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - started
+        elapsed = timed_threads([threading.Thread(target=send, args=(bodies[index::clients],)) for index in range(clients)])
         if errors:
             raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
         return len(bodies) * BATCH / elapsed
