@@ -153,14 +153,15 @@ _STORE_CANONICAL = (
     ("storage insert ev/s", "storage insert ev/s"),
     ("insert ev/s (per CPU", "insert ev/s per CPU second"),
 )
-_STORE_HTTP = re.compile(r":\s*(?P<value>[\d,]+) ev/s\s*$")
+_STORE_HTTP = re.compile(r"^(?:.*?--workers (?P<workers>\d+))?.*:\s*(?P<value>[\d,]+) ev/s\s*$")
 
 
 def parse_store(stdout: str) -> Metrics:
     """bench_store.py prints `== <backend>: ...` sections: ingest rates, a search table (p50/p95/max ms), HTTP ingest.
 
     Keys: `<backend> storage insert ev/s`, `<backend> search p95 ms (worst indexed filter)`, `<backend> search p95 ms:
-    <filter>`, `<backend> OTLP/HTTP ingest ev/s`.
+    <filter>`, `<backend> OTLP/HTTP ingest ev/s (workers N)` per server configuration measured, and `<backend>
+    OTLP/HTTP ingest ev/s`, the best of those (the one a deployment would choose).
     """
     metrics: Metrics = {}
     backend, section = "", ""
@@ -174,7 +175,11 @@ def parse_store(stdout: str) -> Metrics:
             if section == "OTLP/HTTP ingest":
                 rate = _STORE_HTTP.search(line)
                 if rate:
-                    metrics[f"{backend} OTLP/HTTP ingest ev/s"] = float(rate["value"].replace(",", ""))
+                    value = float(rate["value"].replace(",", ""))
+                    if rate["workers"]:
+                        metrics[f"{backend} OTLP/HTTP ingest ev/s (workers {rate['workers']})"] = value
+                    best = f"{backend} OTLP/HTTP ingest ev/s"
+                    metrics[best] = max(metrics.get(best, 0.0), value)
             continue
         if section == "loading":
             match = _STORE_RATE.match(line)
@@ -224,8 +229,13 @@ STORE = Benchmark(
             Figure(f"{backend}: storage insert alone", RUN, f"{backend} storage insert ev/s", "events/s"),
             Figure(f"{backend}: storage insert per CPU second of the benchmark process", RUN,
                    f"{backend} insert ev/s per CPU second", "events/s"),
-            Figure(f"{backend}: OTLP/HTTP ingest through otel-audit serve", RUN, f"{backend} OTLP/HTTP ingest ev/s",
-                   "events/s", Target(">= 30,000 events/s", ">=", 30_000.0)),
+            Figure(f"{backend}: OTLP/HTTP ingest through otel-audit serve (the better of --workers 1 and 2)", RUN,
+                   f"{backend} OTLP/HTTP ingest ev/s", "events/s", Target(">= 30,000 events/s", ">=", 30_000.0)),
+            *(
+                Figure(f"{backend}: OTLP/HTTP ingest, --workers {workers} ({2 * workers} clients)", RUN,
+                       f"{backend} OTLP/HTTP ingest ev/s (workers {workers})", "events/s")
+                for workers in (1, 2)
+            ),
             Figure(f"{backend}: search p95 at 1,000,000 events, worst indexed filter", RUN,
                    f"{backend} search p95 ms at 1M events (worst indexed filter)", "ms",
                    Target("<= 50 ms", "<=", 50.0)),

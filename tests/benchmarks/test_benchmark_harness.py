@@ -202,10 +202,13 @@ def test_parsers_read_the_formats_other_scripts_print() -> None:
         "  filter                             p50 ms   p95 ms   max ms   rows\n"
         "  actor_id                             1.00     4.50     9.00     50\n"
         "  free text q (not indexed)           90.00    99.00    99.00      3\n"
-        "== sqlite: OTLP/HTTP ingest through `otel-audit serve` (2 clients, protobuf, 512/batch): 33,000 ev/s\n"
+        "== sqlite: OTLP/HTTP ingest through `otel-audit serve --workers 1` (2 clients, protobuf, 512/batch): 33,000 ev/s\n"
+        "== sqlite: OTLP/HTTP ingest through `otel-audit serve --workers 2` (4 clients, protobuf, 512/batch): 12,500 ev/s\n"
     )
     assert store["sqlite storage insert ev/s"] == store["sqlite storage insert ev/s (wall)"] == 51234.0
     assert store["sqlite ingest ev/s"] == 31000.0
     assert store["sqlite search p95 ms (worst indexed filter)"] == 4.5  # the unindexed free-text filter is excluded
     assert store["sqlite search p95 ms at 1M events (worst indexed filter)"] == 4.5
-    assert store["sqlite OTLP/HTTP ingest ev/s"] == 33000.0
+    assert store["sqlite OTLP/HTTP ingest ev/s (workers 1)"] == 33000.0
+    assert store["sqlite OTLP/HTTP ingest ev/s (workers 2)"] == 12500.0
+    assert store["sqlite OTLP/HTTP ingest ev/s"] == 33000.0  # the better configuration, not the last line
