@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -68,7 +69,9 @@ def run_concurrently(group: GroupCommit, held: HeldWrites, batches: list[list[St
     assert held.entered.wait(WAIT)
     for queued, thread in enumerate(threads[1:], start=1):  # one at a time, so the queue keeps their order
         thread.start()
+        deadline = time.monotonic() + WAIT
         while len(group._queue) < queued:
+            assert time.monotonic() < deadline, "an insert never reached the queue"
             threading.Event().wait(0.005)
     held.release.set()
     for thread in threads:
