@@ -62,6 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .store import StoreSettings, bootstrap_key, create_app, open_storage
+    from .store.app import tune_server_gc
     from .store.webhooks import WebhookSettings
 
     if args.workers < 1:
@@ -92,6 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         uvicorn.run("otel_audit.store.app:app_from_environment", factory=True, workers=args.workers, **server_options)
         return 0
     webhooks = WebhookSettings.from_env(allow_hosts=tuple(allow_hosts))
+    tune_server_gc()
     try:
         uvicorn.run(create_app(storage, settings=settings, webhooks=webhooks), **server_options)
     finally:

@@ -209,20 +209,35 @@ def test_cli_keys_tail_and_retention_against_a_served_database(tmp_path) -> None
 
 
 def test_serve_with_two_worker_processes_shares_one_database(tmp_path) -> None:
+    from otel_audit.store import EventQuery
+    from otel_audit.store.sqlite import SQLiteStorage
+
     from .helpers import audit_attributes, build_request
 
     server = ServeProcess(f"sqlite:///{tmp_path}/workers.db", "--workers", "2")
-    try:
-        uids = []
+    uids: list[str] = []
+
+    def post(count: int) -> None:
         with httpx.Client(base_url=server.url, timeout=10) as http:
-            for _ in range(6):  # new connections spread over both workers
+            for _ in range(count):  # new connections spread over both workers
                 attributes = audit_attributes()
                 uids.append(attributes[semconv.LOG_RECORD_UID])
                 response = http.post("/v1/logs", content=build_request([attributes]).SerializeToString(),
                                      headers={"authorization": f"Bearer {DEV_KEY}", "content-type": "application/x-protobuf",
                                               "connection": "close"})
                 assert response.status_code == 200
+
+    try:
+        post(6)
         with AuditClient(server.url, DEV_KEY) as client:
             assert {event.uid for event in client.iter_events()} == set(uids)
+        post(4)
     finally:
         server.stop()
+    # a clean stop merges what the workers journaled: the database holds everything, the journal nothing
+    storage = SQLiteStorage(f"{tmp_path}/workers.db", merge_in_background=False)
+    try:
+        assert storage.journal.entries_after(0, 100) == []
+        assert {event.uid for event in storage.iterate("acme", EventQuery())} == set(uids)
+    finally:
+        storage.close()

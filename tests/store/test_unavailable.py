@@ -51,7 +51,29 @@ def post_until_stored(server: ServerThread, tenant: Tenant, body: bytes) -> list
     return statuses
 
 
-def test_sqlite_locked_by_another_writer_answers_503_then_stores_the_retry_once(tmp_path) -> None:
+def test_sqlite_journal_locked_by_another_writer_answers_503_then_stores_the_retry_once(tmp_path) -> None:
+    path = str(tmp_path / "store.db")
+    storage = SQLiteStorage(path, busy_timeout=0.2)
+    storage.migrate()
+    tenant = Tenant(storage, "acme")
+    body = build_request([audit_attributes(), audit_attributes()]).SerializeToString()
+    blocker = sqlite3.connect(storage.journal.path, isolation_level=None)
+    try:
+        with ServerThread(create_app(storage)) as server:
+            blocker.execute("BEGIN IMMEDIATE")
+            assert_retryable(post(server, tenant, body))
+            blocker.execute("ROLLBACK")
+            assert post(server, tenant, body).status_code == 200
+            assert post(server, tenant, body).status_code == 200  # a second retry is a duplicate: skipped
+        assert storage.count("acme", EventQuery()) == 2
+    finally:
+        blocker.close()
+        storage.close()
+
+
+def test_sqlite_database_locked_by_another_writer_still_accepts_ingest_and_stores_it_once_free(tmp_path) -> None:
+    """Accepted batches wait in the journal while another writer holds the database (a long retention run,
+    say), and are stored once it lets go; reads wait for them."""
     path = str(tmp_path / "store.db")
     storage = SQLiteStorage(path, busy_timeout=0.2)
     storage.migrate()
@@ -61,10 +83,13 @@ def test_sqlite_locked_by_another_writer_answers_503_then_stores_the_retry_once(
     try:
         with ServerThread(create_app(storage)) as server:
             blocker.execute("BEGIN IMMEDIATE")
-            assert_retryable(post(server, tenant, body))
-            blocker.execute("ROLLBACK")
             assert post(server, tenant, body).status_code == 200
-            assert post(server, tenant, body).status_code == 200  # a second retry is a duplicate: skipped
+            assert post(server, tenant, body).status_code == 200
+            assert_retryable(httpx.get(f"{server.url}/v1/events", headers=tenant.headers(), timeout=30))
+            blocker.execute("ROLLBACK")
+            stats = httpx.get(f"{server.url}/v1/stats", headers=tenant.headers(), timeout=30).json()
+            assert stats["ingest"] == {
+                "received": 4, "stored": 2, "duplicate": 2, "rejected": 0, "ignored": 0}
         assert storage.count("acme", EventQuery()) == 2
     finally:
         blocker.close()

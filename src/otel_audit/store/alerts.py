@@ -27,7 +27,7 @@ from typing import Any
 
 from ..model import Outcome
 from .events import EventQuery, StoredEvent, format_time
-from .storage import Storage
+from .storage import Storage, by_tenant
 from .webhooks import WebhookRegistry, dumps_body, new_id
 
 _log = logging.getLogger(__name__)
@@ -451,10 +451,7 @@ class AlertEngine:
 
     def on_ingest(self, events: Sequence[StoredEvent]) -> None:
         """The store's ingest hook: evaluate the tenants' enabled rules over the events just stored."""
-        by_tenant: dict[str, list[StoredEvent]] = {}
-        for event in events:
-            by_tenant.setdefault(event.tenant_id, []).append(event)
-        for tenant_id, tenant_events in by_tenant.items():
+        for tenant_id, tenant_events in by_tenant(events).items():
             p = self.storage.placeholder
             try:
                 rules = self._rules(f"tenant_id = {p} AND enabled = 1", (tenant_id,))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 import os
 import secrets
 import threading
@@ -29,6 +30,7 @@ SELECT_COLUMNS = "seq, " + ", ".join(EVENT_COLUMNS)
 SCOPES = ("ingest", "read", "admin")
 _SECRETS_TABLE = "CREATE TABLE store_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
 DELETE_CHUNK = 10_000
+_log = logging.getLogger(__name__)
 
 
 class StorageError(RuntimeError):
@@ -176,12 +178,16 @@ class GroupCommit:
             pending.done = True
 
 
+StoredListener = Callable[[str, list[StoredEvent], int], None]
+
+
 class Storage(abc.ABC):
     """Where events and API keys live. Every event query is confined to one tenant."""
 
     dialect: str
     placeholder: str
     like_operator: str
+    _listeners: tuple[StoredListener, ...] = ()
 
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[Any]:
@@ -195,6 +201,32 @@ class Storage(abc.ABC):
     def insert_events(self, events: Sequence[StoredEvent]) -> list[StoredEvent]:
         """Store events in one transaction, skipping (tenant, uid) pairs already stored; return the new ones
         with `seq` set, in input order."""
+
+    def submit_events(self, events: Sequence[StoredEvent]) -> None:
+        """Accept events for storage: once this returns they are durable and every later read sees them. The
+        stored ones (new (tenant, uid) pairs) reach the stored listeners, here at once; a backend may index
+        them later, in bulk (SQLite's ingest journal)."""
+        for tenant_id, batch in by_tenant(events).items():
+            stored = self.insert_events(batch)
+            self._announce(tenant_id, stored, len(batch) - len(stored))
+
+    def add_stored_listener(self, listener: StoredListener) -> None:
+        """Call `listener(tenant_id, stored_events, duplicates)` for every submitted batch once it is stored,
+        from whichever thread stored it (exceptions are logged)."""
+        self._listeners = (*self._listeners, listener)
+
+    def remove_stored_listener(self, listener: StoredListener) -> None:
+        self._listeners = tuple(item for item in self._listeners if item is not listener)
+
+    def _announce(self, tenant_id: str, stored: list[StoredEvent], duplicates: int) -> None:
+        for listener in self._listeners:
+            try:
+                listener(tenant_id, stored, duplicates)
+            except Exception:  # noqa: BLE001 - the events are stored; a listener failure must not undo that
+                _log.exception("otel-audit store: stored-events listener %r failed", listener)
+
+    def settle(self) -> None:
+        """Make every submitted event visible to reads (a no-op where submit_events stores at once)."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -284,6 +316,7 @@ class Storage(abc.ABC):
 
     def search(self, tenant_id: str, query: EventQuery) -> Page:
         """One page of the tenant's events matching `query`, newest first."""
+        self.settle()
         p = self.placeholder
         where, params = self._where(tenant_id, query)
         if query.cursor is not None:
@@ -314,6 +347,7 @@ class Storage(abc.ABC):
 
     def count(self, tenant_id: str, query: EventQuery) -> int:
         """How many of the tenant's events match `query` (cursor and limit ignored)."""
+        self.settle()
         where, params = self._where(tenant_id, query)
         with self.read() as conn:
             sql = f"SELECT COUNT(*) FROM events{self._index_hint(query, ordered=False)} WHERE {where}"
@@ -321,6 +355,7 @@ class Storage(abc.ABC):
 
     def get_event(self, tenant_id: str, uid: str) -> StoredEvent | None:
         """The tenant's event with this `log.record.uid`, or None."""
+        self.settle()
         p = self.placeholder
         with self.read() as conn:
             row = conn.execute(
@@ -330,6 +365,7 @@ class Storage(abc.ABC):
 
     def events_after(self, tenant_id: str, seq: int, limit: int = 1000) -> list[StoredEvent]:
         """The tenant's events stored after `seq`, in the order they were stored (for `tail`)."""
+        self.settle()
         p = self.placeholder
         with self.read() as conn:
             rows = conn.execute(
@@ -340,11 +376,13 @@ class Storage(abc.ABC):
 
     def last_seq(self) -> int:
         """The highest stored sequence number (0 when empty)."""
+        self.settle()
         with self.read() as conn:
             return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
 
     def delete_older_than(self, cutoff_unix_nano: int, tenant_id: str | None = None) -> int:
         """Delete events with a timestamp before the cutoff, in chunks; return how many were deleted."""
+        self.settle()
         p = self.placeholder
         tenant_clause, tenant_params = (f" AND tenant_id = {p}", [tenant_id]) if tenant_id is not None else ("", [])
         deleted = 0
@@ -362,6 +400,7 @@ class Storage(abc.ABC):
 
     def count_older_than(self, cutoff_unix_nano: int, tenant_id: str | None = None) -> int:
         """How many events delete_older_than would delete."""
+        self.settle()
         p = self.placeholder
         tenant_clause, tenant_params = (f" AND tenant_id = {p}", [tenant_id]) if tenant_id is not None else ("", [])
         with self.read() as conn:
@@ -419,6 +458,14 @@ class Storage(abc.ABC):
             params.append(tenant_id)
         with self.transaction() as conn:
             return conn.execute(sql, params).rowcount > 0
+
+
+def by_tenant(events: Sequence[StoredEvent]) -> dict[str, list[StoredEvent]]:
+    """The events of each tenant, in their order."""
+    groups: dict[str, list[StoredEvent]] = {}
+    for event in events:
+        groups.setdefault(event.tenant_id, []).append(event)
+    return groups
 
 
 def _row_key(row: Sequence[Any]) -> ApiKey:

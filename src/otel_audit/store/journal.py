@@ -1,0 +1,105 @@
+"""The SQLite store's ingest journal: accepted batches, durable before ingest answers, indexed later in bulk.
+
+Writing a batch into the indexed `events` table costs a few randomly placed index pages per event, and each
+commit writes every page it touched (twice with the checkpoint): small commits write the same pages again and
+again. The journal is a second SQLite file next to the database holding each accepted batch as one row, a
+sequential append; the storage's merger moves journaled batches into `events` many at a time. The merged
+position is stored in the main database in the same transaction as the events, so a batch is indexed exactly
+once even when the process dies between the two files' commits.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL,"
+    " events INTEGER NOT NULL, rows BLOB NOT NULL)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One accepted batch: its journal id, tenant, number of events, and its rows as stored."""
+
+    id: int
+    tenant_id: str
+    events: int
+    blob: bytes
+
+    def rows(self) -> list[list[Any]]:
+        """The batch's event rows (EVENT_COLUMNS order), decoded."""
+        rows: list[list[Any]] = orjson.loads(self.blob)
+        return rows
+
+
+class IngestJournal:
+    """Append-only batches in the SQLite file `path` (WAL, synchronous=FULL), shared by every process of a store."""
+
+    def __init__(self, path: str, *, busy_timeout: float = 30.0) -> None:
+        self.path = path
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(_SCHEMA)
+
+    def append(self, tenant_id: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Store one batch durably (committed and synced); its journal id."""
+        blob = orjson.dumps(rows)
+        with self._lock:
+            cursor = self._conn.execute(
+                "INSERT INTO batches (tenant_id, events, rows) VALUES (?, ?, ?)", (tenant_id, len(rows), blob)
+            )
+            return int(cursor.lastrowid or 0)
+
+    def last_id(self) -> int:
+        """The id of the newest journaled batch (0 when none was ever journaled)."""
+        with self._lock:
+            row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'batches'").fetchone()
+        return int(row[0]) if row else 0
+
+    def continue_after(self, position: int) -> None:
+        """Number the next batches above `position` (the database's merged position), whatever this file held."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'batches'").fetchone()
+                if row is None:
+                    self._conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('batches', ?)", (position,))
+                elif row[0] < position:
+                    self._conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'batches'", (position,))
+            finally:
+                self._conn.execute("COMMIT")
+
+    def entries_after(self, position: int, max_events: int) -> list[JournalEntry]:
+        """Batches with an id above `position`, oldest first, as many as fit in `max_events` (at least one)."""
+        entries: list[JournalEntry] = []
+        total = 0
+        with self._lock:
+            cursor = self._conn.execute(
+                "SELECT id, tenant_id, events, rows FROM batches WHERE id > ? ORDER BY id", (position,)
+            )
+            for entry_id, tenant_id, events, blob in cursor:
+                if entries and total + events > max_events:
+                    break
+                entries.append(JournalEntry(entry_id, tenant_id, events, blob))
+                total += events
+            cursor.close()
+        return entries
+
+    def release(self, up_to: int) -> None:
+        """Forget the batches up to id `up_to` (merged into the database)."""
+        with self._lock:
+            self._conn.execute("DELETE FROM batches WHERE id <= ?", (up_to,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

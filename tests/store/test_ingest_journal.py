@@ -1,0 +1,202 @@
+"""SQLite's ingest journal: an accepted batch is durable before ingest answers, is stored exactly once (by
+whichever process merges it), survives the process dying before the merge, and is visible to every later read."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from otel_audit.store import EventQuery
+from otel_audit.store.events import StoredEvent
+from otel_audit.store.otlp import PROTOBUF, ingest_request
+from otel_audit.store.sqlite import SQLiteStorage
+
+from .helpers import audit_attributes, build_request
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def mapped(count: int, tenant: str = "acme", **overrides: object) -> list[StoredEvent]:
+    records = [audit_attributes("document.read", **overrides) for _ in range(count)]
+    return ingest_request(build_request(records).SerializeToString(), PROTOBUF, tenant).events
+
+
+class Announcements:
+    """A stored-events listener that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[StoredEvent], int]] = []
+
+    def __call__(self, tenant_id: str, stored: list[StoredEvent], duplicates: int) -> None:
+        self.calls.append((tenant_id, stored, duplicates))
+
+
+@contextmanager
+def opened(path: Path | str, *, merge_in_background: bool = False) -> Iterator[SQLiteStorage]:
+    """A migrated SQLite store at `path`, closed (which merges the journal) on the way out."""
+    store = SQLiteStorage(str(path), merge_in_background=merge_in_background)
+    store.migrate()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def storage(tmp_path) -> Iterator[SQLiteStorage]:
+    with opened(tmp_path / "store.db") as store:
+        yield store
+
+
+def test_batches_wait_in_the_journal_until_merged_then_each_is_stored_once_in_submit_order(storage) -> None:
+    heard = Announcements()
+    storage.add_stored_listener(heard)
+    first, second = mapped(3), mapped(2)
+    storage.submit_events(first)
+    storage.submit_events(second)
+    storage.submit_events(first)  # an exporter's retry
+    assert heard.calls == []
+    assert storage.journal.entries_after(0, 10_000) != []
+
+    assert storage.merge_journal() == 5
+    assert [(tenant, [event.uid for event in stored], duplicates) for tenant, stored, duplicates in heard.calls] == [
+        ("acme", [event.uid for event in first], 0),
+        ("acme", [event.uid for event in second], 0),
+        ("acme", [], 3),
+    ]
+    seqs = [event.seq for event in first + second]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    assert storage.journal.entries_after(0, 10_000) == []
+    assert storage.merge_journal() == 0
+
+
+def test_every_read_first_merges_what_is_journaled(storage) -> None:
+    events = mapped(4)
+    storage.submit_events(events)
+    page = storage.search("acme", EventQuery())
+    assert sorted(event.uid for event in page.events) == sorted(event.uid for event in events)
+    assert storage.journal.entries_after(0, 10_000) == []
+
+
+def test_one_submit_of_two_tenants_journals_a_batch_for_each(storage) -> None:
+    heard = Announcements()
+    storage.add_stored_listener(heard)
+    storage.submit_events(mapped(2, "acme") + mapped(1, "globex"))
+    storage.merge_journal()
+    assert sorted((tenant, len(stored)) for tenant, stored, _ in heard.calls) == [("acme", 2), ("globex", 1)]
+    assert storage.count("globex", EventQuery()) == 1
+
+
+def test_a_batch_merged_by_another_process_is_announced_there_from_its_rows(tmp_path) -> None:
+    path = tmp_path / "store.db"
+    heard_accepting, heard_merging = Announcements(), Announcements()
+    with opened(path) as accepting, opened(path) as merging:
+        accepting.add_stored_listener(heard_accepting)
+        merging.add_stored_listener(heard_merging)
+        events = mapped(3, **{"audit.metadata": {"plan": "pro", "tags": ["a", "b"]}})
+        accepting.submit_events(events)
+        assert merging.merge_journal() == 3
+        [(tenant, stored, duplicates)] = heard_merging.calls
+        assert (tenant, duplicates) == ("acme", 0)
+        for original, rebuilt in zip(events, stored):
+            assert rebuilt.uid == original.uid and rebuilt.seq > 0
+            assert rebuilt.attributes == original.attributes and rebuilt.resource == original.resource
+        assert accepting.merge_journal() == 0
+        assert heard_accepting.calls == []
+        assert accepting._submitted == {}  # the merged batch's events are let go
+
+
+def test_a_batch_accepted_by_a_process_that_dies_before_merging_is_stored_at_the_next_start(tmp_path) -> None:
+    path = tmp_path / "store.db"
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        from store.helpers import audit_attributes, build_request
+        from otel_audit.store.otlp import PROTOBUF, ingest_request
+        from otel_audit.store.sqlite import SQLiteStorage
+        storage = SQLiteStorage({str(path)!r}, merge_in_background=False)
+        storage.migrate()
+        records = [audit_attributes("user.login") for _ in range(7)]
+        events = ingest_request(build_request(records).SerializeToString(), PROTOBUF, "acme").events
+        storage.submit_events(events)
+        print(",".join(event.uid for event in events), flush=True)
+        os._exit(0)  # dies with the batch journaled and not merged: no close, no merge
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    accepted = result.stdout.strip().split(",")
+    assert len(accepted) == 7
+
+    with opened(path) as reopened:
+        assert reopened.journal.last_id() == 1 and len(reopened.journal.entries_after(0, 100)) == 1
+        found = reopened.search("acme", EventQuery(limit=100)).events
+        assert sorted(event.uid for event in found) == sorted(accepted)
+
+
+def test_a_journal_file_recreated_next_to_the_database_numbers_its_batches_after_the_merged_ones(tmp_path) -> None:
+    path = str(tmp_path / "store.db")
+    with opened(path) as first:
+        first.submit_events(mapped(2))
+        first.submit_events(mapped(2))
+    for suffix in ("-ingest", "-ingest-wal", "-ingest-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+
+    with opened(path) as second:
+        second.submit_events(mapped(3))
+        assert second.journal.last_id() == 3
+        assert second.count("acme", EventQuery()) == 7
+
+
+def test_the_background_merger_stores_batches_without_a_read(tmp_path) -> None:
+    heard = Announcements()
+    with opened(tmp_path / "store.db", merge_in_background=True) as storage:
+        storage.add_stored_listener(heard)
+        storage.submit_events(mapped(5))
+        for _ in range(200):  # bounded: the merger is woken by the submit
+            if heard.calls:
+                break
+            storage._closed.wait(0.05)
+        assert [(tenant, len(stored)) for tenant, stored, _ in heard.calls] == [("acme", 5)]
+
+
+def test_close_merges_what_is_journaled(tmp_path) -> None:
+    with opened(tmp_path / "store.db") as storage:
+        storage.submit_events(mapped(6))
+    reopened = SQLiteStorage(str(tmp_path / "store.db"), merge_in_background=False)
+    try:
+        assert reopened.journal.entries_after(0, 100) == []
+        assert reopened.last_seq() == 6
+    finally:
+        reopened.close()
+
+
+def test_a_merge_whose_journal_release_was_lost_is_not_merged_again(storage, monkeypatch) -> None:
+    """The merged position commits with the events: dying between that commit and the journal's release (here
+    the release is skipped) must not store or announce the batch a second time."""
+    heard = Announcements()
+    storage.add_stored_listener(heard)
+    storage.submit_events(mapped(3))
+    with monkeypatch.context() as patch:
+        patch.setattr(storage.journal, "release", lambda up_to: None)
+        assert storage.merge_journal() == 3
+    assert len(storage.journal.entries_after(0, 100)) == 1
+    assert storage.merge_journal() == 0
+    assert len(heard.calls) == 1
+    assert storage.count("acme", EventQuery()) == 3
+
+
+def test_a_record_repeated_within_one_batch_is_stored_once_and_counted_as_a_duplicate(storage) -> None:
+    heard = Announcements()
+    storage.add_stored_listener(heard)
+    events = mapped(2)
+    storage.submit_events([*events, events[0]])
+    storage.merge_journal()
+    [(tenant, stored, duplicates)] = heard.calls
+    assert ([event.uid for event in stored], duplicates) == ([event.uid for event in events], 1)
