@@ -95,7 +95,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     webhooks = WebhookSettings.from_env(allow_hosts=tuple(allow_hosts))
     tune_server_gc()
     try:
-        uvicorn.run(create_app(storage, settings=settings, webhooks=webhooks), **server_options)
+        # The app closes the storage when it shuts down: uvicorn re-raises SIGTERM once it has stopped, which
+        # ends the process before this `finally` runs.
+        uvicorn.run(create_app(storage, settings=settings, webhooks=webhooks, owns_storage=True), **server_options)
     finally:
         storage.close()
     return 0

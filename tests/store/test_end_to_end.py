@@ -208,6 +208,32 @@ def test_cli_keys_tail_and_retention_against_a_served_database(tmp_path) -> None
         server.stop()
 
 
+def test_sigterm_stops_serve_cleanly_with_every_accepted_event_stored(tmp_path) -> None:
+    """uvicorn re-raises SIGTERM once it has stopped, so the app closes its storage itself on shutdown: the
+    ingest journal is merged and SQLite's WAL checkpointed and removed."""
+    from otel_audit.store import EventQuery
+    from otel_audit.store.sqlite import SQLiteStorage
+
+    from .helpers import audit_attributes, build_request
+
+    server = ServeProcess(f"sqlite:///{tmp_path}/stop.db")
+    records = [audit_attributes() for _ in range(20)]
+    try:
+        response = httpx.post(f"{server.url}/v1/logs", content=build_request(records).SerializeToString(), timeout=10,
+                              headers={"authorization": f"Bearer {DEV_KEY}", "content-type": "application/x-protobuf"})
+        assert response.status_code == 200
+    finally:
+        server.stop()
+    assert not os.path.exists(f"{tmp_path}/stop.db-wal")
+    storage = SQLiteStorage(f"{tmp_path}/stop.db", merge_in_background=False)
+    try:
+        assert storage.journal.entries_after(0, 100) == []
+        stored = {event.uid for event in storage.iterate("acme", EventQuery())}
+        assert stored == {record[semconv.LOG_RECORD_UID] for record in records}
+    finally:
+        storage.close()
+
+
 def test_serve_with_two_worker_processes_shares_one_database(tmp_path) -> None:
     from otel_audit.store import EventQuery
     from otel_audit.store.sqlite import SQLiteStorage

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+# The journal's WAL file is cut back to this size whenever it starts over.
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL,"
     " events INTEGER NOT NULL, rows BLOB NOT NULL)"
@@ -49,6 +51,7 @@ class IngestJournal:
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._conn.execute(_SCHEMA)
 
     def append(self, tenant_id: str, rows: Sequence[Sequence[Any]]) -> int:
@@ -96,7 +99,7 @@ class IngestJournal:
         return entries
 
     def release(self, up_to: int) -> None:
-        """Forget the batches up to id `up_to` (merged into the database)."""
+        """Forget the batches up to id `up_to` (merged into the database; their pages are reused by later ones)."""
         with self._lock:
             self._conn.execute("DELETE FROM batches WHERE id <= ?", (up_to,))
 
