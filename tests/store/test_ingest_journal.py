@@ -3,6 +3,7 @@ whichever process merges it), survives the process dying before the merge, and i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -200,3 +201,22 @@ def test_a_record_repeated_within_one_batch_is_stored_once_and_counted_as_a_dupl
     storage.merge_journal()
     [(tenant, stored, duplicates)] = heard.calls
     assert ([event.uid for event in stored], duplicates) == ([event.uid for event in events], 1)
+
+
+def test_an_app_stops_listening_to_its_storage_when_it_shuts_down(storage) -> None:
+    from otel_audit.store import create_app
+
+    app = create_app(storage)
+    assert len(storage._listeners) == 1
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+
+    async def receive() -> dict[str, str]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, str]) -> None:
+        sent.append(message["type"])
+
+    asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send))
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert storage._listeners == ()

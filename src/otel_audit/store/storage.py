@@ -216,7 +216,8 @@ class Storage(abc.ABC):
         self._listeners = (*self._listeners, listener)
 
     def remove_stored_listener(self, listener: StoredListener) -> None:
-        self._listeners = tuple(item for item in self._listeners if item is not listener)
+        """Stop calling `listener` (compared by equality: a bound method is a new object at each access)."""
+        self._listeners = tuple(item for item in self._listeners if item != listener)
 
     def _announce(self, tenant_id: str, stored: list[StoredEvent], duplicates: int) -> None:
         for listener in self._listeners:
