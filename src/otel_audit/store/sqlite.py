@@ -65,7 +65,8 @@ _SCHEMA = [
         body TEXT NOT NULL,
         metadata_text TEXT NOT NULL
     )""",
-    *shared_schema("INTEGER"),
+    # For a new database; one created before keeps `seq` in its index keys, which serves the same searches.
+    *shared_schema("INTEGER", tiebreak=""),
 ]
 
 
