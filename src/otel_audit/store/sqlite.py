@@ -125,7 +125,9 @@ class SQLiteStorage(Storage):
                                               daemon=True)
         self._checkpointer.start()
         self.journal = IngestJournal(path + "-ingest", busy_timeout=busy_timeout)
-        self._submitted: dict[int, list[StoredEvent]] = {}
+        # This process's journaled batches not merged yet: their events (for the listeners) and rows (for the
+        # merge), so neither is rebuilt from the journal.
+        self._submitted: dict[int, tuple[list[StoredEvent], list[tuple[Any, ...]]]] = {}
         self._submit_lock = threading.Lock()
         self._merge_wanted = threading.Event()
         # Held through a whole merge, announcements included, so a read that settles also waits for the
@@ -234,9 +236,10 @@ class SQLiteStorage(Storage):
         """Journal the batch (one synced append per tenant) and wake the merger; see the module docstring."""
         groups = by_tenant(events)
         for tenant_id, batch in groups.items():
+            rows = [event_row(event) for event in batch]
             with self._submit_lock:
-                entry_id = self.journal.append(tenant_id, [event_row(event) for event in batch])
-                self._submitted[entry_id] = batch
+                entry_id = self.journal.append(tenant_id, rows)
+                self._submitted[entry_id] = (batch, rows)
         if groups:
             self._start_merger()
             self._merge_wanted.set()
@@ -265,17 +268,19 @@ class SQLiteStorage(Storage):
                     if not entries:
                         self._forget_merged(position)
                         return merged
-                    seqs = self._insert_rows(conn, [row for entry in entries for row in self._rows_of(entry)])
+                    batches = [self._batch_of(entry) for entry in entries]
+                    seqs = self._insert_rows(conn, [row for _, rows in batches for row in rows])
                     conn.execute("UPDATE ingest_journal_position SET position = ?", (entries[-1].id,))
                 self.journal.release(entries[-1].id)
-                self._announce_merged(entries, seqs)
+                self._announce_merged(entries, batches, seqs)
                 merged += sum(seq is not None for seq in seqs)
 
-    def _rows_of(self, entry: JournalEntry) -> Sequence[Sequence[Any]]:
-        """A batch's rows: from its events when this process accepted it (no decoding), else from the journal."""
+    def _batch_of(self, entry: JournalEntry) -> tuple[list[StoredEvent] | None, Sequence[Sequence[Any]]]:
+        """A batch's events and rows: kept since submit when this process accepted it, else its rows decoded
+        from the journal (and no events)."""
         with self._submit_lock:
-            events = self._submitted.get(entry.id)
-        return entry.rows() if events is None else [event_row(event) for event in events]
+            submitted = self._submitted.get(entry.id)
+        return submitted if submitted is not None else (None, entry.rows())
 
     def _forget_merged(self, position: int) -> None:
         """Drop the events of this process's batches another process merged (and announced) meanwhile."""
@@ -283,18 +288,20 @@ class SQLiteStorage(Storage):
             for entry_id in [entry_id for entry_id in self._submitted if entry_id <= position]:
                 del self._submitted[entry_id]
 
-    def _announce_merged(self, entries: list[JournalEntry], seqs: list[int | None]) -> None:
+    def _announce_merged(self, entries: list[JournalEntry],
+                         batches: list[tuple[list[StoredEvent] | None, Sequence[Sequence[Any]]]],
+                         seqs: list[int | None]) -> None:
         """Tell the listeners what each merged batch stored (this process's own batches keep their event
         objects; another process's are rebuilt from their rows)."""
         offset = 0
-        for entry in entries:
+        for entry, (events, rows) in zip(entries, batches):
             with self._submit_lock:
-                events = self._submitted.pop(entry.id, None)
+                self._submitted.pop(entry.id, None)  # merged and committed: the events are no longer needed here
             batch_seqs = seqs[offset : offset + entry.events]
             offset += entry.events
             stored = []
             if events is None:
-                stored = [row_event((seq, *row)) for seq, row in zip(batch_seqs, entry.rows()) if seq is not None]
+                stored = [row_event((seq, *row)) for seq, row in zip(batch_seqs, rows) if seq is not None]
             else:
                 for event, seq in zip(events, batch_seqs):
                     if seq is not None:
