@@ -5,7 +5,8 @@ is synced there; a merger thread moves journaled batches into `events` many at a
 merges what is still journaled, so a read sees each accepted event. A merge is one IMMEDIATE transaction of
 multi-row INSERTs (up to 512 rows a statement); sequence numbers are assigned inside it, and rows skipped as
 duplicates (ON CONFLICT DO NOTHING) are found with one primary-key range read, so listeners get exactly the
-stored events. `insert_events` writes one batch directly, the same way.
+stored events, and each stored part's time bounds are widened in `event_parts` (see storage.PART_SHIFT).
+`insert_events` writes one batch directly, the same way.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ CHECKPOINT_INTERVAL = 1.0
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 # Events one merge moves from the journal into `events`: a transaction of 512 events writes ~3.6 pages per event
 # at 100,000 stored events, one of 4,096 ~2 (measured), and 16,384 per transaction insert 27k events/s at
-# 1,000,000 stored events where 512 insert 15k (benchmarks/bench_store.py's records).
+# 1,000,000 stored events where 512 insert 15k (benchmarks/bench_store.py's records; before the part-led indexes).
 MERGE_MAX_EVENTS = 16_384
 # How often an idle merger looks for batches other processes journaled (their own merger normally takes them).
 MERGE_POLL_INTERVAL = 1.0
@@ -84,8 +85,8 @@ _JOURNAL_POSITION = [
     "CREATE TABLE ingest_journal_position (position INTEGER NOT NULL)",
     "INSERT INTO ingest_journal_position (position) VALUES (0)",
 ]
-# Pages of a new database. Ingest writes about three pages per event at random places in the indexes (actor and
-# resource ids), each a WAL frame at commit and again at the checkpoint: 2 KiB pages write half the bytes of the
+# Pages of a new database. Before the part-led indexes, ingest wrote about three pages per event at random places
+# in the actor and resource-id indexes, each a WAL frame at commit and again at the checkpoint: 2 KiB pages write half the bytes of the
 # 4 KiB default (measured: +27% and +65% insert rate at 400,000 events; 8 KiB: -22%). A database keeps the page
 # size it was created with.
 PAGE_SIZE = 2048
@@ -104,6 +105,9 @@ class SQLiteStorage(Storage):
     dialect = "sqlite"
     placeholder = "?"
     like_operator = "LIKE"
+    partitioned = ("resource_id", "actor_id")
+    index_tiebreak = ""
+    least_greatest = ("MIN", "MAX")
 
     def __init__(self, path: str, *, busy_timeout: float = 30.0, merge_in_background: bool = True) -> None:
         """`busy_timeout`: how long a statement waits for another process's write lock before it fails (the app
@@ -227,6 +231,16 @@ class SQLiteStorage(Storage):
             conn.execute("COMMIT")
 
     @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A reader inside one read transaction (WAL: it sees the database as of its first query)."""
+        with self._reader() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A reader connection (WAL lets reads run alongside the writer); each statement sees a consistent snapshot."""
         with self._reader() as conn:
@@ -325,8 +339,7 @@ class SQLiteStorage(Storage):
                 fresh.append(event)
         return fresh
 
-    @staticmethod
-    def _insert_rows(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list[int | None]:
+    def _insert_rows(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list[int | None]:
         """Insert rows (EVENT_COLUMNS order) with multi-row INSERTs, skipping (tenant, uid) pairs already stored
         or earlier in `rows`; each row's seq, None for a skipped one. Each statement inserts its rows in one
         call into SQLite, which runs without the GIL, so other requests decode meanwhile."""
@@ -355,6 +368,8 @@ class SQLiteStorage(Storage):
         seqs: list[int | None] = [None] * len(rows)
         for (seq,) in stored:
             seqs[batch[seq - first]] = seq
+        if self.partitioned:
+            self._note_parts(conn, ((seq, rows[index][0], rows[index][2]) for index, seq in enumerate(seqs) if seq is not None))
         return seqs
 
     def close(self) -> None:
