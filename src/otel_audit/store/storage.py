@@ -145,7 +145,7 @@ def parts_schema(tiebreak: str) -> list[str]:
 
 def part_bounds(stored: Iterable[tuple[int, str, int]]) -> list[tuple[str, int, int, int]]:
     """(tenant, part, oldest time, newest time) of the stored (seq, tenant, time) triples, in key order (so
-    concurrent PostgreSQL transactions lock `event_parts` rows in the same order)."""
+    concurrent writers take the `event_parts` rows' locks in the same order)."""
     bounds: dict[tuple[str, int], list[int]] = {}
     for seq, tenant_id, time_unix_nano in stored:
         key = (tenant_id, seq >> PART_SHIFT)
