@@ -40,8 +40,7 @@ def _insert_sql(rows: int) -> str:
     return (f"INSERT INTO events (seq, {', '.join(EVENT_COLUMNS)}) VALUES {values}"
             " ON CONFLICT (tenant_id, uid) DO NOTHING")
 
-_SCHEMA = [
-    """CREATE TABLE events (
+_EVENTS_TABLE = """CREATE TABLE events (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         tenant_id TEXT NOT NULL,
         uid TEXT NOT NULL,
@@ -65,10 +64,7 @@ _SCHEMA = [
         scope_version TEXT NOT NULL,
         body TEXT NOT NULL,
         metadata_text TEXT NOT NULL
-    )""",
-    # For a new database; one created before keeps `seq` in its index keys, which serves the same searches.
-    *shared_schema("INTEGER", tiebreak=""),
-]
+    )"""
 
 
 CHECKPOINT_INTERVAL = 1.0
@@ -106,6 +102,8 @@ class SQLiteStorage(Storage):
     placeholder = "?"
     like_operator = "LIKE"
     partitioned = ("resource_id", "actor_id")
+    # `seq` is the rowid, which ends every index entry anyway (a database created before keeps `seq` in its
+    # index keys, which serves the same searches)
     index_tiebreak = ""
     least_greatest = ("MIN", "MAX")
 
@@ -193,7 +191,7 @@ class SQLiteStorage(Storage):
         return conn
 
     def _schema(self) -> list[str]:
-        return list(_SCHEMA)
+        return [_EVENTS_TABLE, *shared_schema("INTEGER", tiebreak=self.index_tiebreak)]
 
     def _index_hint(self, query: EventQuery, ordered: bool = True) -> str:
         """The index of the most selective equality filter; time order otherwise (also for action prefixes,
