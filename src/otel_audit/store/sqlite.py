@@ -82,9 +82,9 @@ _JOURNAL_POSITION = [
     "INSERT INTO ingest_journal_position (position) VALUES (0)",
 ]
 # Pages of a new database. Before the part-led indexes, ingest wrote about three pages per event at random places
-# in the actor and resource-id indexes, each a WAL frame at commit and again at the checkpoint: 2 KiB pages write half the bytes of the
-# 4 KiB default (measured: +27% and +65% insert rate at 400,000 events; 8 KiB: -22%). A database keeps the page
-# size it was created with.
+# in the actor and resource-id indexes, each a WAL frame at commit and again at the checkpoint: 2 KiB pages write
+# half the bytes of the 4 KiB default (measured: +27% and +65% insert rate at 400,000 events; 8 KiB: -22%). A
+# database keeps the page size it was created with.
 PAGE_SIZE = 2048
 _INDEX_BY_SELECTIVITY = (
     ("resource_id", "events_tenant_resource_id"),
@@ -367,7 +367,8 @@ class SQLiteStorage(Storage):
         for (seq,) in stored:
             seqs[batch[seq - first]] = seq
         if self.partitioned:
-            self._note_parts(conn, ((seq, rows[index][0], rows[index][2]) for index, seq in enumerate(seqs) if seq is not None))
+            self._note_parts(conn, ((seq, rows[index][0], rows[index][2])  # seq, tenant, time
+                                    for index, seq in enumerate(seqs) if seq is not None))
         return seqs
 
     def close(self) -> None:

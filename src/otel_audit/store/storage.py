@@ -462,7 +462,8 @@ class Storage(abc.ABC):
         with self.snapshot() as conn:
             if self._uses_parts(query):
                 # the parts as literal values: an IN subquery would not seek the part-led index
-                parts = [row[0] for row in conn.execute(f"SELECT part FROM event_parts WHERE tenant_id = {p}", (tenant_id,))]
+                rows = conn.execute(f"SELECT part FROM event_parts WHERE tenant_id = {p}", (tenant_id,))
+                parts = [row[0] for row in rows]
                 if not parts:
                     return 0
                 where += f" AND {PART} IN ({', '.join([p] * len(parts))})"
