@@ -139,7 +139,7 @@ def concurrent_ingest(storage: Storage, total: int, threads: int = 2, seed: int 
     totals = [0, 0]
     storage.add_stored_listener(count)
     started = time.perf_counter()
-    timed_threads([threading.Thread(target=run) for _ in range(threads)])
+    run_threads([threading.Thread(target=run) for _ in range(threads)])
     storage.settle()  # SQLite: until every journaled batch is merged into the indexed table
     elapsed = time.perf_counter() - started
     storage.remove_stored_listener(count)
@@ -148,14 +148,12 @@ def concurrent_ingest(storage: Storage, total: int, threads: int = 2, seed: int 
     return len(bodies) * BATCH / elapsed
 
 
-def timed_threads(threads: list[threading.Thread]) -> float:
-    """Start the threads, wait for all of them; the seconds that took."""
-    started = time.perf_counter()
+def run_threads(threads: list[threading.Thread]) -> None:
+    """Start the threads and wait for all of them (the callers time this and what must follow it)."""
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return time.perf_counter() - started
 
 
 def search_latencies(storage: Storage, rounds: int, seed: int = 2) -> dict[str, tuple[float, float, float, int]]:
@@ -256,7 +254,7 @@ def http_ingest(db_url: str, total: int, clients: int = 2, workers: int = 1) -> 
                 errors.append(f"search: {response.status_code} {response.content[:200]!r}")
 
         started = time.perf_counter()
-        timed_threads([threading.Thread(target=send, args=(bodies[index::clients],)) for index in range(clients)])
+        run_threads([threading.Thread(target=send, args=(bodies[index::clients],)) for index in range(clients)])
         settled()
         elapsed = time.perf_counter() - started
         if errors:
