@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,6 +113,34 @@ def test_a_batch_merged_by_another_process_is_announced_there_from_its_rows(tmp_
         assert accepting.merge_journal() == 0
         assert heard_accepting.calls == []
         assert accepting._submitted == {}  # the merged batch's events are let go
+
+
+def test_a_read_waits_for_the_listeners_of_another_process_merge_in_flight(tmp_path) -> None:
+    """The other process has committed the merge but its listeners (the ingest hooks: alert rules) still run; a
+    read here must not answer before they are done (two storages: two open lock files, as two processes)."""
+    path = tmp_path / "store.db"
+    entered, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def slow_hook(tenant_id: str, stored: list[StoredEvent], duplicates: int) -> None:
+        entered.set()
+        release.wait(30)
+        order.append("hook done")
+
+    with opened(path) as merging, opened(path) as reading:
+        merging.add_stored_listener(slow_hook)
+        merging.submit_events(mapped(2))
+        merger = threading.Thread(target=merging.settle)
+        merger.start()
+        assert entered.wait(30)
+        reader = threading.Thread(target=lambda: (reading.settle(), order.append("read settled")))
+        reader.start()
+        reader.join(0.5)  # time for a read that did not wait to finish first
+        release.set()
+        merger.join(30)
+        reader.join(30)
+        assert order == ["hook done", "read settled"]
+        assert reading.count("acme", EventQuery()) == 2
 
 
 def test_a_batch_accepted_by_a_process_that_dies_before_merging_is_stored_at_the_next_start(tmp_path) -> None:

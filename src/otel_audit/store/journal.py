@@ -10,8 +10,11 @@ once even when the process dies between the two files' commits.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +44,51 @@ class JournalEntry:
         return rows
 
 
+class MergeLock:
+    """Held through a whole merge, announcements included, by one thread of one process of the store at a time
+    (a re-entrant thread lock and an flock on `path`). A read that settles takes it too, so it also waits for
+    another process's merge in flight until that process's listeners (the ingest hooks) have run."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.timeout = timeout
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        if self._depth == 0:
+            try:
+                self._lock_file()
+            except BaseException:
+                self._thread_lock.release()
+                raise
+        self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread_lock.release()
+
+    def _lock_file(self) -> None:
+        """flock, waiting up to `timeout` (as SQLite's busy timeout does), then OperationalError (the app: 503)."""
+        deadline = time.monotonic() + self.timeout
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise sqlite3.OperationalError("another process of the store holds the merge lock") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class IngestJournal:
     """Append-only batches in the SQLite file `path` (WAL, synchronous=FULL), shared by every process of a store."""
 
@@ -48,6 +96,7 @@ class IngestJournal:
         self.path = path
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
         self._lock = threading.Lock()
+        self.merge_lock = MergeLock(path + "-merge.lock", busy_timeout)
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
@@ -106,3 +155,4 @@ class IngestJournal:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        self.merge_lock.close()

@@ -132,9 +132,6 @@ class SQLiteStorage(Storage):
         self._submitted: dict[int, tuple[list[StoredEvent], list[tuple[Any, ...]]]] = {}
         self._submit_lock = threading.Lock()
         self._merge_wanted = threading.Event()
-        # Held through a whole merge, announcements included, so a read that settles also waits for the
-        # listeners of a merge in flight (re-entrant: a listener may read).
-        self._merge_lock = threading.RLock()
         self._merger: threading.Thread | None = None
         self._merger_lock = threading.Lock()
         self._merge_in_background = merge_in_background
@@ -259,7 +256,7 @@ class SQLiteStorage(Storage):
     def settle(self) -> None:
         """Merge whatever is still journaled (by any process), so the read that follows sees it and this
         process's listeners have heard of it."""
-        with self._merge_lock:
+        with self.journal.merge_lock:
             if self.journal.last_id() > self._merged_position():
                 self.merge_journal()
 
@@ -272,7 +269,7 @@ class SQLiteStorage(Storage):
         """Move every journaled batch into `events`, up to MERGE_MAX_EVENTS per transaction; how many were new.
         The merged position commits with the events, so no batch is merged twice."""
         merged = 0
-        with self._merge_lock:
+        with self.journal.merge_lock:
             while True:
                 with self.transaction() as conn:
                     position = conn.execute("SELECT position FROM ingest_journal_position").fetchone()[0]
