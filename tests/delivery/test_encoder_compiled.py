@@ -162,3 +162,78 @@ def test_the_spool_holds_the_gil_only_for_page_cache_writes(tmp_path: Any, fsync
         assert spool._write is (_wire.write_held if held else released_write)
     finally:
         spool.close()
+
+
+@pytest.mark.parametrize("fsync", ["interval", "always"])
+def test_the_compiled_append_writes_what_append_writes(tmp_path: Any, fsync: str) -> None:
+    """append_log (encode, frame and write in one call) leaves the spool exactly as encode_log_record + append do:
+    the same segment bytes, the same remembered tail and counters, the same refusals. The records change scope,
+    fill segments, overflow the remembered tail, include one the compiled encoder declines, and run into a full
+    spool and a closed one, so both of append_log's answers (written, and "take the reference path") occur."""
+    from pathlib import Path
+
+    from opentelemetry.attributes import BoundedAttributes
+
+    from otel_audit.delivery.encoder import ScopeDef
+    from otel_audit.delivery.errors import AuditDeliveryError
+    from otel_audit.delivery.spool import Spool
+
+    scopes = [ScopeDef(b"\x0a\x01r", b"\x0a\x01a"), ScopeDef(b"\x0a\x01r", b"\x0a\x01b")]
+    records = []
+    for index in range(120):
+        attributes: Any = {"audit.action": "x.y", "seq": index, "text": "t" * (index % 7 * 40)}
+        if index == 5:
+            attributes = BoundedAttributes(attributes=attributes)  # not a plain dict: the compiled encoder declines
+        log = SimpleNamespace(
+            timestamp=1_000 + index, observed_timestamp=2_000 + index, severity_number=SeverityNumber.INFO,
+            severity_text="INFO", body=None, trace_flags=0, trace_id=0, span_id=0, event_name="audit.x.y",
+            attributes=attributes,
+        )
+        records.append((1 + index // 10 % 2, log, 3_000 + index))
+
+    def encoded(log: Any) -> bytes:
+        return encode_log_record(SimpleNamespace(log_record=log))
+
+    probe = Spool(tmp_path / "probe", max_bytes=1 << 20)
+    for scope_number, log, emit_ns in records[:8]:
+        probe.append(scope_number, scopes[scope_number - 1], encoded(log), emit_ns)
+    segment_bytes = probe._segment_size  # a segment is full exactly at a record's end, so rotation is exact too
+    probe.close()
+
+    def run(directory: Path, compiled: bool) -> tuple[list[Any], Spool]:
+        spool = Spool(directory, max_bytes=24_000, fsync=fsync, full_policy="raise", segment_bytes=segment_bytes)
+        spool._tail_max = 3_000
+        spool._orphan_bytes = 4_000  # adopted lanes' bytes count against max_bytes too
+        outcomes: list[Any] = []
+        for position, (scope_number, log, emit_ns) in enumerate(records):
+            if position == 110:
+                spool.close()
+            scope = scopes[scope_number - 1]
+            spool._dirty = False
+            pending = spool.append_log(scope_number, scope, log, emit_ns) if compiled else None
+            if pending is True:
+                outcomes.append(("compiled", spool._dirty))
+                continue
+            try:
+                spool.append(scope_number, scope, pending if pending is not None else encoded(log), emit_ns)
+                outcomes.append(("reference", spool._dirty))
+            except AuditDeliveryError as error:
+                outcomes.append((str(error).split(" (")[0].split(";")[0], spool._dirty))
+        return outcomes, spool
+
+    compiled_outcomes, compiled = run(tmp_path / "compiled", True)
+    reference_outcomes, reference = run(tmp_path / "reference", False)
+    answers = {answer for answer, _ in compiled_outcomes}
+    assert {"compiled", "reference", "audit spool full", "the audit spool is shut down"} <= answers
+    assert [("reference" if answer == "compiled" else answer, dirty) for answer, dirty in compiled_outcomes] == (
+        reference_outcomes
+    )
+
+    def segments(spool: Spool) -> dict[str, bytes]:
+        return {path.name: path.read_bytes() for path in sorted(spool._lane.path.glob("seg-*.log"))}
+
+    assert len(segments(compiled)) > 3 and segments(compiled) == segments(reference)
+    for name in ("_segment", "_segment_size", "_unacked", "emitted", "_tail_bytes"):
+        assert getattr(compiled, name) == getattr(reference, name), name
+    assert [entry[:3] + entry[4:] for entry in compiled._tail] == [entry[:3] + entry[4:] for entry in reference._tail]
+    assert [entry[3] for entry in compiled._tail] == [entry[3] for entry in reference._tail]

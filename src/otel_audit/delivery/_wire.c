@@ -7,6 +7,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <errno.h>
 #include <string.h>
@@ -612,6 +613,281 @@ static PyObject *write_held(PyObject *module, PyObject *const *args, Py_ssize_t 
     return PyLong_FromSsize_t(written);
 }
 
+/* ---- The spool's append, compiled: encode, frame and write one record under the spool's lock ---------------- */
+
+/* spool.py's MAGIC and KIND_RECORD (a test compares this path's segment bytes with spool.py's own). */
+#define SPOOL_MAGIC 0xA7
+#define SPOOL_KIND_RECORD 2
+#define FRAME_HEAD 22 /* header (magic, kind, length, crc32) 10 bytes, then scope number u32 and emit time u64 */
+
+/* The writer state of spool.Spool, kept in C fields so that append_log reads it without attribute lookups;
+ * spool.py reads and writes the same fields as ordinary attributes (member descriptors). */
+typedef struct {
+    PyObject_HEAD
+    int segment_fd;
+    long long segment;
+    long long segment_size;
+    long long segment_bytes;
+    long long unacked;
+    long long orphan_bytes;
+    long long max_bytes;
+    long long tail_bytes;
+    long long tail_max;
+    long long emitted;
+    char dirty;
+    char closed;
+    char release_gil;
+    PyObject *segment_scopes;
+    PyObject *tail;
+    PyObject *lock;
+} SpoolWriter;
+
+static PyObject *name_acquire, *name_release, *name_append, *name_popleft;
+
+static PyObject *call_method(PyObject *name, PyObject *target, PyObject *argument) {
+    PyObject *arguments[3] = {NULL, target, argument};
+    size_t count = (argument == NULL ? 1 : 2) | PY_VECTORCALL_ARGUMENTS_OFFSET;
+    return PyObject_VectorcallMethod(name, arguments + 1, count, NULL);
+}
+
+/* The bytes of the oldest remembered record (end - start of a tail entry), or -1 with an exception. */
+static long long first_entry_bytes(PyObject *tail) {
+    PyObject *entry = PySequence_GetItem(tail, 0);
+    if (entry == NULL) {
+        return -1;
+    }
+    long long size = -1;
+    if (PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 6) {
+        long long start = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 1));
+        long long end = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 2));
+        if (!PyErr_Occurred()) {
+            size = end - start;
+        }
+    } else {
+        PyErr_SetString(PyExc_TypeError, "SpoolWriter: a tail entry is not a 6-tuple");
+    }
+    Py_DECREF(entry);
+    return size;
+}
+
+/* Remember an appended record for the exporter (Spool.append's bookkeeping); 0, or -1 with an exception. */
+static int remember(SpoolWriter *self, PyObject *scope, PyObject *record, PyObject *emit, long long written) {
+    PyObject *entry = Py_BuildValue("(LLLOOO)", self->segment, self->segment_size - written, self->segment_size, scope,
+                                    record, emit);
+    if (entry == NULL) {
+        return -1;
+    }
+    PyObject *result = call_method(name_append, self->tail, entry);
+    Py_DECREF(entry);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    self->tail_bytes += written;
+    while (self->tail_bytes > self->tail_max) {
+        long long size = first_entry_bytes(self->tail);
+        if (size < 0 || (result = call_method(name_popleft, self->tail, NULL)) == NULL) {
+            return -1;
+        }
+        Py_DECREF(result);
+        self->tail_bytes -= size;
+    }
+    return 0;
+}
+
+/* Write the whole frame at the segment's end; the state counts what was written even when a write fails. */
+static int write_frame(SpoolWriter *self, const char *frame, Py_ssize_t size) {
+    Py_ssize_t written = 0;
+    int status = 0;
+    while (written < size) {
+        ssize_t count;
+        if (self->release_gil) {
+            Py_BEGIN_ALLOW_THREADS
+            count = write(self->segment_fd, frame + written, (size_t)(size - written));
+            Py_END_ALLOW_THREADS
+        } else {
+            count = write(self->segment_fd, frame + written, (size_t)(size - written));
+        }
+        if (count < 0) {
+            if (errno == EINTR && PyErr_CheckSignals() == 0) {
+                continue;
+            }
+            if (!PyErr_Occurred()) {
+                PyErr_SetFromErrno(PyExc_OSError);
+            }
+            status = -1;
+            break;
+        }
+        written += count;
+    }
+    self->segment_size += written;
+    self->unacked += written;
+    self->dirty = 1;
+    return status;
+}
+
+PyDoc_STRVAR(append_log_doc,
+"append_log(scope_number: int, scope: ScopeDef, log: LogRecord, emit_ns: int) -> bytes | bool | None\n\n"
+"Spool.append(scope_number, scope, encode_log_record(log), emit_ns) in one call, for the common case: True when\n"
+"the record was written. Otherwise nothing was written, and the answer is the encoded record, for Spool.append to\n"
+"take the way that case needs (a scope new to the segment, a full segment, a full spool, a closed spool), or None\n"
+"when this module does not encode the record (encoder.py then does). A failed write raises OSError.");
+
+static PyObject *append_log(SpoolWriter *self, PyObject *const *args, Py_ssize_t count) {
+    if (count != 4) {
+        PyErr_SetString(PyExc_TypeError, "append_log(scope_number, scope, log, emit_ns)");
+        return NULL;
+    }
+    unsigned long scope_number = PyLong_AsUnsignedLong(args[0]);
+    unsigned long long emit_ns = PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (scope_number > 0xFFFFFFFFUL) {
+        PyErr_SetString(PyExc_OverflowError, "append_log: scope number out of range");
+        return NULL;
+    }
+    Buffer buffer;
+    if (start(&buffer) < 0) {
+        return NULL;
+    }
+    buffer.len = FRAME_HEAD;
+    int status = log_record(&buffer, args[2]);
+    if (status != 0 || buffer.len - FRAME_HEAD > (Py_ssize_t)0xFFFFFFFFU - 12) {
+        PyMem_Free(buffer.data);
+        if (status < 0 && PyErr_ExceptionMatches(PyExc_MemoryError)) {
+            return NULL;
+        }
+        PyErr_Clear(); /* encoder.py encodes the record, or names what is wrong with it */
+        Py_RETURN_NONE;
+    }
+    unsigned char *out = (unsigned char *)buffer.data;
+    uint32_t length = (uint32_t)(buffer.len - 10);
+    for (int index = 0; index < 4; index++) {
+        out[10 + index] = (unsigned char)(scope_number >> (8 * index));
+    }
+    for (int index = 0; index < 8; index++) {
+        out[14 + index] = (unsigned char)(emit_ns >> (8 * index));
+    }
+    uint32_t checksum = crc32_update(SPOOL_KIND_RECORD, out + 10, length);
+    out[0] = SPOOL_MAGIC;
+    out[1] = SPOOL_KIND_RECORD;
+    for (int index = 0; index < 4; index++) {
+        out[2 + index] = (unsigned char)(length >> (8 * index));
+        out[6 + index] = (unsigned char)(checksum >> (8 * index));
+    }
+    PyObject *record = PyBytes_FromStringAndSize(buffer.data + FRAME_HEAD, buffer.len - FRAME_HEAD);
+    if (record == NULL) {
+        PyMem_Free(buffer.data);
+        return NULL;
+    }
+    PyObject *lock = Py_XNewRef(self->lock);
+    PyObject *answer = NULL;
+    PyObject *acquired = lock == NULL ? NULL : call_method(name_acquire, lock, NULL);
+    if (acquired == NULL) {
+        if (!PyErr_Occurred()) {
+            answer = Py_NewRef(record); /* no lock yet: Spool.append sorts it out */
+        }
+        goto done;
+    }
+    Py_DECREF(acquired);
+    int known_scope = self->segment_scopes == NULL || self->tail == NULL ? 0 : PySet_Contains(self->segment_scopes, args[0]);
+    if (known_scope < 0) {
+        goto unlock;
+    }
+    if (self->closed || !known_scope || self->segment_fd < 0 || self->segment_size >= self->segment_bytes
+        || self->unacked + self->orphan_bytes + buffer.len > self->max_bytes) {
+        answer = Py_NewRef(record);
+        goto unlock;
+    }
+    long long before = self->segment_size;
+    if (write_frame(self, buffer.data, buffer.len) < 0) {
+        goto unlock;
+    }
+    self->emitted += 1;
+    if (remember(self, args[1], record, args[3], self->segment_size - before) == 0) {
+        answer = Py_NewRef(Py_True);
+    }
+unlock: {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyObject *released = call_method(name_release, lock, NULL);
+        if (released == NULL) {
+            Py_CLEAR(answer);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(traceback);
+        } else {
+            Py_DECREF(released);
+            PyErr_Restore(type, value, traceback);
+        }
+    }
+done:
+    Py_XDECREF(lock);
+    Py_DECREF(record);
+    PyMem_Free(buffer.data);
+    return answer;
+}
+
+static int writer_traverse(SpoolWriter *self, visitproc visit, void *arg) {
+    Py_VISIT(self->segment_scopes);
+    Py_VISIT(self->tail);
+    Py_VISIT(self->lock);
+    return 0;
+}
+
+static int writer_clear(SpoolWriter *self) {
+    Py_CLEAR(self->segment_scopes);
+    Py_CLEAR(self->tail);
+    Py_CLEAR(self->lock);
+    return 0;
+}
+
+static void writer_dealloc(SpoolWriter *self) {
+    PyObject_GC_UnTrack(self);
+    writer_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef writer_members[] = {
+    {"_segment_fd", T_INT, offsetof(SpoolWriter, segment_fd), 0, NULL},
+    {"_segment", T_LONGLONG, offsetof(SpoolWriter, segment), 0, NULL},
+    {"_segment_size", T_LONGLONG, offsetof(SpoolWriter, segment_size), 0, NULL},
+    {"segment_bytes", T_LONGLONG, offsetof(SpoolWriter, segment_bytes), 0, NULL},
+    {"_unacked", T_LONGLONG, offsetof(SpoolWriter, unacked), 0, NULL},
+    {"_orphan_bytes", T_LONGLONG, offsetof(SpoolWriter, orphan_bytes), 0, NULL},
+    {"max_bytes", T_LONGLONG, offsetof(SpoolWriter, max_bytes), 0, NULL},
+    {"_tail_bytes", T_LONGLONG, offsetof(SpoolWriter, tail_bytes), 0, NULL},
+    {"_tail_max", T_LONGLONG, offsetof(SpoolWriter, tail_max), 0, NULL},
+    {"emitted", T_LONGLONG, offsetof(SpoolWriter, emitted), 0, NULL},
+    {"_dirty", T_BOOL, offsetof(SpoolWriter, dirty), 0, NULL},
+    {"_closed", T_BOOL, offsetof(SpoolWriter, closed), 0, NULL},
+    {"_release_gil", T_BOOL, offsetof(SpoolWriter, release_gil), 0, NULL},
+    {"_segment_scopes", T_OBJECT_EX, offsetof(SpoolWriter, segment_scopes), 0, NULL},
+    {"_tail", T_OBJECT_EX, offsetof(SpoolWriter, tail), 0, NULL},
+    {"_lock", T_OBJECT_EX, offsetof(SpoolWriter, lock), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef writer_methods[] = {
+    {"append_log", (PyCFunction)(void (*)(void))append_log, METH_FASTCALL, append_log_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SpoolWriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_audit.delivery._wire.SpoolWriter",
+    .tp_doc = PyDoc_STR("Base of spool.Spool: its writer state in C fields and append_log, its compiled append."),
+    .tp_basicsize = sizeof(SpoolWriter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)writer_dealloc,
+    .tp_traverse = (traverseproc)writer_traverse,
+    .tp_clear = (inquiry)writer_clear,
+    .tp_members = writer_members,
+    .tp_methods = writer_methods,
+};
+
 static PyMethodDef methods[] = {
     {"write_held", (PyCFunction)(void (*)(void))write_held, METH_FASTCALL, write_held_doc},
     {"delimited_join", (PyCFunction)(void (*)(void))delimited_join, METH_FASTCALL, delimited_join_doc},
@@ -641,5 +917,24 @@ PyMODINIT_FUNC PyInit__wire(void) {
             return NULL;
         }
     }
-    return PyModule_Create(&module_definition);
+    const char *method_names[4] = {"acquire", "release", "append", "popleft"};
+    PyObject **method_slots[4] = {&name_acquire, &name_release, &name_append, &name_popleft};
+    for (int index = 0; index < 4; index++) {
+        *method_slots[index] = PyUnicode_InternFromString(method_names[index]);
+        if (*method_slots[index] == NULL) {
+            return NULL;
+        }
+    }
+    if (PyType_Ready(&SpoolWriterType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&module_definition);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(module, "SpoolWriter", (PyObject *)&SpoolWriterType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

@@ -28,7 +28,7 @@ from .encoder import ScopeDef, encode_log_record, frame_request
 from .errors import AuditDeliveryError
 from .memory import MemoryQueue
 from .sender import HttpSender, SendResult
-from .spool import Spool
+from .spool import Spool, write_failed
 
 _log = logging.getLogger("otel_audit.delivery")
 
@@ -53,6 +53,14 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _encoded(log_record: ReadWriteLogRecord) -> bytes:
+    """The record's OTLP bytes, or AuditDeliveryError naming why it cannot be encoded."""
+    try:
+        return encode_log_record(log_record)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise AuditDeliveryError(f"cannot encode the record as OTLP: {exc}") from exc
 
 
 class DurableLogRecordProcessor(LogRecordProcessor):
@@ -86,6 +94,7 @@ class DurableLogRecordProcessor(LogRecordProcessor):
                 )
             except OSError as exc:
                 raise ConfigurationError(f"spool_dir: cannot use {settings.spool_dir!r} for the audit spool: {exc}") from exc
+        self._append_log = getattr(self._source, "append_log", None)
         self._sender: Sender = sender or HttpSender(settings)
         self.dead_letters = DeadLetterFile(Path(settings.spool_dir) / "dead-letter.jsonl")
         self._max_batch = settings.max_batch_size
@@ -108,14 +117,20 @@ class DurableLogRecordProcessor(LogRecordProcessor):
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         """Encode once and persist; raises AuditDeliveryError when the record cannot be accepted."""
-        try:
-            data = encode_log_record(log_record)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise AuditDeliveryError(f"cannot encode the record as OTLP: {exc}") from exc
         scope = self._scopes.get((id(log_record.resource), id(log_record.instrumentation_scope)))
         if scope is None:
             scope = self._register_scope(log_record)
-        self._source.append(scope[0], scope[1], data, log_record.log_record.observed_timestamp or time.time_ns())
+        log = log_record.log_record
+        emit_ns = log.observed_timestamp or time.time_ns()
+        append_log = self._append_log
+        try:
+            # The compiled spool encodes and writes the usual record in one call; what it leaves (see
+            # SpoolWriter.append_log) takes the reference path: encoder.py's bytes when it did not encode them.
+            pending = None if append_log is None else append_log(scope[0], scope[1], log, emit_ns)
+        except OSError as exc:
+            raise write_failed(exc) from exc
+        if pending is not True:
+            self._source.append(scope[0], scope[1], pending if pending is not None else _encoded(log_record), emit_ns)
         self._unsignalled += 1
         if self._unsignalled >= self._max_batch:
             self._unsignalled = 0

@@ -77,10 +77,17 @@ def released_write(fd: int, data: bytes, offset: int) -> int:
     return os.write(fd, data[offset:] if offset else data)
 
 
+def write_failed(exc: OSError) -> AuditDeliveryError:
+    """The error emit raises when the spool's write failed (the record is not recorded)."""
+    return AuditDeliveryError(f"could not write the audit event to the spool: {exc}")
+
+
 try:  # compiled (optional, see _wire.c): one call instead of three packs, two checksums and a join on every emit
+    from ._wire import SpoolWriter
     from ._wire import record_frame
     from ._wire import write_held as small_write
 except ImportError:
+    SpoolWriter = object  # type: ignore[assignment,misc]
     record_frame = python_record_frame
     small_write = released_write
 
@@ -359,8 +366,12 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class Spool:
-    """Append-only segments of encoded records with checksums, acknowledgement, replay and a size bound."""
+class Spool(SpoolWriter):
+    """Append-only segments of encoded records with checksums, acknowledgement, replay and a size bound.
+
+    With `_wire` compiled, the writer state lives in SpoolWriter's C fields and `append_log` (encode, frame and
+    write in one call) takes the common case of `append`; `append` stays the reference and takes the rest.
+    """
 
     def __init__(
         self,
@@ -378,10 +389,12 @@ class Spool:
         # A page-cache append takes about a microsecond: cheaper with the GIL held than handed over and won back.
         # A synchronous write (`always`) waits for the disk, so it lets other threads run meanwhile.
         self._write = released_write if fsync == "always" else small_write
+        self._release_gil = fsync == "always"  # the same choice for append_log
         self.full_policy = full_policy
         self.full_timeout = full_timeout
         self.segment_bytes = segment_bytes or min(64 << 20, max(4096, max_bytes // 8))
         self.emitted = 0
+        self._tail_max = TAIL_MAX_BYTES
         self.corrupt_bytes = 0
         self.corrupt_regions = 0
         self._lock = threading.Lock()
@@ -459,7 +472,7 @@ class Spool:
                 while written < len(frame):
                     written += write(self._segment_fd, frame, written)
             except OSError as exc:
-                raise AuditDeliveryError(f"could not write the audit event to the spool: {exc}") from exc
+                raise write_failed(exc) from exc
             finally:
                 self._segment_size += written
                 self._unacked += written
@@ -468,7 +481,7 @@ class Spool:
             self.emitted += 1
             self._tail.append((self._segment, self._segment_size - written, self._segment_size, scope, record, emit_ns))
             self._tail_bytes += written
-            while self._tail_bytes > TAIL_MAX_BYTES:
+            while self._tail_bytes > self._tail_max:
                 self._tail_bytes -= self._tail[0][2] - self._tail[0][1]
                 self._tail.popleft()
 
