@@ -52,11 +52,12 @@ values = st.recursive(
 
 @pytest.fixture(autouse=True, params=["compiled", "python"])
 def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs with the compiled attribute encoder and with the pure-Python one it must equal."""
+    """Every test runs with the compiled encoder (records and requests) and with the pure-Python one it must equal."""
     if request.param == "compiled" and encoder.native_record is None:
         pytest.skip("the _wire extension is not built here (no C compiler at install)")
     if request.param == "python":
         monkeypatch.setattr(encoder, "native_record", None)
+        monkeypatch.setattr(encoder, "native_request", None)
     return request.param
 
 

@@ -120,6 +120,44 @@ def test_the_compiled_delimited_join_equals_the_python_one(items: list[bytes], t
     assert _wire.delimited_join(tag, items) == b"".join(bytes((tag,)) + _length(len(item)) + item for item in items)
 
 
+_scope_defs = st.builds(
+    encoder.ScopeDef,
+    st.binary(max_size=12),
+    st.binary(max_size=12),
+    st.sampled_from(["", "https://example.com/r", "schéma"]),
+    st.sampled_from(["", "https://example.com/s"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    scopes=st.lists(_scope_defs, min_size=1, max_size=3),
+    picks=st.lists(st.tuples(st.integers(0, 2), st.binary(max_size=200)), max_size=40),
+    copy_keys=st.booleans(),
+)
+def test_the_compiled_request_equals_the_python_one(scopes: list[Any], picks: list[Any], copy_keys: bool) -> None:
+    """The same ExportLogsServiceRequest bytes for any run of records over a few scopes, including distinct
+    ScopeDef objects with equal keys (they share an entry, as the reference groups them), empty scopes and
+    schema URLs, and record sizes across varint length boundaries."""
+    if copy_keys:  # a second object with the same key for each scope
+        scopes = scopes + [encoder.ScopeDef(*scope.key) for scope in scopes]
+    records = [(scopes[index % len(scopes)], record) for index, record in picks]
+    compiled = _wire.frame_request(records)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encoder, "native_request", None)
+        assert compiled == encoder.frame_request(records)
+
+
+def test_the_compiled_request_declines_what_it_does_not_take() -> None:
+    scope = encoder.ScopeDef(b"r", b"s")
+    assert _wire.frame_request(((scope, b"x"),)) is None  # not a list
+    assert _wire.frame_request([(scope, "text")]) is None
+    assert _wire.frame_request([(scope, b"x", 1)]) is None
+    assert _wire.frame_request([(SimpleNamespace(key=1, resource="r", scope=b"s", resource_schema_url="",
+                                                 scope_schema_url=""), b"x")]) is None
+    assert _wire.frame_request([]) == b""
+
+
 @pytest.mark.parametrize("offset", [0, 3, 10])
 def test_the_held_write_writes_like_os_write(tmp_path: Any, offset: int) -> None:
     """write_held(fd, data, offset) is os.write(fd, data[offset:]) without handing the GIL over."""

@@ -888,9 +888,175 @@ static PyTypeObject SpoolWriterType = {
     .tp_methods = writer_methods,
 };
 
+/* ---- An export request from spooled records (encoder.frame_request, compiled) --------------------------------- */
+
+static PyObject *name_key, *name_resource, *name_scope, *name_resource_schema_url, *name_scope_schema_url;
+
+/* One ResourceLogs entry: a ScopeDef's encoded fields and the records that share it. */
+typedef struct {
+    PyObject *resource, *scope, *resource_schema_url, *scope_schema_url; /* bytes (the schema URLs UTF-8 encoded) */
+    Py_ssize_t first, count, records_size, scope_logs_size, resource_logs_size;
+} Run;
+
+static Py_ssize_t field_size(Py_ssize_t size) {
+    return 1 + varint_size((uint64_t)size) + size;
+}
+
+static char *put_field_head(char *out, char tag, Py_ssize_t size) {
+    *out++ = tag;
+    write_varint(out, (uint64_t)size);
+    return out + varint_size((uint64_t)size);
+}
+
+static char *put_field(char *out, char tag, PyObject *bytes) {
+    Py_ssize_t size = PyBytes_GET_SIZE(bytes);
+    out = put_field_head(out, tag, size);
+    memcpy(out, PyBytes_AS_STRING(bytes), (size_t)size);
+    return out + size;
+}
+
+static void clear_run(Run *run) {
+    Py_CLEAR(run->resource);
+    Py_CLEAR(run->scope);
+    Py_CLEAR(run->resource_schema_url);
+    Py_CLEAR(run->scope_schema_url);
+}
+
+/* A run's fields from its ScopeDef: 0, UNSUPPORTED (not bytes and str as ScopeDef keeps them), or -1. */
+static int start_run(Run *run, PyObject *scope_def, Py_ssize_t first) {
+    memset(run, 0, sizeof(*run));
+    run->first = first;
+    run->resource = PyObject_GetAttr(scope_def, name_resource);
+    run->scope = run->resource == NULL ? NULL : PyObject_GetAttr(scope_def, name_scope);
+    PyObject *resource_url = run->scope == NULL ? NULL : PyObject_GetAttr(scope_def, name_resource_schema_url);
+    PyObject *scope_url = resource_url == NULL ? NULL : PyObject_GetAttr(scope_def, name_scope_schema_url);
+    if (scope_url == NULL) {
+        Py_XDECREF(resource_url);
+        return -1;
+    }
+    int status = UNSUPPORTED;
+    if (PyBytes_CheckExact(run->resource) && PyBytes_CheckExact(run->scope) && PyUnicode_CheckExact(resource_url)
+        && PyUnicode_CheckExact(scope_url)) {
+        run->resource_schema_url = PyUnicode_AsUTF8String(resource_url);
+        run->scope_schema_url = run->resource_schema_url == NULL ? NULL : PyUnicode_AsUTF8String(scope_url);
+        status = run->scope_schema_url == NULL ? -1 : 0;
+    }
+    Py_DECREF(resource_url);
+    Py_DECREF(scope_url);
+    return status;
+}
+
+static void size_run(Run *run) {
+    Py_ssize_t scope_url = PyBytes_GET_SIZE(run->scope_schema_url);
+    Py_ssize_t resource_url = PyBytes_GET_SIZE(run->resource_schema_url);
+    run->scope_logs_size = field_size(PyBytes_GET_SIZE(run->scope)) + run->records_size
+                           + (scope_url ? field_size(scope_url) : 0);
+    run->resource_logs_size = field_size(PyBytes_GET_SIZE(run->resource)) + field_size(run->scope_logs_size)
+                              + (resource_url ? field_size(resource_url) : 0);
+}
+
+/* Whether a record starts a new run: another ScopeDef object whose key differs (1), the same (0), or -1. */
+static int new_scope(PyObject *current, PyObject *scope_def) {
+    if (current == NULL) {
+        return 1;
+    }
+    if (scope_def == current) {
+        return 0;
+    }
+    PyObject *key = PyObject_GetAttr(scope_def, name_key);
+    PyObject *current_key = key == NULL ? NULL : PyObject_GetAttr(current, name_key);
+    int equal = current_key == NULL ? -1 : PyObject_RichCompareBool(key, current_key, Py_EQ);
+    Py_XDECREF(key);
+    Py_XDECREF(current_key);
+    return equal < 0 ? -1 : !equal;
+}
+
+PyDoc_STRVAR(frame_request_doc,
+"frame_request(records: list[tuple[ScopeDef, bytes]]) -> bytes | None\n\n"
+"encoder.frame_request's ExportLogsServiceRequest, written into one buffer: the nested lengths are computed first,\n"
+"so no record is copied more than once. None when the input is not the plain list of pairs the spool makes.");
+
+static PyObject *frame_request(PyObject *module, PyObject *records) {
+    if (!PyList_CheckExact(records)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t length = PyList_GET_SIZE(records);
+    Py_ssize_t capacity = 4, runs_count = 0, total = 0;
+    Run *runs = PyMem_Calloc((size_t)capacity, sizeof(Run));
+    if (runs == NULL) {
+        return PyErr_NoMemory();
+    }
+    PyObject *result = NULL, *current = NULL;
+    int status = 0;
+    for (Py_ssize_t index = 0; index < length && status == 0; index++) {
+        PyObject *pair = PyList_GET_ITEM(records, index);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
+            status = UNSUPPORTED;
+            break;
+        }
+        PyObject *scope_def = PyTuple_GET_ITEM(pair, 0);
+        int fresh = new_scope(current, scope_def);
+        if (fresh < 0) {
+            status = -1;
+            break;
+        }
+        if (fresh) {
+            if (runs_count == capacity) {
+                Run *grown = PyMem_Realloc(runs, (size_t)capacity * 2 * sizeof(Run));
+                if (grown == NULL) {
+                    PyErr_NoMemory();
+                    status = -1;
+                    break;
+                }
+                runs = grown;
+                capacity *= 2;
+            }
+            status = start_run(&runs[runs_count], scope_def, index);
+            runs_count++;
+            current = scope_def;
+        }
+        runs[runs_count - 1].count++;
+        runs[runs_count - 1].records_size += field_size(PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 1)));
+    }
+    if (status == 0) {
+        for (Py_ssize_t index = 0; index < runs_count; index++) {
+            size_run(&runs[index]);
+            total += field_size(runs[index].resource_logs_size);
+        }
+        result = PyBytes_FromStringAndSize(NULL, total);
+    }
+    if (result != NULL) {
+        char *out = PyBytes_AS_STRING(result);
+        for (Py_ssize_t index = 0; index < runs_count; index++) {
+            Run *run = &runs[index];
+            out = put_field_head(out, 0x0a, run->resource_logs_size);
+            out = put_field(out, 0x0a, run->resource);
+            out = put_field_head(out, 0x12, run->scope_logs_size);
+            out = put_field(out, 0x0a, run->scope);
+            for (Py_ssize_t item = run->first; item < run->first + run->count; item++) {
+                out = put_field(out, 0x12, PyTuple_GET_ITEM(PyList_GET_ITEM(records, item), 1));
+            }
+            if (PyBytes_GET_SIZE(run->scope_schema_url)) {
+                out = put_field(out, 0x1a, run->scope_schema_url);
+            }
+            if (PyBytes_GET_SIZE(run->resource_schema_url)) {
+                out = put_field(out, 0x1a, run->resource_schema_url);
+            }
+        }
+    } else if (status == UNSUPPORTED) {
+        result = Py_NewRef(Py_None);
+    }
+    for (Py_ssize_t index = 0; index < runs_count; index++) {
+        clear_run(&runs[index]);
+    }
+    PyMem_Free(runs);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"write_held", (PyCFunction)(void (*)(void))write_held, METH_FASTCALL, write_held_doc},
     {"delimited_join", (PyCFunction)(void (*)(void))delimited_join, METH_FASTCALL, delimited_join_doc},
+    {"frame_request", frame_request, METH_O, frame_request_doc},
     {"record_frame", (PyCFunction)(void (*)(void))record_frame, METH_FASTCALL, record_frame_doc},
     {"encode_log_record", encode_log_record, METH_O, encode_log_record_doc},
     {"encode_any_value", encode_any_value, METH_O, encode_any_value_doc},
@@ -914,6 +1080,15 @@ PyMODINIT_FUNC PyInit__wire(void) {
     for (int index = 0; index < 10; index++) {
         *slots[index] = PyUnicode_InternFromString(names[index]);
         if (*slots[index] == NULL) {
+            return NULL;
+        }
+    }
+    const char *scope_names[5] = {"key", "resource", "scope", "resource_schema_url", "scope_schema_url"};
+    PyObject **scope_slots[5] = {&name_key, &name_resource, &name_scope, &name_resource_schema_url,
+                                 &name_scope_schema_url};
+    for (int index = 0; index < 5; index++) {
+        *scope_slots[index] = PyUnicode_InternFromString(scope_names[index]);
+        if (*scope_slots[index] == NULL) {
             return NULL;
         }
     }

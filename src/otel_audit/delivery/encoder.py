@@ -22,8 +22,9 @@ from .. import semconv
 try:  # the compiled encoder of plain records (optional; see _wire.c): the same bytes as the code below
     from ._wire import delimited_join
     from ._wire import encode_log_record as native_record
+    from ._wire import frame_request as native_request
 except ImportError:
-    native_record = None
+    native_record = native_request = None
 
     def delimited_join(tag: int, items: list[bytes]) -> bytes:
         """Each item as a length-delimited field with `tag`, concatenated (what _wire.delimited_join writes)."""
@@ -384,8 +385,13 @@ def frame_request(records: Iterable[tuple[ScopeDef, bytes]]) -> bytes:
     """An `ExportLogsServiceRequest` from encoded records, without re-encoding them.
 
     Adjacent records of the same resource and scope share one ResourceLogs/ScopeLogs entry, so the order of
-    records in the request is exactly the order given.
+    records in the request is exactly the order given. The compiled `_wire.frame_request` writes the same bytes
+    into one buffer (the code below copies a request's records once per nesting level).
     """
+    if native_request is not None and records.__class__ is list:
+        body = native_request(records)
+        if body is not None:
+            return body
     out = []
     current: ScopeDef | None = None
     run: list[bytes] = []
