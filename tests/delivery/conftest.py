@@ -112,3 +112,26 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             break
         time.sleep(interval)
     return predicate()
+
+
+@pytest.fixture
+def make_spool() -> Iterator[Callable[..., Any]]:
+    """Spools made directly, outside any pipeline. At teardown they are released and collected, so the
+    process-wide delivery stats stop reading them (a spool left to the garbage collector would report its
+    pending bytes into later tests' gauges until a collection happened to run)."""
+    import gc
+
+    from otel_audit.delivery.spool import Spool
+
+    spools: list[Spool] = []
+
+    def make(directory: Path, **options: Any) -> Spool:
+        spool = Spool(directory, **options)
+        spools.append(spool)
+        return spool
+
+    yield make
+    for spool in spools:
+        spool.release()
+    spools.clear()
+    gc.collect()

@@ -192,18 +192,15 @@ def test_the_held_write_reports_errors() -> None:
 
 
 @pytest.mark.parametrize(("fsync", "held"), [("interval", True), ("always", False)])
-def test_the_spool_holds_the_gil_only_for_page_cache_writes(tmp_path: Any, fsync: str, held: bool) -> None:
-    from otel_audit.delivery.spool import Spool, released_write
+def test_the_spool_holds_the_gil_only_for_page_cache_writes(tmp_path: Any, make_spool: Any, fsync: str, held: bool) -> None:
+    from otel_audit.delivery.spool import released_write
 
-    spool = Spool(tmp_path, max_bytes=1 << 20, fsync=fsync)
-    try:
-        assert spool._write is (_wire.write_held if held else released_write)
-    finally:
-        spool.close()
+    spool = make_spool(tmp_path, max_bytes=1 << 20, fsync=fsync)
+    assert spool._write is (_wire.write_held if held else released_write)
 
 
 @pytest.mark.parametrize("fsync", ["interval", "always"])
-def test_the_compiled_append_writes_what_append_writes(tmp_path: Any, fsync: str) -> None:
+def test_the_compiled_append_writes_what_append_writes(tmp_path: Any, make_spool: Any, fsync: str) -> None:
     """append_log (encode, frame and write in one call) leaves the spool exactly as encode_log_record + append do:
     the same segment bytes, the same remembered tail and counters, the same refusals. The records change scope,
     fill segments, overflow the remembered tail, include one the compiled encoder declines, and run into a full
@@ -232,14 +229,14 @@ def test_the_compiled_append_writes_what_append_writes(tmp_path: Any, fsync: str
     def encoded(log: Any) -> bytes:
         return encode_log_record(SimpleNamespace(log_record=log))
 
-    probe = Spool(tmp_path / "probe", max_bytes=1 << 20)
+    probe = make_spool(tmp_path / "probe", max_bytes=1 << 20)
     for scope_number, log, emit_ns in records[:8]:
         probe.append(scope_number, scopes[scope_number - 1], encoded(log), emit_ns)
     segment_bytes = probe._segment_size  # a segment is full exactly at a record's end, so rotation is exact too
     probe.close()
 
     def run(directory: Path, compiled: bool) -> tuple[list[Any], Spool]:
-        spool = Spool(directory, max_bytes=24_000, fsync=fsync, full_policy="raise", segment_bytes=segment_bytes)
+        spool = make_spool(directory, max_bytes=24_000, fsync=fsync, full_policy="raise", segment_bytes=segment_bytes)
         spool._tail_max = 3_000
         spool._orphan_bytes = 4_000  # adopted lanes' bytes count against max_bytes too
         outcomes: list[Any] = []
