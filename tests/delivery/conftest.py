@@ -116,11 +116,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 
 @pytest.fixture
 def make_spool() -> Iterator[Callable[..., Any]]:
-    """Spools made directly, outside any pipeline. At teardown they are released and collected, so the
-    process-wide delivery stats stop reading them (a spool left to the garbage collector would report its
-    pending bytes into later tests' gauges until a collection happened to run)."""
-    import gc
-
+    """Spools made directly, outside any pipeline. At teardown each is retired from the process-wide delivery
+    stats and released, as the delivery processor does with its own at shutdown (a spool left to the garbage
+    collector would report its pending bytes into later tests' gauges until a collection happened to run)."""
+    from otel_audit import stats
     from otel_audit.delivery.spool import Spool
 
     spools: list[Spool] = []
@@ -132,6 +131,5 @@ def make_spool() -> Iterator[Callable[..., Any]]:
 
     yield make
     for spool in spools:
+        stats.STATS.retire_source(spool._counters)
         spool.release()
-    spools.clear()
-    gc.collect()
