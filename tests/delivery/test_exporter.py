@@ -310,3 +310,53 @@ def test_trace_context_and_resource_survive_the_spool(receiver, tmp_path) -> Non
     assert record.event_name == "audit.document.read"
     assert record.resource["service.name"] == "traced"
     assert record.severity_text == "INFO" and record.timestamp > 0
+
+
+class OneRequestPerConnection:
+    """An HTTP server on 127.0.0.1 that answers each connection's first request with 200 and then closes it
+    without saying so (as a receiver whose idle keep-alive timeout has passed does); it counts connections."""
+
+    def __init__(self, connections: int) -> None:
+        import socket
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(10)
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1/logs"
+        self.bodies: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, args=(connections,), daemon=True)
+        self.thread.start()
+
+    def _serve(self, connections: int) -> None:
+        for _ in range(connections):
+            connection, _ = self.listener.accept()
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += connection.recv(65536)
+                head, body = data.split(b"\r\n\r\n", 1)
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                while len(body) < length:
+                    body += connection.recv(65536)
+                self.bodies.append(body)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n")
+
+    def close(self) -> None:
+        self.thread.join(10)
+        self.listener.close()
+
+
+def test_a_kept_alive_connection_the_receiver_closed_is_dialled_again() -> None:
+    """The sender keeps its connection between requests; when the receiver has closed it meanwhile, the next
+    request goes out on a new connection instead of failing (which would cost a retry pause)."""
+    from otel_audit.config import AuditSettings
+    from otel_audit.delivery.sender import HttpSender
+
+    server = OneRequestPerConnection(connections=3)
+    sender = HttpSender(AuditSettings.resolve(endpoint=server.endpoint, spool_dir="unused"))
+    try:
+        results = [sender.send(b"request %d" % number) for number in range(3)]
+    finally:
+        sender.close()
+        server.close()
+    assert [result.status for result in results] == [200, 200, 200]
+    assert server.bodies == [b"request 0", b"request 1", b"request 2"]

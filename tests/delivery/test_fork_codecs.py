@@ -1,4 +1,5 @@
-"""The idna codec urllib3 needs is loaded before any exporter thread runs, so a fork cannot catch it half-imported."""
+"""The idna codec socket.getaddrinfo needs is loaded before any exporter thread runs, so a fork cannot catch it
+half-imported."""
 
 from __future__ import annotations
 

@@ -1,27 +1,30 @@
 """OTLP/HTTP protobuf transport: POST a framed ExportLogsServiceRequest, report what the receiver said.
 
-urllib3 (a dependency of the SDK's HTTP exporter through requests) with one pooled keep-alive connection; it
-measured faster per request than requests and httpx (see benchmarks/bench_delivery.py). Retrying is the caller's
-job: this class never retries and never raises for HTTP or connection failures.
+The standard library's http.client over one keep-alive connection, used only by the exporter thread. It makes
+fewer system calls per request than urllib3 did (no liveness poll, no timeout change per request), and each
+system call hands the GIL over: in a busy server the exporter then waits for the request threads to give it
+back, several milliseconds each time (measured: docs/delivery.md). Retrying is the caller's job: this class
+never retries a request the receiver answered and never raises for HTTP or connection failures.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
-# urllib3 looks the idna codec up lazily, on the first connection. If a fork (gunicorn --preload) catches the
-# parent's exporter thread inside that import, the child's import fails and the codec registry caches the miss for
-# good: every send of that worker then fails with "unknown encoding: idna". Importing it here, before any exporter
-# thread exists, closes that window.
+# socket.getaddrinfo looks the idna codec up lazily, on the first connection. If a fork (gunicorn --preload)
+# catches the parent's exporter thread inside that import, the child's import fails and the codec registry caches
+# the miss for good: every send of that worker then fails with "unknown encoding: idna". Importing it here,
+# before any exporter thread exists, closes that window.
 import encodings.idna  # noqa: F401
 import gzip
+import http.client
 import json
+import ssl
 import time
 import zlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import urllib3
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
@@ -79,15 +82,42 @@ class HttpSender:
     def __init__(self, settings: AuditSettings) -> None:
         parts = urlsplit(settings.endpoint)
         self.endpoint = settings.endpoint
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "localhost"
+        self._port = parts.port or (443 if self._https else 80)
         self._path = (parts.path or "/v1/logs") + (f"?{parts.query}" if parts.query else "")
-        self._pool = urllib3.connection_from_url(
-            settings.endpoint, maxsize=1, block=True, timeout=urllib3.Timeout(total=settings.timeout), retries=False
-        )
+        self._timeout = settings.timeout
+        self._connection: http.client.HTTPConnection | None = None
         self._compression = settings.compression
         self._headers = {"Content-Type": "application/x-protobuf", "User-Agent": USER_AGENT}
         self._headers.update(settings.headers)
         if self._compression:
             self._headers["Content-Encoding"] = self._compression
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=self._timeout, context=ssl.create_default_context()
+            )
+        return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+
+    def _exchange(self, body: bytes) -> tuple[http.client.HTTPResponse, bytes]:
+        """POST once; a kept-alive connection the receiver had already closed is dialled again, once."""
+        reused = self._connection is not None
+        connection = self._connection or self._connect()
+        self._connection = connection
+        try:
+            connection.request("POST", self._path, body=body, headers=self._headers)
+            response = connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            if reused and isinstance(exc, (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)):
+                return self._exchange(body)
+            raise
+        if response.will_close:
+            self.close()
+        return response, data
 
     def send(self, body: bytes) -> SendResult:
         if self._compression == "gzip":
@@ -95,24 +125,24 @@ class HttpSender:
         elif self._compression == "deflate":
             body = zlib.compress(body)
         try:
-            response = self._pool.urlopen("POST", self._path, body=body, headers=self._headers, retries=False)
-        except urllib3.exceptions.HTTPError as exc:
+            response, data = self._exchange(body)
+        except (OSError, http.client.HTTPException) as exc:
             return SendResult(status=0, message=f"{type(exc).__name__}: {exc}")
         status = response.status
-        content_type = response.headers.get("Content-Type", "")
+        content_type = response.getheader("Content-Type", "")
         if 200 <= status < 300:
             result = SendResult(status=status)
-            if response.data and "json" not in content_type:
+            if data and "json" not in content_type:
                 answer = ExportLogsServiceResponse()
                 try:
-                    answer.ParseFromString(response.data)
+                    answer.ParseFromString(data)
                 except Exception:  # noqa: BLE001 - a 2xx with an unreadable body is still an acknowledgement
                     return result
                 result.rejected = answer.partial_success.rejected_log_records
                 result.message = answer.partial_success.error_message
-            elif response.data:
+            elif data:
                 try:
-                    partial = json.loads(response.data).get("partialSuccess") or {}
+                    partial = json.loads(data).get("partialSuccess") or {}
                     result.rejected = int(partial.get("rejectedLogRecords", 0))
                     result.message = str(partial.get("errorMessage", ""))
                 except (ValueError, AttributeError):
@@ -120,9 +150,11 @@ class HttpSender:
             return result
         return SendResult(
             status=status,
-            message=_error_message(response.data or b"", content_type) or f"HTTP {status}",
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            message=_error_message(data, content_type) or f"HTTP {status}",
+            retry_after=parse_retry_after(response.getheader("Retry-After")),
         )
 
     def close(self) -> None:
-        self._pool.close()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()

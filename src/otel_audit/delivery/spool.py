@@ -209,24 +209,28 @@ class Lane:
         """Up to `max_records` records from the cursor on (within one segment); None when nothing is pending."""
         while True:
             writing, committed = self.spool._writing_position(self)
-            segments = self.segments()
-            later = [number for number in segments if number > self.cursor_segment]
-            if self.cursor_segment not in segments:
-                if not later:
-                    return None
-                self.cursor_segment, self.cursor_offset = later[0], 0
-                continue
             if self.cursor_segment == writing:
+                # This process's newest segment: nothing to list. (A directory listing hands the GIL over once
+                # per entry, and in a busy process each hand-over costs the exporter a wait; see docs/delivery.md.)
                 limit = committed
+                if self.cursor_offset >= limit:
+                    return None
             else:
+                segments = self.segments()
+                later = [number for number in segments if number > self.cursor_segment]
+                if self.cursor_segment not in segments:
+                    if not later:
+                        return None
+                    self.cursor_segment, self.cursor_offset = later[0], 0
+                    continue
                 limit = os.fstat(self._fd(self.cursor_segment)).st_size
-            if self.cursor_offset >= limit:
-                if self.cursor_segment != writing and later:
+                if self.cursor_offset >= limit:
+                    if not later:
+                        return None
                     self._release_segment(self.cursor_segment)
                     self.cursor_segment, self.cursor_offset = later[0], 0
                     self._save_cursor()
                     continue
-                return None
             if self is self.spool._lane:
                 remembered = self.spool._tail_batch(self, max_records, max_bytes)
                 if remembered is not None:
