@@ -486,6 +486,29 @@ static uint32_t crc32_update(uint32_t crc, const unsigned char *data, Py_ssize_t
     return ~crc;
 }
 
+#define FRAME_HEAD 22 /* header (magic, kind, length, crc32) 10 bytes, then scope number u32 and emit time u64 */
+
+/* A record frame's head in the FRAME_HEAD bytes before its record, which must already be in place: magic, kind, payload
+ * length and CRC-32 (of kind, then the payload), then the payload's own head (scope number u32, emit time u64). */
+static void fill_record_head(unsigned char *out, unsigned char magic, unsigned char kind, uint32_t scope_number,
+                             uint64_t emit_ns, Py_ssize_t record_size) {
+    unsigned char *payload = out + 10;
+    for (int index = 0; index < 4; index++) {
+        payload[index] = (unsigned char)(scope_number >> (8 * index));
+    }
+    for (int index = 0; index < 8; index++) {
+        payload[4 + index] = (unsigned char)(emit_ns >> (8 * index));
+    }
+    uint32_t length = (uint32_t)(12 + record_size);
+    uint32_t checksum = crc32_update(kind, payload, 12 + record_size);
+    out[0] = magic;
+    out[1] = kind;
+    for (int index = 0; index < 4; index++) {
+        out[2 + index] = (unsigned char)(length >> (8 * index));
+        out[6 + index] = (unsigned char)(checksum >> (8 * index));
+    }
+}
+
 PyDoc_STRVAR(record_frame_doc,
 "record_frame(magic: int, kind: int, scope_number: int, emit_ns: int, record: bytes) -> bytes\n\n"
 "A spool record frame, exactly as spool.py builds it: header (magic, kind, payload length, CRC-32 of the payload\n"
@@ -512,28 +535,32 @@ static PyObject *record_frame(PyObject *module, PyObject *const *args, Py_ssize_
         PyErr_SetString(PyExc_OverflowError, "record_frame: record too large");
         return NULL;
     }
-    PyObject *frame = PyBytes_FromStringAndSize(NULL, 10 + 12 + size);
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, FRAME_HEAD + size);
     if (frame == NULL) {
         return NULL;
     }
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
-    unsigned char *payload = out + 10;
-    for (int index = 0; index < 4; index++) {
-        payload[index] = (unsigned char)(scope_number >> (8 * index));
-    }
-    for (int index = 0; index < 8; index++) {
-        payload[4 + index] = (unsigned char)(emit_ns >> (8 * index));
-    }
-    memcpy(payload + 12, PyBytes_AS_STRING(args[4]), (size_t)size);
-    uint32_t length = (uint32_t)(12 + size);
-    uint32_t checksum = crc32_update((uint32_t)kind, payload, 12 + size);
-    out[0] = (unsigned char)magic;
-    out[1] = (unsigned char)kind;
-    for (int index = 0; index < 4; index++) {
-        out[2 + index] = (unsigned char)(length >> (8 * index));
-        out[6 + index] = (unsigned char)(checksum >> (8 * index));
-    }
+    memcpy(out + FRAME_HEAD, PyBytes_AS_STRING(args[4]), (size_t)size);
+    fill_record_head(out, (unsigned char)magic, (unsigned char)kind, (uint32_t)scope_number, emit_ns, size);
     return frame;
+}
+
+/* Length-delimited fields: tag, varint length, bytes. */
+static Py_ssize_t field_size(Py_ssize_t size) {
+    return 1 + varint_size((uint64_t)size) + size;
+}
+
+static char *put_field_head(char *out, char tag, Py_ssize_t size) {
+    *out++ = tag;
+    write_varint(out, (uint64_t)size);
+    return out + varint_size((uint64_t)size);
+}
+
+static char *put_field(char *out, char tag, PyObject *bytes) {
+    Py_ssize_t size = PyBytes_GET_SIZE(bytes);
+    out = put_field_head(out, tag, size);
+    memcpy(out, PyBytes_AS_STRING(bytes), (size_t)size);
+    return out + size;
 }
 
 PyDoc_STRVAR(delimited_join_doc,
@@ -563,8 +590,7 @@ static PyObject *delimited_join(PyObject *module, PyObject *const *args, Py_ssiz
             PyErr_SetString(PyExc_TypeError, "delimited_join: every item must be bytes");
             return NULL;
         }
-        Py_ssize_t size = PyBytes_GET_SIZE(item);
-        total += 1 + varint_size((uint64_t)size) + size;
+        total += field_size(PyBytes_GET_SIZE(item));
     }
     PyObject *joined = PyBytes_FromStringAndSize(NULL, total);
     if (joined == NULL) {
@@ -572,13 +598,7 @@ static PyObject *delimited_join(PyObject *module, PyObject *const *args, Py_ssiz
     }
     char *out = PyBytes_AS_STRING(joined);
     for (Py_ssize_t index = 0; index < length; index++) {
-        PyObject *item = PyList_GET_ITEM(items, index);
-        Py_ssize_t size = PyBytes_GET_SIZE(item);
-        *out++ = (char)tag;
-        write_varint(out, (uint64_t)size);
-        out += varint_size((uint64_t)size);
-        memcpy(out, PyBytes_AS_STRING(item), (size_t)size);
-        out += size;
+        out = put_field(out, (char)tag, PyList_GET_ITEM(items, index));
     }
     return joined;
 }
@@ -618,7 +638,6 @@ static PyObject *write_held(PyObject *module, PyObject *const *args, Py_ssize_t 
 /* spool.py's MAGIC and KIND_RECORD (a test compares this path's segment bytes with spool.py's own). */
 #define SPOOL_MAGIC 0xA7
 #define SPOOL_KIND_RECORD 2
-#define FRAME_HEAD 22 /* header (magic, kind, length, crc32) 10 bytes, then scope number u32 and emit time u64 */
 
 /* The writer state of spool.Spool, kept in C fields so that append_log reads it without attribute lookups;
  * spool.py reads and writes the same fields as ordinary attributes (member descriptors). */
@@ -761,21 +780,8 @@ static PyObject *append_log(SpoolWriter *self, PyObject *const *args, Py_ssize_t
         PyErr_Clear(); /* encoder.py encodes the record, or names what is wrong with it */
         Py_RETURN_NONE;
     }
-    unsigned char *out = (unsigned char *)buffer.data;
-    uint32_t length = (uint32_t)(buffer.len - 10);
-    for (int index = 0; index < 4; index++) {
-        out[10 + index] = (unsigned char)(scope_number >> (8 * index));
-    }
-    for (int index = 0; index < 8; index++) {
-        out[14 + index] = (unsigned char)(emit_ns >> (8 * index));
-    }
-    uint32_t checksum = crc32_update(SPOOL_KIND_RECORD, out + 10, length);
-    out[0] = SPOOL_MAGIC;
-    out[1] = SPOOL_KIND_RECORD;
-    for (int index = 0; index < 4; index++) {
-        out[2 + index] = (unsigned char)(length >> (8 * index));
-        out[6 + index] = (unsigned char)(checksum >> (8 * index));
-    }
+    fill_record_head((unsigned char *)buffer.data, SPOOL_MAGIC, SPOOL_KIND_RECORD, (uint32_t)scope_number, emit_ns,
+                     buffer.len - FRAME_HEAD);
     PyObject *record = PyBytes_FromStringAndSize(buffer.data + FRAME_HEAD, buffer.len - FRAME_HEAD);
     if (record == NULL) {
         PyMem_Free(buffer.data);
@@ -897,23 +903,6 @@ typedef struct {
     PyObject *resource, *scope, *resource_schema_url, *scope_schema_url; /* bytes (the schema URLs UTF-8 encoded) */
     Py_ssize_t first, count, records_size, scope_logs_size, resource_logs_size;
 } Run;
-
-static Py_ssize_t field_size(Py_ssize_t size) {
-    return 1 + varint_size((uint64_t)size) + size;
-}
-
-static char *put_field_head(char *out, char tag, Py_ssize_t size) {
-    *out++ = tag;
-    write_varint(out, (uint64_t)size);
-    return out + varint_size((uint64_t)size);
-}
-
-static char *put_field(char *out, char tag, PyObject *bytes) {
-    Py_ssize_t size = PyBytes_GET_SIZE(bytes);
-    out = put_field_head(out, tag, size);
-    memcpy(out, PyBytes_AS_STRING(bytes), (size_t)size);
-    return out + size;
-}
 
 static void clear_run(Run *run) {
     Py_CLEAR(run->resource);
