@@ -19,6 +19,7 @@ from otel_audit.store import EventQuery
 from otel_audit.store.events import StoredEvent
 from otel_audit.store.otlp import PROTOBUF, ingest_request
 from otel_audit.store.sqlite import SQLiteStorage
+from otel_audit.store.storage import StorageError
 
 from .helpers import audit_attributes, build_request
 
@@ -230,6 +231,22 @@ def test_a_record_repeated_within_one_batch_is_stored_once_and_counted_as_a_dupl
     storage.merge_journal()
     [(tenant, stored, duplicates)] = heard.calls
     assert ([event.uid for event in stored], duplicates) == ([event.uid for event in events], 1)
+
+
+def test_a_row_skipped_for_anything_but_a_duplicate_fails_the_merge_and_stays_journaled(storage) -> None:
+    """The insert ignores conflicts (no statement journal); a row it skipped must have been stored before, so a
+    row SQLite refused for another reason (here a NULL event name) is an error, never a counted duplicate."""
+    heard = Announcements()
+    storage.add_stored_listener(heard)
+    good, bad = mapped(2)
+    bad.event_name = None  # type: ignore[assignment]
+    storage.submit_events([good, bad])
+    with pytest.raises(StorageError, match=bad.uid):
+        storage.merge_journal()
+    assert heard.calls == []
+    assert len(storage.journal.entries_after(0, 100)) == 1
+    with storage.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
 
 
 def test_an_app_stops_listening_to_its_storage_when_it_shuts_down(storage) -> None:

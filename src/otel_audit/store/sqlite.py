@@ -4,8 +4,8 @@ Ingest (`submit_events`) appends each batch to the ingest journal (journal.py, a
 is synced there; a merger thread moves journaled batches into `events` many at a time, and every event read first
 merges what is still journaled, so a read sees each accepted event. A merge is one IMMEDIATE transaction of
 multi-row INSERTs (up to 512 rows a statement); sequence numbers are assigned inside it, and rows skipped as
-duplicates (ON CONFLICT DO NOTHING) are found with one primary-key range read, so listeners get exactly the
-stored events, and each stored part's time bounds are widened in `event_parts` (see storage.PART_SHIFT).
+duplicates (INSERT OR IGNORE) are found with one primary-key range read, so listeners get exactly the stored
+events, and each stored part's time bounds are widened in `event_parts` (see storage.PART_SHIFT).
 `insert_events` writes one batch directly, the same way.
 """
 
@@ -23,7 +23,16 @@ from typing import Any
 
 from .events import EventQuery, StoredEvent
 from .journal import IngestJournal, JournalEntry
-from .storage import EVENT_COLUMNS, GroupCommit, Storage, by_tenant, event_row, row_event, shared_schema
+from .storage import (
+    EVENT_COLUMNS,
+    GroupCommit,
+    Storage,
+    StorageError,
+    by_tenant,
+    event_row,
+    row_event,
+    shared_schema,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -35,10 +44,15 @@ _ROW_MARKS = ", ".join("?" * len(EVENT_COLUMNS))
 @functools.lru_cache(maxsize=16)
 def _insert_sql(rows: int) -> str:
     """INSERT of `rows` rows whose seq is ?1 + row index (batches are cut into power-of-two statements, so a
-    handful of statement texts are prepared once and reused)."""
+    handful of statement texts are prepared once and reused).
+
+    OR IGNORE, not ON CONFLICT DO NOTHING: a statement that may abort halfway (DO NOTHING covers only the
+    unique index; a NOT NULL failure would still abort) makes SQLite keep a statement journal of every page it
+    changes, in a temporary file: 7 KB per event at 1,000,000 stored, a third of a merge's time (measured:
+    35 -> 24 us of CPU per event). Nothing can abort an OR IGNORE statement; _insert_rows checks that each row
+    it skipped is a duplicate."""
     values = ", ".join(f"(?1 + {index}, {_ROW_MARKS})" for index in range(rows))
-    return (f"INSERT INTO events (seq, {', '.join(EVENT_COLUMNS)}) VALUES {values}"
-            " ON CONFLICT (tenant_id, uid) DO NOTHING")
+    return f"INSERT OR IGNORE INTO events (seq, {', '.join(EVENT_COLUMNS)}) VALUES {values}"
 
 _EVENTS_TABLE = """CREATE TABLE events (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -93,6 +107,15 @@ _INDEX_BY_SELECTIVITY = (
     ("resource_type", "events_tenant_resource_type"),
     ("outcome", "events_tenant_outcome"),
 )
+
+
+def _check_skipped_are_stored(conn: sqlite3.Connection, skipped: list[Sequence[Any]]) -> None:
+    """Raise StorageError (rolling the transaction back) unless every row an OR IGNORE insert skipped has its
+    (tenant, uid) stored already: a row skipped for anything else (a NULL where none is allowed) is never
+    passed off as a duplicate."""
+    for row in skipped:
+        if conn.execute("SELECT 1 FROM events WHERE tenant_id = ? AND uid = ?", (row[0], row[1])).fetchone() is None:
+            raise StorageError(f"SQLite refused event {row[1]!r} of tenant {row[0]!r} (a column it requires is empty)")
 
 
 class SQLiteStorage(Storage):
@@ -363,6 +386,8 @@ class SQLiteStorage(Storage):
         seqs: list[int | None] = [None] * len(rows)
         for (seq,) in stored:
             seqs[batch[seq - first]] = seq
+        if len(stored) < len(batch):
+            _check_skipped_are_stored(conn, [rows[index] for index in batch if seqs[index] is None])
         if self.partitioned:
             self._note_parts(conn, ((seq, rows[index][0], rows[index][2])  # seq, tenant, time
                                     for index, seq in enumerate(seqs) if seq is not None))
