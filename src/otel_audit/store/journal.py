@@ -31,17 +31,11 @@ _SCHEMA = (
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
-    """One accepted batch: its journal id, tenant, number of events, and its rows as stored."""
+    """One accepted batch: its journal id, tenant and number of events (its rows: IngestJournal.rows)."""
 
     id: int
     tenant_id: str
     events: int
-    blob: bytes
-
-    def rows(self) -> list[list[Any]]:
-        """The batch's event rows (EVENT_COLUMNS order), decoded."""
-        rows: list[list[Any]] = orjson.loads(self.blob)
-        return rows
 
 
 class MergeLock:
@@ -101,6 +95,11 @@ class IngestJournal:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+            # Debian's SQLite overwrites deleted content with zeros (SECURE_DELETE): releasing merged batches
+            # wrote 16 MB of zeros per 16,384 events, 40-50 ms of each merge. FAST zeroes only inside B-tree
+            # pages; the freed pages holding rows are reused by later batches. The events themselves live in
+            # the database, whose deletes (retention) are still zeroed.
+            self._conn.execute("PRAGMA secure_delete=FAST")
             self._conn.execute(_SCHEMA)
 
     def append(self, tenant_id: str, rows: Sequence[Sequence[Any]]) -> int:
@@ -132,20 +131,27 @@ class IngestJournal:
                 self._conn.execute("COMMIT")
 
     def entries_after(self, position: int, max_events: int) -> list[JournalEntry]:
-        """Batches with an id above `position`, oldest first, as many as fit in `max_events` (at least one)."""
+        """Batches with an id above `position`, oldest first, as many as fit in `max_events` (at least one).
+        Their rows stay on disk: the process that journaled a batch still holds them (see `rows`)."""
         entries: list[JournalEntry] = []
         total = 0
         with self._lock:
-            cursor = self._conn.execute(
-                "SELECT id, tenant_id, events, rows FROM batches WHERE id > ? ORDER BY id", (position,)
-            )
-            for entry_id, tenant_id, events, blob in cursor:
+            cursor = self._conn.execute("SELECT id, tenant_id, events FROM batches WHERE id > ? ORDER BY id", (position,))
+            for entry_id, tenant_id, events in cursor:
                 if entries and total + events > max_events:
                     break
-                entries.append(JournalEntry(entry_id, tenant_id, events, blob))
+                entries.append(JournalEntry(entry_id, tenant_id, events))
                 total += events
             cursor.close()
         return entries
+
+    def rows(self, entry_id: int) -> list[list[Any]]:
+        """A journaled batch's event rows (EVENT_COLUMNS order), decoded; only the merge lock's holder releases
+        batches, so one it was handed by entries_after is still here."""
+        with self._lock:
+            (blob,) = self._conn.execute("SELECT rows FROM batches WHERE id = ?", (entry_id,)).fetchone()
+        rows: list[list[Any]] = orjson.loads(blob)
+        return rows
 
     def release(self, up_to: int) -> None:
         """Forget the batches up to id `up_to` (merged into the database; their pages are reused by later ones)."""

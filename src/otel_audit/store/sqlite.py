@@ -312,7 +312,7 @@ class SQLiteStorage(Storage):
         from the journal (and no events)."""
         with self._submit_lock:
             submitted = self._submitted.get(entry.id)
-        return submitted if submitted is not None else (None, entry.rows())
+        return submitted if submitted is not None else (None, self.journal.rows(entry.id))
 
     def _forget_merged(self, position: int) -> None:
         """Drop the events of this process's batches another process merged (and announced) meanwhile."""
