@@ -228,3 +228,17 @@ def test_mutated_requests_decode_alike_or_are_declined(edits, cut) -> None:
 @given(data=st.binary(max_size=300))
 def test_random_bytes_decode_alike_or_are_declined(data) -> None:
     assert_same_decoding(data)
+
+
+def test_keys_sharing_a_cache_slot_decode_as_themselves() -> None:
+    """The decoder keeps recently decoded attribute keys: far more distinct keys than it has slots, of equal
+    length and differing in one character, then again in reverse, two bytes that are not UTF-8, and keys too long
+    to be kept, each decode as protobuf decodes them."""
+    keys = [f"k.{index:04d}" for index in range(2_000)]
+    for order in (keys, keys[::-1]):
+        record = audit_attributes(**{semconv.AUDIT_METADATA: {key: key[::-1] for key in order}})
+        assert_same_decoding(build_request([record]).SerializeToString())
+    data = build_request([audit_attributes(**{"k.\u00e9": 1, "x" * 65: 2, "x" * 64: 3})]).SerializeToString()
+    assert_same_decoding(data)
+    assert native.decode_logs(data) is not None
+    assert native.decode_logs(data.replace("k.\u00e9".encode(), b"k.\xff\xfe")) is None

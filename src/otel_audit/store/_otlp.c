@@ -116,6 +116,57 @@ static int read_text(Reader *reader, PyObject **out) {
     return 0;
 }
 
+/* Attribute keys repeat from record to record: a small direct-mapped cache of decoded keys spares a decode, an
+ * allocation and a hash for each, and makes each later dict lookup of the key an identity hit. A slot is used
+ * only when its bytes match exactly, and holds only text that decoded (valid UTF-8). The GIL is held while
+ * decode_logs runs, which is the only user. */
+#define KEY_CACHE_SLOTS 256
+#define KEY_CACHE_MAX_SIZE 64
+
+typedef struct {
+    Py_ssize_t size;
+    char bytes[KEY_CACHE_MAX_SIZE];
+    PyObject *text;
+} KeySlot;
+
+static KeySlot key_cache[KEY_CACHE_SLOTS];
+
+/* A KeyValue's key: read_text, through the key cache. */
+static int read_key(Reader *reader, PyObject **out) {
+    Reader inner;
+    if (read_len(reader, &inner) != 0) {
+        return DECLINE;
+    }
+    Py_ssize_t size = inner.end - inner.at;
+    KeySlot *slot = NULL;
+    if (size > 0 && size <= KEY_CACHE_MAX_SIZE) {
+        uint32_t hash = 2166136261u;  /* FNV-1a */
+        for (Py_ssize_t index = 0; index < size; index++) {
+            hash = (hash ^ inner.at[index]) * 16777619u;
+        }
+        slot = &key_cache[hash & (KEY_CACHE_SLOTS - 1)];
+        if (slot->text != NULL && slot->size == size && memcmp(slot->bytes, inner.at, size) == 0) {
+            Py_XSETREF(*out, Py_NewRef(slot->text));
+            return 0;
+        }
+    }
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)inner.at, size, NULL);
+    if (text == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return DECLINE;
+    }
+    if (slot != NULL && PyObject_Hash(text) != -1) {
+        Py_XSETREF(slot->text, Py_NewRef(text));
+        slot->size = size;
+        memcpy(slot->bytes, inner.at, size);
+    }
+    Py_XSETREF(*out, text);
+    return 0;
+}
+
 static PyObject *hex_text(Reader *bytes) {
     static const char digits[] = "0123456789abcdef";
     Py_ssize_t size = bytes->end - bytes->at;
@@ -180,7 +231,7 @@ static int pair_field(Reader *reader, uint32_t field, int wire, void *state) {
     Pair *pair = state;
     Reader inner;
     if (field == 1 && wire == LEN) {
-        return read_text(reader, &pair->key);
+        return read_key(reader, &pair->key);
     }
     if (field == 2 && wire == LEN) {
         if (pair->value != NULL || read_len(reader, &inner) != 0) {  /* protobuf would merge two values */
