@@ -286,6 +286,17 @@ def dumps_stored(value: Any) -> str:
     return data.decode("utf-8")
 
 
+def loads_stored(text: str) -> Any:
+    """`json.loads` for JSON text ingest stored, with orjson (a third of the time on an audit record's attributes,
+    measured). What orjson refuses and `json.loads` reads (NaN and infinities as `dumps` spells them, unpaired
+    surrogate escapes) goes through `json.loads`. Not for other text: orjson reads an integer beyond 64 bits as
+    a float, and stored text holds none (OTLP's integers are 64-bit)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _has_non_finite(value: Any) -> bool:
     if isinstance(value, float):
         return value != value or value in (float("inf"), float("-inf"))

@@ -8,7 +8,6 @@ new events through the app's ingest hooks, which receive exactly the events each
 from __future__ import annotations
 
 import abc
-import json
 import logging
 import os
 import secrets
@@ -18,7 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from .events import Cursor, EventQuery, Page, StoredEvent, TokenCodec, escape_like
+from .events import Cursor, EventQuery, Page, StoredEvent, TokenCodec, escape_like, loads_stored
 
 EVENT_COLUMNS = (
     "tenant_id", "uid", "time_unix_nano", "observed_time_unix_nano", "received_time_unix_nano", "event_name",
@@ -86,8 +85,8 @@ def row_event(row: Sequence[Any]) -> StoredEvent:
         received_time_unix_nano=received_ns, event_name=event_name, action=action, outcome=outcome,
         severity_number=severity_number, severity_text=severity_text, actor_id=actor_id, actor_type=actor_type,
         resource_type=resource_type, resource_id=resource_id, trace_id=trace_id, span_id=span_id,
-        attributes=json.loads(attributes), resource=json.loads(resource), scope_name=scope_name,
-        scope_version=scope_version, body=json.loads(body), seq=seq, attributes_json=attributes,
+        attributes=loads_stored(attributes), resource=loads_stored(resource), scope_name=scope_name,
+        scope_version=scope_version, body=loads_stored(body), seq=seq, attributes_json=attributes,
         resource_json=resource, body_json=body, metadata_text=metadata_text,
     )
 
