@@ -14,6 +14,7 @@ throwaway cluster with durable settings (fsync on); SQLite uses WAL with synchro
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import statistics
@@ -31,6 +32,7 @@ from store.helpers import audit_attributes, build_request, free_port  # noqa: E4
 
 from otel_audit import semconv  # noqa: E402
 from otel_audit.store import EventQuery, Storage, open_storage  # noqa: E402
+from otel_audit.store.app import tune_server_gc  # noqa: E402
 from otel_audit.store.otlp import PROTOBUF, ingest_request  # noqa: E402
 from otel_audit.store.pgcluster import PostgresCluster  # noqa: E402
 
@@ -111,7 +113,8 @@ def load(storage: Storage, total: int, seed: int = 1) -> dict[str, float]:
 def concurrent_ingest(storage: Storage, total: int, threads: int = 2, seed: int = 4) -> float:
     """Decode + map + submit of `total` events (after `load`) by `threads` threads taking OTLP bodies from one
     queue, as the app's request threads do, until all are stored; events/s (wall). Bodies are built beforehand,
-    untimed."""
+    untimed. The cyclic garbage collector runs with the thresholds `otel-audit serve` sets (store.app.
+    tune_server_gc), as in the app's process."""
     rng = random.Random(seed)
     start = START_NS + SPAN_NS
     step = SPAN_NS // max(total, 1)
@@ -138,10 +141,15 @@ def concurrent_ingest(storage: Storage, total: int, threads: int = 2, seed: int 
 
     totals = [0, 0]
     storage.add_stored_listener(count)
-    started = time.perf_counter()
-    run_threads([threading.Thread(target=run) for _ in range(threads)])
-    storage.settle()  # SQLite: until every journaled batch is merged into the indexed table
-    elapsed = time.perf_counter() - started
+    thresholds = gc.get_threshold()
+    tune_server_gc()
+    try:
+        started = time.perf_counter()
+        run_threads([threading.Thread(target=run) for _ in range(threads)])
+        storage.settle()  # SQLite: until every journaled batch is merged into the indexed table
+        elapsed = time.perf_counter() - started
+    finally:
+        gc.set_threshold(*thresholds)
     storage.remove_stored_listener(count)
     if totals != [len(bodies) * BATCH, 0]:
         raise RuntimeError(f"stored {totals[0]} and skipped {totals[1]} of {len(bodies) * BATCH} events")
