@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -13,13 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 import pytest
 
 from otel_audit.store import EventQuery
 from otel_audit.store.events import StoredEvent
+from otel_audit.store import journal
 from otel_audit.store.otlp import PROTOBUF, ingest_request
 from otel_audit.store.sqlite import SQLiteStorage
-from otel_audit.store.storage import StorageError
+from otel_audit.store.storage import StorageError, event_row
 
 from .helpers import audit_attributes, build_request
 
@@ -66,7 +69,7 @@ def test_batches_wait_in_the_journal_until_merged_then_each_is_stored_once_in_su
     storage.submit_events(second)
     storage.submit_events(first)  # an exporter's retry
     assert heard.calls == []
-    assert storage.journal.entries_after(0, 10_000) != []
+    assert [entry.events for entry in storage.journaled()] == [3, 2, 3]
 
     assert storage.merge_journal() == 5
     assert [(tenant, [event.uid for event in stored], duplicates) for tenant, stored, duplicates in heard.calls] == [
@@ -76,7 +79,7 @@ def test_batches_wait_in_the_journal_until_merged_then_each_is_stored_once_in_su
     ]
     seqs = [event.seq for event in first + second]
     assert seqs == sorted(seqs) and len(set(seqs)) == 5
-    assert storage.journal.entries_after(0, 10_000) == []
+    assert storage.journaled() == []
     assert storage.merge_journal() == 0
 
 
@@ -85,7 +88,7 @@ def test_every_read_first_merges_what_is_journaled(storage) -> None:
     storage.submit_events(events)
     page = storage.search("acme", EventQuery())
     assert sorted(event.uid for event in page.events) == sorted(event.uid for event in events)
-    assert storage.journal.entries_after(0, 10_000) == []
+    assert storage.journaled() == []
 
 
 def test_one_submit_of_two_tenants_journals_a_batch_for_each(storage) -> None:
@@ -113,7 +116,7 @@ def test_a_batch_merged_by_another_process_is_announced_there_from_its_rows(tmp_
             assert rebuilt.attributes == original.attributes and rebuilt.resource == original.resource
         assert accepting.merge_journal() == 0
         assert heard_accepting.calls == []
-        assert accepting._submitted == {}  # the merged batch's events are let go
+        assert accepting.journal.held() == 0  # the merged batch's events are let go
 
 
 def test_a_read_waits_for_the_listeners_of_another_process_merge_in_flight(tmp_path) -> None:
@@ -165,24 +168,34 @@ def test_a_batch_accepted_by_a_process_that_dies_before_merging_is_stored_at_the
     assert len(accepted) == 7
 
     with opened(path) as reopened:
-        assert reopened.journal.last_id() == 1 and len(reopened.journal.entries_after(0, 100)) == 1
+        assert [entry.events for entry in reopened.journaled()] == [7]
         found = reopened.search("acme", EventQuery(limit=100)).events
         assert sorted(event.uid for event in found) == sorted(accepted)
 
 
-def test_a_journal_file_recreated_next_to_the_database_numbers_its_batches_after_the_merged_ones(tmp_path) -> None:
+def test_batches_left_in_a_journal_of_the_earlier_format_are_taken_over_and_stored_once(tmp_path) -> None:
+    """The journal was a SQLite file (`<db>-ingest`, a `batches` table) before it was a file per process: a
+    store opened next to one merges the batches beyond the merged position and removes the file."""
     path = str(tmp_path / "store.db")
+    merged_before, waiting = mapped(2), mapped(3)
     with opened(path) as first:
-        first.submit_events(mapped(2))
-        first.submit_events(mapped(2))
-    for suffix in ("-ingest", "-ingest-wal", "-ingest-shm"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
+        first.submit_events(merged_before)
+    legacy = sqlite3.connect(path + "-ingest", isolation_level=None)
+    legacy.execute("CREATE TABLE batches (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL,"
+                   " events INTEGER NOT NULL, rows BLOB NOT NULL)")
+    for entry_id, batch in ((1, merged_before), (2, waiting)):
+        legacy.execute("INSERT INTO batches VALUES (?, 'acme', ?, ?)",
+                       (entry_id, len(batch), orjson.dumps([event_row(event) for event in batch])))
+    legacy.close()
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("UPDATE ingest_journal_position SET position = 1")
 
     with opened(path) as second:
-        second.submit_events(mapped(3))
-        assert second.journal.last_id() == 3
-        assert second.count("acme", EventQuery()) == 7
+        assert not os.path.exists(path + "-ingest")
+        assert [entry.events for entry in second.journaled()] == [3]
+        assert second.count("acme", EventQuery()) == 5
+        assert {event.uid for event in second.iterate("acme", EventQuery())} == {
+            event.uid for event in merged_before + waiting}
 
 
 def test_the_background_merger_stores_batches_without_a_read(tmp_path) -> None:
@@ -200,25 +213,28 @@ def test_the_background_merger_stores_batches_without_a_read(tmp_path) -> None:
 def test_close_merges_what_is_journaled(tmp_path) -> None:
     with opened(tmp_path / "store.db") as storage:
         storage.submit_events(mapped(6))
+    assert os.listdir(tmp_path / "store.db-ingest.d") == []
     reopened = SQLiteStorage(str(tmp_path / "store.db"), merge_in_background=False)
     try:
-        assert reopened.journal.entries_after(0, 100) == []
+        assert reopened.journaled() == []
         assert reopened.last_seq() == 6
     finally:
         reopened.close()
 
 
-def test_a_merge_whose_journal_release_was_lost_is_not_merged_again(storage, monkeypatch) -> None:
-    """The merged position commits with the events: dying between that commit and the journal's release (here
-    the release is skipped) must not store or announce the batch a second time."""
+def test_a_merged_file_whose_deletion_was_lost_is_not_merged_again(storage, monkeypatch) -> None:
+    """How far each file is merged commits with the events: dying before a merged file is deleted (here the
+    deletion is skipped) must not store or announce its batches a second time."""
     heard = Announcements()
     storage.add_stored_listener(heard)
     storage.submit_events(mapped(3))
+    storage.journal.close_file()
     with monkeypatch.context() as patch:
-        patch.setattr(storage.journal, "release", lambda up_to: None)
+        patch.setattr(storage.journal, "release", lambda merged: [])
         assert storage.merge_journal() == 3
-    assert len(storage.journal.entries_after(0, 100)) == 1
+    assert len(os.listdir(storage.journal.directory)) == 1
     assert storage.merge_journal() == 0
+    assert os.listdir(storage.journal.directory) == []
     assert len(heard.calls) == 1
     assert storage.count("acme", EventQuery()) == 3
 
@@ -244,7 +260,7 @@ def test_a_row_skipped_for_anything_but_a_duplicate_fails_the_merge_and_stays_jo
     with pytest.raises(StorageError, match=bad.uid):
         storage.merge_journal()
     assert heard.calls == []
-    assert len(storage.journal.entries_after(0, 100)) == 1
+    assert len(storage.journaled()) == 1
     with storage.read() as conn:
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
 
@@ -266,3 +282,86 @@ def test_an_app_stops_listening_to_its_storage_when_it_shuts_down(storage) -> No
     asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send))
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert storage._listeners == ()
+
+
+def journal_files(storage: SQLiteStorage) -> list[str]:
+    return sorted(name for name in os.listdir(storage.journal.directory) if name.endswith(journal.SUFFIX))
+
+
+def test_a_process_starts_a_new_file_past_the_rotation_size_and_merged_inactive_files_are_deleted(
+    storage, monkeypatch
+) -> None:
+    monkeypatch.setattr(journal, "ROTATE_BYTES", 1)  # every batch after the first starts a file
+    batches = [mapped(2) for _ in range(3)]
+    for batch in batches:
+        storage.submit_events(batch)
+    assert len(journal_files(storage)) == 3
+    assert storage.merge_journal() == 6
+    assert journal_files(storage) == [storage.journal.own_file]  # the active one stays
+    assert [event.seq for event in batches[0] + batches[1] + batches[2]] == sorted(
+        event.seq for event in batches[0] + batches[1] + batches[2])
+
+
+def test_another_process_active_file_is_merged_but_kept_until_that_process_lets_go(tmp_path) -> None:
+    path = tmp_path / "store.db"
+    with opened(path) as appending, opened(path) as merging:
+        appending.submit_events(mapped(2))
+        assert merging.merge_journal() == 2
+        assert journal_files(merging) == [appending.journal.own_file]
+        appending.submit_events(mapped(1))
+        assert merging.merge_journal() == 1
+        appending.close()
+        assert merging.merge_journal() == 0
+        assert journal_files(merging) == []
+        assert merging.count("acme", EventQuery()) == 3
+
+
+def write_orphan(directory: str, *records: bytes) -> str:
+    """A journal file no process holds (as one whose process died), holding `records` back to back."""
+    os.makedirs(directory, exist_ok=True)
+    name = f"99999-{os.urandom(6).hex()}{journal.SUFFIX}"
+    with open(os.path.join(directory, name), "wb") as file:
+        for record in records:
+            file.write(record)
+    return name
+
+
+def record_of(events: list[StoredEvent], tenant: str = "acme") -> bytes:
+    return journal.encode_record(tenant, len(events), orjson.dumps([event_row(event) for event in events]))
+
+
+def test_an_orphan_file_cut_short_by_a_crash_is_merged_to_its_last_whole_batch_then_deleted(tmp_path, caplog) -> None:
+    path = tmp_path / "store.db"
+    whole, cut = mapped(2), mapped(3)
+    name = write_orphan(str(path) + "-ingest.d", record_of(whole), record_of(cut)[:-10])
+    with opened(path) as storage:
+        assert storage.merge_journal() == 2
+        assert journal_files(storage) == []
+        assert {event.uid for event in storage.iterate("acme", EventQuery())} == {event.uid for event in whole}
+    assert any(name in message and "not a whole batch" in message for message in caplog.messages)
+
+
+def test_damaged_bytes_in_an_orphan_file_are_skipped_and_reported_and_the_batches_around_them_stored(
+    tmp_path, caplog
+) -> None:
+    path = tmp_path / "store.db"
+    before, damaged, after = mapped(2), mapped(2), mapped(3)
+    broken = bytearray(record_of(damaged))
+    broken[40] ^= 0xFF  # a flipped byte in the payload: the CRC no longer matches
+    name = write_orphan(str(path) + "-ingest.d", record_of(before), bytes(broken), record_of(after))
+    with opened(path) as storage:
+        assert storage.merge_journal() == 5
+        assert {event.uid for event in storage.iterate("acme", EventQuery())} == {
+            event.uid for event in before + after}
+        assert journal_files(storage) == []
+    start = len(record_of(before))
+    assert any(f"{name}: bytes {start}-{start + len(broken)} are damaged" in message for message in caplog.messages)
+
+
+def test_a_batch_still_being_appended_ends_what_a_merger_reads_of_an_active_file(tmp_path) -> None:
+    whole, partial = mapped(2), mapped(2)
+    name = write_orphan(str(tmp_path), record_of(whole), record_of(partial)[:30])
+    read = journal.read_records(str(tmp_path / name), 0, 100, active=True)
+    assert [entry.events for entry in read.entries] == [2] and read.finished_at is None
+    read = journal.read_records(str(tmp_path / name), 0, 100, active=False)
+    assert [entry.events for entry in read.entries] == [2] and read.finished_at == len(record_of(whole))

@@ -3,6 +3,8 @@ those), never 500 (which they drop); the retried batch is then stored once, and 
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from otel_audit.store import EventQuery, Storage, create_app, open_storage
+from otel_audit.store import EventQuery, Storage, create_app, journal, open_storage
 from otel_audit.store.sqlite import SQLiteStorage
 
 from .conftest import Tenant
@@ -51,24 +53,31 @@ def post_until_stored(server: ServerThread, tenant: Tenant, body: bytes) -> list
     return statuses
 
 
-def test_sqlite_journal_locked_by_another_writer_answers_503_then_stores_the_retry_once(tmp_path) -> None:
-    path = str(tmp_path / "store.db")
-    storage = SQLiteStorage(path, busy_timeout=0.2)
+def test_sqlite_journal_that_cannot_be_synced_answers_503_then_stores_the_retry_once(tmp_path, monkeypatch) -> None:
+    """A journal append the disk refuses (here its fdatasync fails once, as on EIO) is not accepted: 503, and
+    the retry goes to a new file and is stored once."""
+    storage = SQLiteStorage(str(tmp_path / "store.db"), busy_timeout=0.2)
     storage.migrate()
     tenant = Tenant(storage, "acme")
     body = build_request([audit_attributes(), audit_attributes()]).SerializeToString()
-    blocker = sqlite3.connect(storage.journal.path, isolation_level=None)
+    failures = [OSError(errno.EIO, "Input/output error")]
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        if failures:
+            raise failures.pop()
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(journal.os, "fdatasync", fdatasync)
     try:
         with ServerThread(create_app(storage)) as server:
-            blocker.execute("BEGIN IMMEDIATE")
             assert_retryable(post(server, tenant, body))
-            blocker.execute("ROLLBACK")
             assert post(server, tenant, body).status_code == 200
             assert post(server, tenant, body).status_code == 200  # a second retry is a duplicate: skipped
         assert storage.count("acme", EventQuery()) == 2
     finally:
-        blocker.close()
         storage.close()
+    assert os.listdir(tmp_path / "store.db-ingest.d") == []
 
 
 def test_sqlite_database_locked_by_another_writer_still_accepts_ingest_and_stores_it_once_free(tmp_path) -> None:

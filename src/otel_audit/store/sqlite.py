@@ -1,11 +1,12 @@
 """SQLite storage (the embedded default): one file, WAL, a single writer and pooled readers.
 
-Ingest (`submit_events`) appends each batch to the ingest journal (journal.py, a second file) and returns once it
-is synced there; a merger thread moves journaled batches into `events` many at a time, and every event read first
+Ingest (`submit_events`) appends each batch to the ingest journal (journal.py: a file per process) and returns once
+it is synced there; a merger thread moves journaled batches into `events` many at a time, and every event read first
 merges what is still journaled, so a read sees each accepted event. A merge is one IMMEDIATE transaction of
-multi-row INSERTs (up to 512 rows a statement); sequence numbers are assigned inside it, and rows skipped as
-duplicates (INSERT OR IGNORE) are found with one primary-key range read, so listeners get exactly the stored
-events, and each stored part's time bounds are widened in `event_parts` (see storage.PART_SHIFT).
+multi-row INSERTs (up to 512 rows a statement); sequence numbers are assigned inside it, rows skipped as
+duplicates (INSERT OR IGNORE) are found by counting the new seq range (and reading it only when the count falls
+short), so listeners get exactly the stored events, and each stored part's time bounds are widened in
+`event_parts` (see storage.PART_SHIFT).
 `insert_events` writes one batch directly, the same way.
 """
 
@@ -19,10 +20,13 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any
 
+import orjson
+
 from .events import EventQuery, StoredEvent
-from .journal import IngestJournal, JournalEntry
+from .journal import IngestJournal, JournalEntry, legacy_batches
 from .storage import (
     EVENT_COLUMNS,
     GroupCommit,
@@ -97,6 +101,11 @@ _JOURNAL_POSITION = [
     "CREATE TABLE ingest_journal_position (position INTEGER NOT NULL)",
     "INSERT INTO ingest_journal_position (position) VALUES (0)",
 ]
+# How far each journal file is merged (bytes); `ingest_journal_position` is what the earlier journal, a SQLite
+# file, had merged, read once to take over its batches.
+_JOURNAL_FILES = ["CREATE TABLE ingest_journal_files (name TEXT PRIMARY KEY, merged INTEGER NOT NULL)"]
+_SET_MERGED = ("INSERT INTO ingest_journal_files (name, merged) VALUES (?, ?)"
+               " ON CONFLICT (name) DO UPDATE SET merged = excluded.merged")
 # Pages of a new database. Before the part-led indexes, ingest wrote about three pages per event at random places
 # in the actor and resource-id indexes, each a WAL frame at commit and again at the checkpoint: 2 KiB pages write
 # half the bytes of the 4 KiB default (measured: +27% and +65% insert rate at 400,000 events; 8 KiB: -22%). A
@@ -151,26 +160,44 @@ class SQLiteStorage(Storage):
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="otel-audit-sqlite-checkpoint",
                                               daemon=True)
         self._checkpointer.start()
-        self.journal = IngestJournal(path + "-ingest", busy_timeout=busy_timeout)
-        # This process's journaled batches not merged yet: their events (for the listeners) and rows (for the
-        # merge), so neither is rebuilt from the journal.
-        self._submitted: dict[int, tuple[list[StoredEvent], list[tuple[Any, ...]]]] = {}
-        self._submit_lock = threading.Lock()
+        self.journal = IngestJournal(path + "-ingest.d", merge_lock_path=path + "-ingest-merge.lock",
+                                     busy_timeout=busy_timeout)
         self._merge_wanted = threading.Event()
         self._merger: threading.Thread | None = None
         self._merger_lock = threading.Lock()
         self._merge_in_background = merge_in_background
 
     def migrate(self) -> None:
-        """The shared schema, the journal's merged position, and the merger (which needs both)."""
+        """The shared schema, the journal's table, what a journal of the earlier format still holds, and the
+        merger (which needs all three)."""
         super().migrate()
-        self.apply_migrations("sqlite-journal", [_JOURNAL_POSITION])
-        with self.read() as conn:
-            position = conn.execute("SELECT position FROM ingest_journal_position").fetchone()[0]
-        # A journal file recreated next to a database that merged batches before would number its batches
-        # from 1 again, below the merged position, and they would never be merged: continue after it instead.
-        self.journal.continue_after(position)
+        self.apply_migrations("sqlite-journal", [_JOURNAL_POSITION, _JOURNAL_FILES])
+        self._take_over_legacy_journal()
         self._start_merger()
+
+    def _take_over_legacy_journal(self) -> None:
+        """Append the batches a journal of the earlier format (the SQLite file `<db>-ingest`) holds beyond its
+        merged position to this process's journal file, mark them taken, then delete that file. A crash in
+        between takes them over again, and the merge skips the copies as duplicates."""
+        legacy = self.path + "-ingest"
+        if not os.path.exists(legacy):
+            return
+        with self.journal.merge_lock:
+            if not os.path.exists(legacy):
+                return
+            with self.read() as conn:
+                position = conn.execute("SELECT position FROM ingest_journal_position").fetchone()[0]
+            batches = legacy_batches(legacy, position)
+            for _, tenant_id, events, rows in batches:
+                self.journal.append_encoded(tenant_id, events, rows, kept=(None, orjson.loads(rows)))
+            if batches:
+                with self.transaction() as conn:
+                    conn.execute("UPDATE ingest_journal_position SET position = ?", (batches[-1][0],))
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(legacy + suffix):
+                    os.remove(legacy + suffix)
+            if batches:
+                _log.info("otel-audit store: took %d batches over from the earlier ingest journal %s", len(batches), legacy)
 
     def _start_merger(self) -> None:
         with self._merger_lock:
@@ -284,9 +311,9 @@ class SQLiteStorage(Storage):
         groups = by_tenant(events)
         for tenant_id, batch in groups.items():
             rows = [event_row(event) for event in batch]
-            with self._submit_lock:
-                entry_id = self.journal.append(tenant_id, rows)
-                self._submitted[entry_id] = (batch, rows)
+            # the journal keeps the events (for the listeners) and rows (for the merge) of this process's batches
+            # until they are merged, so neither is rebuilt from the journal here
+            self.journal.append(tenant_id, rows, kept=(batch, rows))
         if groups:
             self._start_merger()
             self._merge_wanted.set()
@@ -295,45 +322,51 @@ class SQLiteStorage(Storage):
         """Merge whatever is still journaled (by any process), so the read that follows sees it and this
         process's listeners have heard of it."""
         with self.journal.merge_lock:
-            if self.journal.last_id() > self._merged_position():
+            if self.journal.unmerged(self._merged_offsets()):
                 self.merge_journal()
 
-    def _merged_position(self) -> int:
-        with self.read() as conn:
-            row = conn.execute("SELECT position FROM ingest_journal_position").fetchone()
-        return int(row[0]) if row else 0
+    def _merged_offsets(self, conn: sqlite3.Connection | None = None) -> dict[str, int]:
+        """How far each journal file is merged (bytes), by name."""
+        if conn is None:
+            with self.read() as reader:
+                return self._merged_offsets(reader)
+        return dict(conn.execute("SELECT name, merged FROM ingest_journal_files").fetchall())
+
+    def journaled(self) -> list[JournalEntry]:
+        """The batches journaled and not merged yet (by any process)."""
+        return self.journal.entries(self._merged_offsets(), 2**62)
 
     def merge_journal(self) -> int:
         """Move every journaled batch into `events`, up to MERGE_MAX_EVENTS per transaction; how many were new.
-        The merged position commits with the events, so no batch is merged twice."""
+        How far each file is merged commits with the events, so no batch is merged twice. Files merged to
+        their end that no process appends to any more are deleted."""
         merged = 0
         with self.journal.merge_lock:
             while True:
                 with self.transaction() as conn:
-                    position = conn.execute("SELECT position FROM ingest_journal_position").fetchone()[0]
-                    entries = self.journal.entries_after(position, MERGE_MAX_EVENTS)
-                    if not entries:
-                        self._forget_merged(position)
-                        return merged
-                    batches = [self._batch_of(entry) for entry in entries]
-                    seqs = self._insert_rows(conn, [row for _, rows in batches for row in rows])
-                    conn.execute("UPDATE ingest_journal_position SET position = ?", (entries[-1].id,))
-                self.journal.release(entries[-1].id)
+                    offsets = self._merged_offsets(conn)
+                    entries = self.journal.entries(offsets, MERGE_MAX_EVENTS)
+                    if entries:
+                        batches = [self._batch_of(entry) for entry in entries]
+                        seqs = self._insert_rows(conn, [row for _, rows in batches for row in rows])
+                        ends = {entry.file: entry.end for entry in entries}  # entries of a file come in order
+                        conn.executemany(_SET_MERGED, ends.items())
+                if not entries:
+                    break
                 self._announce_merged(entries, batches, seqs)
                 merged += sum(seq is not None for seq in seqs)
+            deleted = self.journal.release(offsets)
+            if deleted:
+                with self.transaction() as conn:
+                    conn.executemany("DELETE FROM ingest_journal_files WHERE name = ?", [(name,) for name in deleted])
+        return merged
 
-    def _batch_of(self, entry: JournalEntry) -> tuple[list[StoredEvent] | None, Sequence[Sequence[Any]]]:
+    @staticmethod
+    def _batch_of(entry: JournalEntry) -> tuple[list[StoredEvent] | None, Sequence[Sequence[Any]]]:
         """A batch's events and rows: kept since submit when this process accepted it, else its rows decoded
         from the journal (and no events)."""
-        with self._submit_lock:
-            submitted = self._submitted.get(entry.id)
-        return submitted if submitted is not None else (None, self.journal.rows(entry.id))
-
-    def _forget_merged(self, position: int) -> None:
-        """Drop the events of this process's batches another process merged (and announced) meanwhile."""
-        with self._submit_lock:
-            for entry_id in [entry_id for entry_id in self._submitted if entry_id <= position]:
-                del self._submitted[entry_id]
+        kept: tuple[list[StoredEvent], Sequence[Sequence[Any]]] | None = entry.kept
+        return kept if kept is not None else (None, entry.rows())
 
     def _announce_merged(self, entries: list[JournalEntry],
                          batches: list[tuple[list[StoredEvent] | None, Sequence[Sequence[Any]]]],
@@ -342,8 +375,6 @@ class SQLiteStorage(Storage):
         objects; another process's are rebuilt from their rows)."""
         offset = 0
         for entry, (events, rows) in zip(entries, batches):
-            with self._submit_lock:
-                self._submitted.pop(entry.id, None)  # merged and committed: the events are no longer needed here
             batch_seqs = seqs[offset : offset + entry.events]
             offset += entry.events
             stored = []
@@ -374,20 +405,16 @@ class SQLiteStorage(Storage):
 
     def _insert_rows(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list[int | None]:
         """Insert rows (EVENT_COLUMNS order) with multi-row INSERTs, skipping (tenant, uid) pairs already stored
-        or earlier in `rows`; each row's seq, None for a skipped one. Each statement inserts its rows in one
-        call into SQLite, which runs without the GIL, so other requests decode meanwhile."""
-        firsts: dict[tuple[str, str], int] = {}
-        for index, row in enumerate(rows):
-            firsts.setdefault((row[0], row[1]), index)
-        batch = list(firsts.values())
+        or earlier in `rows`; each row's seq, None for a skipped one (row i gets seq first + i, so a skipped row
+        leaves a gap). Each statement inserts its rows in one call into SQLite, which runs without the GIL, so
+        other requests decode meanwhile; the Python work per row is kept small, as a merge gets a third of the
+        GIL while two request threads decode."""
         statements: list[tuple[int, str, list[Any]]] = []
         offset, size = 0, MAX_ROWS_PER_STATEMENT
-        while offset < len(batch):
-            while size > len(batch) - offset:
+        while offset < len(rows):
+            while size > len(rows) - offset:
                 size //= 2
-            params: list[Any] = [0]
-            for index in batch[offset : offset + size]:
-                params += rows[index]
+            params: list[Any] = [0, *chain.from_iterable(rows[offset : offset + size])]
             statements.append((offset, _insert_sql(size), params))
             offset += size
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
@@ -395,17 +422,19 @@ class SQLiteStorage(Storage):
         for offset, sql, params in statements:
             params[0] = first + offset
             conn.execute(sql, params)
-        stored = conn.execute(
-            "SELECT seq FROM events WHERE seq >= ? AND seq < ? ORDER BY seq", (first, first + len(batch))
-        ).fetchall()
-        seqs: list[int | None] = [None] * len(rows)
-        for (seq,) in stored:
-            seqs[batch[seq - first]] = seq
-        if len(stored) < len(batch):
-            _check_skipped_are_stored(conn, [rows[index] for index in batch if seqs[index] is None])
+        end = first + len(rows)
+        (count,) = conn.execute("SELECT COUNT(*) FROM events WHERE seq >= ? AND seq < ?", (first, end)).fetchone()
+        seqs: list[int | None]
+        if count == len(rows):
+            seqs = list(range(first, end))
+        else:
+            seqs = [None] * len(rows)
+            for (seq,) in conn.execute("SELECT seq FROM events WHERE seq >= ? AND seq < ?", (first, end)):
+                seqs[seq - first] = seq
+            _check_skipped_are_stored(conn, [row for row, seq in zip(rows, seqs) if seq is None])
         if self.partitioned:
-            self._note_parts(conn, ((seq, rows[index][0], rows[index][2])  # seq, tenant, time
-                                    for index, seq in enumerate(seqs) if seq is not None))
+            self._note_parts(conn, ((seq, row[0], row[2])  # seq, tenant, time
+                                    for row, seq in zip(rows, seqs) if seq is not None))
         return seqs
 
     def close(self) -> None:
@@ -418,8 +447,9 @@ class SQLiteStorage(Storage):
         if self._merger is not None:
             self._merger.join(timeout=60)
         try:
-            if self.journal.last_id() > 0:
-                self.settle()
+            self.settle()
+            self.journal.close_file()
+            self.merge_journal()  # deletes this process's file, now that it is inactive and merged
         except Exception:  # noqa: BLE001 - durable in the journal; merged when the store next opens
             _log.exception("otel-audit store: merging the ingest journal at close failed")
         self.journal.close()
