@@ -365,3 +365,11 @@ def test_a_batch_still_being_appended_ends_what_a_merger_reads_of_an_active_file
     assert [entry.events for entry in read.entries] == [2] and read.finished_at is None
     read = journal.read_records(str(tmp_path / name), 0, 100, active=False)
     assert [entry.events for entry in read.entries] == [2] and read.finished_at == len(record_of(whole))
+
+
+def test_a_file_a_process_died_creating_is_removed_by_the_next_merge(storage) -> None:
+    left = os.path.join(storage.journal.directory, f".99999-{os.urandom(6).hex()}{journal.SUFFIX}.new")
+    open(left, "wb").close()
+    storage.submit_events(mapped(1))
+    assert storage.merge_journal() == 1
+    assert not os.path.exists(left)

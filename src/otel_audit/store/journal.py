@@ -20,6 +20,7 @@ file; bytes that are whole but fail their check, in a file no process writes, ar
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -346,7 +347,12 @@ class IngestJournal:
 
     def release(self, merged: Mapping[str, int]) -> list[str]:
         """Delete the files no process appends to any more that are merged to their end (or to where their
-        last whole batch ends); their names."""
+        last whole batch ends); their names. A file a process died creating (still under its temporary name,
+        so empty) goes too."""
+        for name in os.listdir(self.directory):
+            if name.startswith(".") and name.endswith(".new") and not self._is_active(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(self.directory, name))
         deleted = []
         for name, size in self.sizes().items():
             done = merged.get(name, 0) >= min(size, self._finished_at.get(name, size))
