@@ -249,17 +249,24 @@ class IngestJournal:
         if self._fd >= 0:
             os.close(self._fd)  # releases its flock: once merged to its end, a merger deletes it
             self._fd = -1
-        name = f"{os.getpid()}-{secrets.token_hex(6)}{SUFFIX}"
-        temporary = os.path.join(self.directory, f".{name}.new")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.rename(temporary, os.path.join(self.directory, name))
-            _sync_directory(self.directory)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd, self._name, self._size = fd, name, 0
+        for attempt in range(3):
+            name = f"{os.getpid()}-{secrets.token_hex(6)}{SUFFIX}"
+            temporary = os.path.join(self.directory, f".{name}.new")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.rename(temporary, os.path.join(self.directory, name))
+                _sync_directory(self.directory)
+            except FileNotFoundError:
+                os.close(fd)  # a merger took it, unlocked, for one a process died creating: start another
+                if attempt == 2:
+                    raise
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd, self._name, self._size = fd, name, 0
+            return
 
     def _abandon_file(self, whole_up_to: int) -> None:
         """After a failed append: cut the partial record off if the file allows, and stop appending to it (a tail
