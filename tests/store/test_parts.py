@@ -1,6 +1,6 @@
 """Searches on the part-led indexes (actor and resource ids, see storage.PART_SHIFT) against a plain sort of
-every stored event: events spread over several parts, stored out of time order, with equal times across parts.
-The searches run on PostgreSQL too, whose indexes lead with no part, as the reference behaviour."""
+every stored event: events spread over several parts, stored out of time order, with equal times across parts,
+on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -88,8 +88,7 @@ def test_part_led_searches_page_through_exactly_what_a_full_sort_finds(storage: 
             assert storage.count(tenant, EventQuery(**filters)) == len(expected), filters
 
 
-def test_retention_forgets_the_parts_it_emptied(tmp_path) -> None:
-    storage = open_storage(f"sqlite:///{tmp_path}/store.db")  # PostgreSQL keeps no event_parts
+def test_retention_forgets_the_parts_it_emptied(storage: Storage) -> None:
     ingest(storage, [audit_attributes(**{semconv.USER_ID: "alice"}) for _ in range(3)], times=[BASE] * 3)
     continue_from(storage, 1 << PART_SHIFT)
     newer = ingest(storage, [audit_attributes(**{semconv.USER_ID: "alice"}) for _ in range(2)],
@@ -101,11 +100,17 @@ def test_retention_forgets_the_parts_it_emptied(tmp_path) -> None:
     found = storage.search("acme", EventQuery(actor_id="alice"))
     assert [event.uid for event in found.events] == [event.uid for event in reversed(newer)]
     assert storage.count("acme", EventQuery(actor_id="alice")) == 2
-    storage.close()
 
 
-def test_a_database_from_before_the_parts_is_upgraded_when_opened(tmp_path) -> None:
-    url = f"sqlite:///{tmp_path}/old.db"
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/old.db"
+    return str(request.getfixturevalue("new_postgres_database")())
+
+
+def test_a_database_from_before_the_parts_is_upgraded_when_opened(database_url: str) -> None:
+    url = database_url
     old = open_storage(url, migrate=False)
     old.partitioned = ()  # the schema and ingest of the earlier version
     old.migrate()
@@ -118,10 +123,15 @@ def test_a_database_from_before_the_parts_is_upgraded_when_opened(tmp_path) -> N
     upgraded = open_storage(url)
     try:
         with upgraded.read() as conn:
-            index_sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events_tenant_resource_id'").fetchone()[0]
+            if upgraded.dialect == "sqlite":
+                index_sql = conn.execute(
+                    "SELECT sql FROM sqlite_master WHERE name = 'events_tenant_resource_id'").fetchone()[0]
+            else:
+                index_sql = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'events_tenant_resource_id'"
+                                         ).fetchone()[0]
             parts = conn.execute("SELECT part, min_time, max_time FROM event_parts ORDER BY part").fetchall()
         assert "seq >> 16" in index_sql
-        assert parts == [(0, BASE, BASE + 2 * SECOND), (1, BASE - SECOND, BASE + 9 * SECOND)]
+        assert [tuple(row) for row in parts] == [(0, BASE, BASE + 2 * SECOND), (1, BASE - SECOND, BASE + 9 * SECOND)]
         expected = [event.uid for event in sorted(stored, key=lambda event: (event.time_unix_nano, event.seq), reverse=True)]
         assert every_page(upgraded, "acme", EventQuery(limit=2, resource_id="doc-1")) == expected
     finally:

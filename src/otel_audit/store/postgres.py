@@ -74,6 +74,7 @@ class PostgresStorage(Storage):
     dialect = "postgresql"
     placeholder = "%s"
     like_operator = "ILIKE"
+    partitioned = ("resource_id", "actor_id")
 
     def __init__(self, url: str, *, pool_size: int = 8, connect_timeout: float = 10.0) -> None:
         self.url = url
@@ -118,10 +119,14 @@ class PostgresStorage(Storage):
                     for seq, event in zip(seqs, batch):
                         copy.write_row((seq, *event_row(event)))
             except psycopg.errors.UniqueViolation:
-                return self._insert_skipping_duplicates(conn, unique, batch)
-        for seq, event in zip(seqs, batch):
-            event.seq = seq
-        return batch
+                fresh = self._insert_skipping_duplicates(conn, unique, batch)
+            else:
+                for seq, event in zip(seqs, batch):
+                    event.seq = seq
+                fresh = batch
+            if self.partitioned:
+                self._note_parts(conn, ((event.seq, event.tenant_id, event.time_unix_nano) for event in fresh))
+        return fresh
 
     @staticmethod
     def _insert_skipping_duplicates(
