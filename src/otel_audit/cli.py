@@ -63,6 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .store import StoreSettings, bootstrap_key, create_app, open_storage
     from .store.app import tune_server_gc
+    from .store.http_protocol import HTTP_PROTOCOL
     from .store.webhooks import WebhookSettings
 
     if args.workers < 1:
@@ -81,7 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"otel-audit: store on http://{args.host}:{args.port} (OTLP/HTTP: /v1/logs), db {args.db or 'default'}",
           file=sys.stderr, flush=True)
     server_options = {"host": args.host, "port": args.port, "log_level": args.log_level,
-                      "access_log": args.access_log, "timeout_keep_alive": 30}
+                      "access_log": args.access_log, "timeout_keep_alive": 30, "http": HTTP_PROTOCOL}
     if args.workers > 1:
         storage.close()
         os.environ.update({

@@ -117,10 +117,10 @@ def free_port() -> int:
 class ServerThread:
     """An ASGI app served by uvicorn on 127.0.0.1 in a background thread (a real socket)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, http: Any = "auto") -> None:
         self.port = free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", access_log=False,
-                                lifespan="off")
+                                lifespan="off", http=http)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="store-test-server", daemon=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -61,6 +62,43 @@ def serve(tmp_path) -> Iterator[ServeProcess]:
     server = ServeProcess(f"sqlite:///{tmp_path}/e2e.db")
     yield server
     server.stop()
+
+
+def exchange_raw(port: int, request: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    """Send bytes on a new connection and read the answer until the server closes it: status line, headers, body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return status.encode(), headers, body
+
+
+# What uvicorn's parser refuses before the app sees it: a binary request line, a header line without a colon,
+# a broken chunk size.
+NOT_HTTP = [
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n",
+    b"POST /v1/logs HTTP/1.1\r\nhost: x\r\nthis line has no colon\r\n\r\n",
+    b"POST /v1/logs HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+]
+
+
+def assert_json_400_then_serving(server: ServeProcess, request: bytes) -> None:
+    status, headers, body = exchange_raw(server.port, request)
+    assert status.startswith(b"HTTP/1.1 400"), (status, body)
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert int(headers["content-length"]) == len(body)
+    assert json.loads(body) == {"error": "malformed_http", "message": "Invalid HTTP request received."}
+    assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("request_bytes", NOT_HTTP, ids=["binary", "header-without-colon", "bad-chunk-size"])
+def test_bytes_that_are_not_http_get_a_json_400_and_the_server_keeps_serving(serve, request_bytes) -> None:
+    assert_json_400_then_serving(serve, request_bytes)
 
 
 def wait_for_events(client: AuditClient, expected: int, **filters) -> list:
@@ -255,6 +293,8 @@ def test_serve_with_two_worker_processes_shares_one_database(tmp_path) -> None:
 
     try:
         post(6)
+        for request in NOT_HTTP:  # the workers answer with the same protocol as a single process
+            assert_json_400_then_serving(server, request)
         with AuditClient(server.url, DEV_KEY) as client:
             assert {event.uid for event in client.iter_events()} == set(uids)
         post(4)
