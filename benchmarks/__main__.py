@@ -152,6 +152,7 @@ _STORE_CANONICAL = (
     ("decode+map+insert ev/s", "ingest ev/s"),
     ("storage insert ev/s", "storage insert ev/s"),
     ("insert ev/s (per CPU", "insert ev/s per CPU second"),
+    ("2 threads,", "ingest ev/s (2 threads)"),
 )
 _STORE_HTTP = re.compile(r"^(?:.*?--workers (?P<workers>\d+))?.*:\s*(?P<value>[\d,]+) ev/s\s*$")
 
@@ -226,6 +227,8 @@ STORE = Benchmark(
         for figure in (
             Figure(f"{backend}: ingest in process (decode + map + insert)", RUN, f"{backend} ingest ev/s",
                    "events/s", Target(">= 30,000 events/s", ">=", 30_000.0)),
+            Figure(f"{backend}: ingest in process, 2 threads (decode + map + submit until stored)", RUN,
+                   f"{backend} ingest ev/s (2 threads)", "events/s"),
             Figure(f"{backend}: storage insert alone", RUN, f"{backend} storage insert ev/s", "events/s"),
             Figure(f"{backend}: storage insert per CPU second of the benchmark process", RUN,
                    f"{backend} insert ev/s per CPU second", "events/s"),
