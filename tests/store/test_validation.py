@@ -1,4 +1,5 @@
-"""The store's fast check of audit attributes accepts exactly what semconv.attributes_to_event accepts."""
+"""The store's fast check of audit attributes accepts exactly what semconv.attributes_to_event accepts, and its
+compiled yes (plain_audit_attributes) is never given to what the check refuses."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from hypothesis import strategies as st
 
 from otel_audit import semconv
 from otel_audit.model import AuditEventError
-from otel_audit.store.otlp import check_audit_attributes
+from otel_audit.store import otlp
+from otel_audit.store.otlp import check_audit_attributes, validate_audit_attributes
 
 from .helpers import audit_attributes
 
@@ -51,20 +53,94 @@ def slow_accepts(attributes) -> bool:
     return True
 
 
-def fast_accepts(attributes) -> bool:
+def fast_accepts(attributes, check=check_audit_attributes) -> bool:
     try:
-        check_audit_attributes(attributes)
+        check(attributes)
     except AuditEventError:
         return False
     return True
 
 
+attribute_maps = st.builds(
+    lambda base, changes: {**(audit_attributes() if base else {semconv.AUDIT_ACTION: "user.login"}), **changes},
+    st.booleans(), st.dictionaries(names, interesting | any_values, max_size=4),
+)
+
+
+@pytest.mark.parametrize("check", [check_audit_attributes, validate_audit_attributes], ids=lambda check: check.__name__)
 @settings(max_examples=600, deadline=None)
-@given(base=st.booleans(), changes=st.dictionaries(names, interesting | any_values, max_size=4))
-def test_fast_check_agrees_with_the_model(base, changes) -> None:
-    attributes = audit_attributes() if base else {semconv.AUDIT_ACTION: "user.login"}
-    attributes.update(changes)
-    assert fast_accepts(attributes) == slow_accepts(attributes), attributes
+@given(attributes=attribute_maps)
+def test_fast_check_agrees_with_the_model(check, attributes) -> None:
+    assert fast_accepts(attributes, check) == slow_accepts(attributes), attributes
+
+
+compiled = pytest.mark.skipif(otlp._native_plain is None, reason="built without the compiled store extension")
+
+
+def plain(attributes) -> bool:
+    return otlp._native_plain(attributes, otlp._CHECK_SPEC)
+
+
+@compiled
+@settings(max_examples=1500, deadline=None)
+@given(attributes=attribute_maps)
+def test_the_compiled_yes_is_only_given_to_what_the_check_accepts(attributes) -> None:
+    if plain(attributes):
+        assert fast_accepts(attributes), attributes
+
+
+@compiled
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {semconv.AUDIT_OUTCOME: "denied", semconv.AUDIT_REASON: "r" * 4096, semconv.USER_ROLES: ["admin", "x" * 1024]},
+        {semconv.AUDIT_CHANGES: {"title": {"old": "a", "new": 2.5}, "tags": {"new": [1, {"k": b"v"}]}}},
+        {semconv.AUDIT_METADATA: {"m": nested(15), "n": None, "t": True}, semconv.HTTP_RESPONSE_STATUS_CODE: 599},
+        {semconv.AUDIT_ACTION: "a1.0-b_c.d", semconv.AUDIT_RESOURCE_TYPE: "t" * 128, semconv.AUDIT_ACTOR_TYPE: "service"},
+        {semconv.AUDIT_CHANGES: {}, semconv.AUDIT_METADATA: {}, semconv.CLIENT_ADDRESS: None},
+    ],
+)
+def test_the_compiled_check_says_yes_to_plain_events(extra) -> None:
+    attributes = {**audit_attributes(), **extra}
+    assert fast_accepts(attributes)
+    assert plain(attributes)
+
+
+@compiled
+@pytest.mark.parametrize(
+    ("name", "value", "check_accepts"),
+    [
+        (semconv.AUDIT_ACTION, "user.login\n", True),  # the regex's $ allows a final newline; check decides
+        (semconv.AUDIT_ACTION, "user._login", False),
+        (semconv.AUDIT_ACTION, "user..login", False),
+        (semconv.AUDIT_ACTION, "user.", False),
+        (semconv.AUDIT_ACTION, "a" * 127 + ".b", False),
+        (semconv.AUDIT_CHANGES, [], True),  # falsy: check skips it
+        (semconv.AUDIT_METADATA, "", True),
+        (semconv.HTTP_RESPONSE_STATUS_CODE, True, False),
+        (semconv.HTTP_RESPONSE_STATUS_CODE, 2**70, False),
+        (semconv.AUDIT_METADATA, {"m": nested(16)}, False),
+        (semconv.AUDIT_CHANGES, {"f": {"old": float("nan")}}, False),
+        (semconv.AUDIT_OUTCOME, None, False),
+        (semconv.AUDIT_ACTOR_TYPE, None, False),
+        (semconv.AUDIT_ACTOR_TYPE, "robot", False),
+        (semconv.USER_ROLES, ["admin", ""], False),
+        (semconv.USER_ROLES, "admin", False),
+        (semconv.AUDIT_RESOURCE_TYPE, "", False),
+    ],
+)
+def test_the_compiled_check_leaves_the_rest_to_the_check(name, value, check_accepts) -> None:
+    attributes = {**audit_attributes(), name: value}
+    assert not plain(attributes)
+    assert fast_accepts(attributes) == check_accepts
+    assert fast_accepts(attributes, validate_audit_attributes) == check_accepts
+
+
+@compiled
+def test_the_compiled_check_refuses_a_spec_in_another_shape() -> None:
+    with pytest.raises(TypeError, match="_CHECK_SPEC"):
+        otlp._native_plain(audit_attributes(), otlp._CHECK_SPEC[:-1])
 
 
 @pytest.mark.parametrize(

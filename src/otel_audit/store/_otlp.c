@@ -555,10 +555,269 @@ static PyObject *decode_logs(PyObject *module, PyObject *arg) {
     return request.items;
 }
 
+/* plain_audit_attributes: the fast yes of otlp.check_audit_attributes. True only for a decoded attribute map that
+ * check accepts, built of exact builtin types (what decode_logs produces); False for anything else, whether check
+ * would refuse it or only this declines it (a changes or metadata map that is not a dict, a value of another type,
+ * an action ending in a newline), and check then decides and names the field. The attribute names and limits come
+ * from otlp.py in a tuple (otlp._CHECK_SPEC, in this order), so no convention is written twice. */
+enum {
+    SPEC_ACTION, SPEC_OUTCOME, SPEC_OUTCOMES, SPEC_EVENT_STRINGS, SPEC_REASON, SPEC_ACTOR_TYPE, SPEC_USER_ID,
+    SPEC_ACTOR_TYPES, SPEC_ACTOR_STRINGS, SPEC_ROLES, SPEC_RESOURCE_TYPE, SPEC_RESOURCE_STRINGS, SPEC_STATUS,
+    SPEC_CHANGES, SPEC_METADATA, SPEC_MAX_COLUMN, SPEC_MAX_REASON, SPEC_MAX_NAME, SPEC_MAX_DEPTH, SPEC_SIZE
+};
+
+typedef struct {
+    PyObject *items[SPEC_SIZE];
+    Py_ssize_t max_column, max_reason, max_name, max_depth;
+} Spec;
+
+/* 1 yes, 0 no, -1 error */
+static int nested_plain(PyObject *container, Py_ssize_t depth, const Spec *spec) {
+    Py_ssize_t position = 0, size = 0;
+    PyObject *key, *item;
+    int is_dict = PyDict_CheckExact(container);
+    if (!is_dict) {
+        size = PyList_GET_SIZE(container);
+    }
+    for (Py_ssize_t index = 0;; index++) {
+        if (is_dict) {
+            if (!PyDict_Next(container, &position, &key, &item)) {
+                return 1;
+            }
+        } else {
+            if (index >= size) {
+                return 1;
+            }
+            item = PyList_GET_ITEM(container, index);
+        }
+        if (PyUnicode_CheckExact(item) || PyLong_CheckExact(item) || PyBool_Check(item) || item == Py_None ||
+            PyBytes_CheckExact(item)) {
+            continue;
+        }
+        if (PyFloat_CheckExact(item)) {
+            double value = PyFloat_AS_DOUBLE(item);
+            if (value - value != 0.0) {
+                return 0;
+            }
+        } else if (PyDict_CheckExact(item) || PyList_CheckExact(item)) {
+            if (depth + 1 >= spec->max_depth) {
+                return 0;
+            }
+            int verdict = nested_plain(item, depth + 1, spec);
+            if (verdict != 1) {
+                return verdict;
+            }
+        } else {
+            return 0;
+        }
+    }
+}
+
+static int value_plain(PyObject *value, const Spec *spec) {
+    if (value == NULL || value == Py_None || PyUnicode_CheckExact(value) || PyLong_CheckExact(value) ||
+        PyBool_Check(value) || PyBytes_CheckExact(value)) {
+        return 1;
+    }
+    if (PyFloat_CheckExact(value)) {
+        double number = PyFloat_AS_DOUBLE(value);
+        return number - number == 0.0;
+    }
+    if (PyDict_CheckExact(value) || PyList_CheckExact(value)) {
+        return nested_plain(value, 0, spec);
+    }
+    return 0;
+}
+
+static int short_text(PyObject *value, Py_ssize_t max_length) {
+    return PyUnicode_CheckExact(value) && PyUnicode_GET_LENGTH(value) <= max_length;
+}
+
+/* Each named attribute absent, None, or a string of at most max_length characters. */
+static int strings_plain(PyObject *attributes, PyObject *names, Py_ssize_t max_length) {
+    for (Py_ssize_t index = 0; index < PyTuple_GET_SIZE(names); index++) {
+        PyObject *value = PyDict_GetItemWithError(attributes, PyTuple_GET_ITEM(names, index));
+        if (value == NULL && PyErr_Occurred()) {
+            return -1;
+        }
+        if (value != NULL && value != Py_None && !short_text(value, max_length)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int word_char(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
+/* Lower-case dotted words: [a-z][a-z0-9_-]* then one or more .[a-z0-9][a-z0-9_-]* (otlp._ACTION_RE). */
+static int action_plain(PyObject *action, Py_ssize_t max_length) {
+    if (!short_text(action, max_length) || !PyUnicode_IS_ASCII(action)) {
+        return 0;
+    }
+    const unsigned char *text = PyUnicode_1BYTE_DATA(action);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(action), dots = 0;
+    if (length == 0 || !(text[0] >= 'a' && text[0] <= 'z')) {
+        return 0;
+    }
+    for (Py_ssize_t index = 1; index < length; index++) {
+        if (text[index] == '.') {
+            if (index + 1 >= length || !word_char(text[index + 1]) || text[index + 1] == '_' || text[index + 1] == '-') {
+                return 0;
+            }
+            dots++;
+        } else if (!word_char(text[index])) {
+            return 0;
+        }
+    }
+    return dots > 0;
+}
+
+#define GET(name, into)                                                     \
+    PyObject *into = PyDict_GetItemWithError(attributes, spec.items[name]); \
+    if (into == NULL && PyErr_Occurred()) {                                 \
+        return -1;                                                          \
+    }
+
+static int audit_plain(PyObject *attributes, const Spec spec) {
+    int verdict;
+    GET(SPEC_ACTION, action)
+    if (action == NULL || !action_plain(action, spec.max_name)) {
+        return 0;
+    }
+    GET(SPEC_OUTCOME, outcome)
+    if (outcome != NULL && !(PyUnicode_CheckExact(outcome) && PySet_Contains(spec.items[SPEC_OUTCOMES], outcome) == 1)) {
+        return 0;
+    }
+    if ((verdict = strings_plain(attributes, spec.items[SPEC_EVENT_STRINGS], spec.max_column)) != 1) {
+        return verdict;
+    }
+    GET(SPEC_REASON, reason)
+    if (reason != NULL && reason != Py_None && !short_text(reason, spec.max_reason)) {
+        return 0;
+    }
+    GET(SPEC_ACTOR_TYPE, actor_type)
+    GET(SPEC_USER_ID, user_id)
+    if (actor_type != NULL || user_id != NULL) {
+        /* absent, the type is check's default ("user"), one of the types */
+        if (actor_type != NULL &&
+            !(PyUnicode_CheckExact(actor_type) && PySet_Contains(spec.items[SPEC_ACTOR_TYPES], actor_type) == 1)) {
+            return 0;
+        }
+        if ((verdict = strings_plain(attributes, spec.items[SPEC_ACTOR_STRINGS], spec.max_column)) != 1) {
+            return verdict;
+        }
+        GET(SPEC_ROLES, roles)
+        if (roles != NULL && roles != Py_None) {
+            if (!PyList_CheckExact(roles)) {
+                return 0;
+            }
+            for (Py_ssize_t index = 0; index < PyList_GET_SIZE(roles); index++) {
+                PyObject *role = PyList_GET_ITEM(roles, index);
+                if (!short_text(role, spec.max_column) || PyUnicode_GET_LENGTH(role) == 0) {
+                    return 0;
+                }
+            }
+        }
+    }
+    GET(SPEC_RESOURCE_TYPE, resource_type)
+    if (resource_type != NULL) {
+        if (!short_text(resource_type, spec.max_name) || PyUnicode_GET_LENGTH(resource_type) == 0) {
+            return 0;
+        }
+        if ((verdict = strings_plain(attributes, spec.items[SPEC_RESOURCE_STRINGS], spec.max_column)) != 1) {
+            return verdict;
+        }
+    }
+    GET(SPEC_STATUS, status)
+    if (status != NULL && status != Py_None) {
+        int overflow = 0;
+        long code = PyLong_CheckExact(status) ? PyLong_AsLongAndOverflow(status, &overflow) : 0;
+        if (overflow || code < 100 || code > 599) {
+            return 0;
+        }
+    }
+    GET(SPEC_CHANGES, changes)
+    if (changes != NULL && changes != Py_None) {
+        if (!PyDict_CheckExact(changes)) {
+            return 0;
+        }
+        Py_ssize_t position = 0;
+        PyObject *name, *change;
+        while (PyDict_Next(changes, &position, &name, &change)) {
+            if (!PyUnicode_CheckExact(name) || PyUnicode_GET_LENGTH(name) == 0 || !PyDict_CheckExact(change)) {
+                return 0;
+            }
+            for (int side = 0; side < 2; side++) {
+                PyObject *value = PyDict_GetItemString(change, side == 0 ? "old" : "new");
+                if ((verdict = value_plain(value, &spec)) != 1) {
+                    return verdict;
+                }
+            }
+        }
+    }
+    GET(SPEC_METADATA, metadata)
+    if (metadata != NULL && metadata != Py_None) {
+        if (!PyDict_CheckExact(metadata)) {
+            return 0;
+        }
+        return nested_plain(metadata, 0, &spec);
+    }
+    return 1;
+}
+
+static int read_spec(PyObject *tuple, Spec *spec) {
+    if (!PyTuple_CheckExact(tuple) || PyTuple_GET_SIZE(tuple) != SPEC_SIZE) {
+        PyErr_SetString(PyExc_TypeError, "plain_audit_attributes: the spec must be a tuple in otlp._CHECK_SPEC's order");
+        return -1;
+    }
+    for (int index = 0; index < SPEC_SIZE; index++) {
+        spec->items[index] = PyTuple_GET_ITEM(tuple, index);
+    }
+    Py_ssize_t *numbers[] = {&spec->max_column, &spec->max_reason, &spec->max_name, &spec->max_depth};
+    for (int index = 0; index < 4; index++) {
+        *numbers[index] = PyLong_AsSsize_t(spec->items[SPEC_MAX_COLUMN + index]);
+        if (*numbers[index] == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    int sets = PyFrozenSet_CheckExact(spec->items[SPEC_OUTCOMES]) && PyFrozenSet_CheckExact(spec->items[SPEC_ACTOR_TYPES]);
+    int names = PyTuple_CheckExact(spec->items[SPEC_EVENT_STRINGS]) && PyTuple_CheckExact(spec->items[SPEC_ACTOR_STRINGS]) &&
+                PyTuple_CheckExact(spec->items[SPEC_RESOURCE_STRINGS]);
+    if (!sets || !names) {
+        PyErr_SetString(PyExc_TypeError, "plain_audit_attributes: the spec's value sets are frozensets, its name lists tuples");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *plain_audit_attributes(PyObject *module, PyObject *const *args, Py_ssize_t count) {
+    (void)module;
+    Spec spec;
+    if (count != 2) {
+        PyErr_SetString(PyExc_TypeError, "plain_audit_attributes(attributes, spec)");
+        return NULL;
+    }
+    if (read_spec(args[1], &spec) < 0) {
+        return NULL;
+    }
+    if (!PyDict_CheckExact(args[0])) {
+        Py_RETURN_FALSE;
+    }
+    int verdict = audit_plain(args[0], spec);
+    if (verdict < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(verdict);
+}
+
 static PyMethodDef methods[] = {
     {"decode_logs", decode_logs, METH_O,
      "decode_logs(data) -> [(resource attributes, [(scope name, scope version, [record, ...]), ...]), ...] or None "
      "when protobuf must decode the request (see otlp.decoded_request)."},
+    {"plain_audit_attributes", (PyCFunction)(void (*)(void))plain_audit_attributes, METH_FASTCALL,
+     "plain_audit_attributes(attributes, spec) -> bool: True only when otlp.check_audit_attributes accepts the "
+     "decoded attributes; False: let it decide (and name the field)."},
     {NULL, NULL, 0, NULL},
 };
 
