@@ -108,6 +108,19 @@ def otlp_json(request: ExportLogsServiceRequest) -> bytes:
     return json.dumps(document).encode()
 
 
+def exchange_raw(port: int, request: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    """Send bytes on a new connection and read the answer until the server closes it: status line, headers, body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return status.encode(), headers, body
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ import otel_audit
 from otel_audit import Actor, AuditEvent, Resource, semconv
 from otel_audit.client import AsyncAuditClient, AuditClient, AuditClientError
 
-from .helpers import free_port
+from .helpers import exchange_raw, free_port
 
 DEV_KEY = "e2e-dev-key-0123456789"
 CLI = [str(Path(sys.executable).with_name("otel-audit"))]
@@ -62,19 +61,6 @@ def serve(tmp_path) -> Iterator[ServeProcess]:
     server = ServeProcess(f"sqlite:///{tmp_path}/e2e.db")
     yield server
     server.stop()
-
-
-def exchange_raw(port: int, request: bytes) -> tuple[bytes, dict[str, str], bytes]:
-    """Send bytes on a new connection and read the answer until the server closes it: status line, headers, body."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-        connection.sendall(request)
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    return status.encode(), headers, body
 
 
 # What uvicorn's parser refuses before the app sees it: a binary request line, a header line without a colon,

@@ -4,7 +4,6 @@ parsers (httptools, which the store extra installs, and h11, uvicorn's fallback)
 from __future__ import annotations
 
 import json
-import socket
 
 import httpx
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from otel_audit.store import create_app
 from otel_audit.store.http_protocol import HTTP_PROTOCOL, H11JsonErrors, bad_request
 
-from .helpers import ServerThread
+from .helpers import ServerThread, exchange_raw
 
 
 def test_the_store_extra_runs_the_httptools_parser() -> None:
@@ -32,13 +31,8 @@ def test_bad_request_is_a_complete_response_with_the_default_headers() -> None:
 @pytest.mark.parametrize("protocol", [HTTP_PROTOCOL, H11JsonErrors], ids=lambda protocol: protocol.__name__)
 def test_a_request_line_that_is_not_http_gets_json_and_the_server_keeps_serving(storage, protocol) -> None:
     with ServerThread(create_app(storage), http=protocol) as server:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
-            connection.sendall(b"\x16\x03\x01 definitely not HTTP\r\n\r\n")
-            answer = b""
-            while chunk := connection.recv(65536):
-                answer += chunk
-        head, _, body = answer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-        assert b"\r\ncontent-type: application/json\r\n" in head
+        status, headers, body = exchange_raw(server.port, b"\x16\x03\x01 definitely not HTTP\r\n\r\n")
+        assert status == b"HTTP/1.1 400 Bad Request"
+        assert headers["content-type"] == "application/json"
         assert json.loads(body) == {"error": "malformed_http", "message": "Invalid HTTP request received."}
         assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200

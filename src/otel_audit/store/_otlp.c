@@ -571,51 +571,32 @@ typedef struct {
     Py_ssize_t max_column, max_reason, max_name, max_depth;
 } Spec;
 
-/* 1 yes, 0 no, -1 error */
+static int value_plain(PyObject *value, Py_ssize_t depth, const Spec *spec);
+
+/* Every value of a dict or item of a list plain (1) or not (0), as otlp._nested_ok has it. */
 static int nested_plain(PyObject *container, Py_ssize_t depth, const Spec *spec) {
-    Py_ssize_t position = 0, size = 0;
-    PyObject *key, *item;
-    int is_dict = PyDict_CheckExact(container);
-    if (!is_dict) {
-        size = PyList_GET_SIZE(container);
+    if (PyDict_CheckExact(container)) {
+        Py_ssize_t position = 0;
+        PyObject *key, *item;
+        while (PyDict_Next(container, &position, &key, &item)) {
+            if (!value_plain(item, depth + 1, spec)) {
+                return 0;
+            }
+        }
+        return 1;
     }
-    for (Py_ssize_t index = 0;; index++) {
-        if (is_dict) {
-            if (!PyDict_Next(container, &position, &key, &item)) {
-                return 1;
-            }
-        } else {
-            if (index >= size) {
-                return 1;
-            }
-            item = PyList_GET_ITEM(container, index);
-        }
-        if (PyUnicode_CheckExact(item) || PyLong_CheckExact(item) || PyBool_Check(item) || item == Py_None ||
-            PyBytes_CheckExact(item)) {
-            continue;
-        }
-        if (PyFloat_CheckExact(item)) {
-            double value = PyFloat_AS_DOUBLE(item);
-            if (value - value != 0.0) {
-                return 0;
-            }
-        } else if (PyDict_CheckExact(item) || PyList_CheckExact(item)) {
-            if (depth + 1 >= spec->max_depth) {
-                return 0;
-            }
-            int verdict = nested_plain(item, depth + 1, spec);
-            if (verdict != 1) {
-                return verdict;
-            }
-        } else {
+    for (Py_ssize_t index = 0; index < PyList_GET_SIZE(container); index++) {
+        if (!value_plain(PyList_GET_ITEM(container, index), depth + 1, spec)) {
             return 0;
         }
     }
+    return 1;
 }
 
-static int value_plain(PyObject *value, const Spec *spec) {
-    if (value == NULL || value == Py_None || PyUnicode_CheckExact(value) || PyLong_CheckExact(value) ||
-        PyBool_Check(value) || PyBytes_CheckExact(value)) {
+/* A str, int, bool, None, bytes or finite float, or a dict or list below the depth limit holding only such. */
+static int value_plain(PyObject *value, Py_ssize_t depth, const Spec *spec) {
+    if (PyUnicode_CheckExact(value) || PyLong_CheckExact(value) || PyBool_Check(value) || value == Py_None ||
+        PyBytes_CheckExact(value)) {
         return 1;
     }
     if (PyFloat_CheckExact(value)) {
@@ -623,7 +604,7 @@ static int value_plain(PyObject *value, const Spec *spec) {
         return number - number == 0.0;
     }
     if (PyDict_CheckExact(value) || PyList_CheckExact(value)) {
-        return nested_plain(value, 0, spec);
+        return depth < spec->max_depth && nested_plain(value, depth, spec);
     }
     return 0;
 }
@@ -750,18 +731,15 @@ static int audit_plain(PyObject *attributes, const Spec spec) {
             }
             for (int side = 0; side < 2; side++) {
                 PyObject *value = PyDict_GetItemString(change, side == 0 ? "old" : "new");
-                if ((verdict = value_plain(value, &spec)) != 1) {
-                    return verdict;
+                if (value != NULL && !value_plain(value, 0, &spec)) {
+                    return 0;
                 }
             }
         }
     }
     GET(SPEC_METADATA, metadata)
     if (metadata != NULL && metadata != Py_None) {
-        if (!PyDict_CheckExact(metadata)) {
-            return 0;
-        }
-        return nested_plain(metadata, 0, &spec);
+        return PyDict_CheckExact(metadata) && value_plain(metadata, 0, &spec);
     }
     return 1;
 }

@@ -24,6 +24,7 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_FILTER_LENGTH = 1024
 MAX_TEXT_QUERY_LENGTH = 256
+MAX_TIME_UNIX_NANO = 2**63 - 1  # the latest time a signed 64-bit column holds (2262)
 
 
 class QueryError(ValueError):

@@ -33,6 +33,8 @@ def bad_request(default_headers: list[tuple[bytes, bytes]], message: str) -> byt
 
 
 class _JsonBadRequest:
+    """The one method the protocols below replace; everything else is uvicorn's."""
+
     transport: asyncio.Transport
     server_state: Any
 

@@ -28,7 +28,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from .. import semconv
 from ..model import ActorType, AuditEventError, Outcome
-from .events import StoredEvent, dumps_stored
+from .events import MAX_TIME_UNIX_NANO, StoredEvent, dumps_stored
 
 try:  # the compiled decoder and check (optional; see _otlp.c): decoded_request's values, or None; check's yes
     from ._otlp import decode_logs as _native_decode
@@ -40,7 +40,6 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 MAX_REJECTION_MESSAGES = 5
 _MAX_COLUMN_LENGTH = 1024
-_MAX_TIME = 2**63 - 1
 
 
 class IngestError(ValueError):
@@ -468,7 +467,7 @@ def _to_stored(
     uid = _column(get(semconv.LOG_RECORD_UID), semconv.LOG_RECORD_UID)
     if uid is None:
         uid = "sha256:" + hashlib.sha256(serialized(source, end)).hexdigest()[:32]
-    if time_unix_nano > _MAX_TIME or observed > _MAX_TIME:
+    if time_unix_nano > MAX_TIME_UNIX_NANO or observed > MAX_TIME_UNIX_NANO:
         raise AuditEventError("time_unix_nano", "is beyond the year 2262 (must fit in a signed 64-bit integer)")
     for name, text in (("event_name", event_name), ("severity_text", severity_text)):
         if not text.isascii():

@@ -17,7 +17,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from .events import Cursor, EventQuery, Page, StoredEvent, TokenCodec, escape_like, loads_stored
+from .events import (
+    MAX_TIME_UNIX_NANO, Cursor, EventQuery, Page, StoredEvent, TokenCodec, escape_like, loads_stored,
+)
 
 EVENT_COLUMNS = (
     "tenant_id", "uid", "time_unix_nano", "observed_time_unix_nano", "received_time_unix_nano", "event_name",
@@ -40,7 +42,6 @@ PART = f"(seq >> {PART_SHIFT})"
 # part's row about once a minute, and the transactions in between leave it alone instead of each taking its lock
 # (PostgreSQL locks a row ON CONFLICT DO UPDATE targets even when its WHERE declines the update).
 PART_TIME_GRAIN = 60 * 1_000_000_000
-_MAX_TIME = 2**63 - 1
 _log = logging.getLogger(__name__)
 
 
@@ -161,7 +162,7 @@ def part_bounds(stored: Iterable[tuple[int, str, int]]) -> list[tuple[str, int, 
             found[0] = time_unix_nano
         elif time_unix_nano > found[1]:
             found[1] = time_unix_nano
-    return [(tenant_id, part, low - low % PART_TIME_GRAIN, min(high - high % PART_TIME_GRAIN + PART_TIME_GRAIN - 1, _MAX_TIME))
+    return [(tenant_id, part, low - low % PART_TIME_GRAIN, min(high - high % PART_TIME_GRAIN + PART_TIME_GRAIN - 1, MAX_TIME_UNIX_NANO))
             for (tenant_id, part), (low, high) in sorted(bounds.items())]
 
 
