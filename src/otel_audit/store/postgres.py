@@ -112,7 +112,7 @@ class PostgresStorage(Storage):
             unique.setdefault((event.tenant_id, event.uid), event)
         batch = list(unique.values())
         with self.transaction() as conn:
-            seqs = [row[0] for row in conn.execute(_RESERVE, (len(batch),))]
+            seqs = [row[0] for row in conn.execute(_RESERVE, (len(batch),)).fetchall()]
             try:
                 with conn.transaction(), conn.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
                     copy.set_types(_COPY_EVENTS_TYPES)
