@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from .. import semconv
 from ..model import Outcome
 
 MAX_PAGE_SIZE = 1000
@@ -25,6 +26,10 @@ DEFAULT_PAGE_SIZE = 100
 MAX_FILTER_LENGTH = 1024
 MAX_TEXT_QUERY_LENGTH = 256
 MAX_TIME_UNIX_NANO = 2**63 - 1  # the latest time a signed 64-bit column holds (2262)
+DERIVED_UID_PREFIX = "sha256:"  # the uid of a record exported without log.record.uid (a hash of its content)
+_ID_COLUMN_ATTRIBUTES = (
+    semconv.USER_ID, semconv.AUDIT_ACTOR_TYPE, semconv.AUDIT_RESOURCE_TYPE, semconv.AUDIT_RESOURCE_ID,
+)
 
 
 class QueryError(ValueError):
@@ -61,7 +66,7 @@ class StoredEvent:
     scope_version: str
     body: Any = None
     seq: int = 0
-    attributes_json: str = field(default="", repr=False)
+    attributes_json: str = field(default="", repr=False)  # as stored: see stored_attributes
     resource_json: str = field(default="", repr=False)
     body_json: str = field(default="null", repr=False)
     metadata_text: str = field(default="", repr=False)
@@ -91,6 +96,44 @@ class StoredEvent:
             "scope": {"name": self.scope_name, "version": self.scope_version},
             "body": self.body,
         }
+
+
+def stored_attributes(attributes: dict[str, Any], uid: str, outcome: str) -> dict[str, Any]:
+    """The attributes a row keeps in its JSON: all but those whose value a column of the row holds exactly (the
+    action, uid, outcome, actor, resource and metadata: about half of a typical record's JSON). An attribute whose
+    column cannot tell its presence (an outcome of "unknown", the default; a uid starting like a derived one;
+    a null id; an empty metadata map) stays in the JSON. `restored_attributes` undoes this."""
+    kept = attributes.copy()
+    del kept[semconv.AUDIT_ACTION]
+    if outcome != "unknown":
+        del kept[semconv.AUDIT_OUTCOME]
+    if not uid.startswith(DERIVED_UID_PREFIX):
+        del kept[semconv.LOG_RECORD_UID]
+    for name in _ID_COLUMN_ATTRIBUTES:
+        if kept.get(name) is not None:
+            del kept[name]
+    if kept.get(semconv.AUDIT_METADATA):
+        del kept[semconv.AUDIT_METADATA]
+    return kept
+
+
+def restored_attributes(
+    kept: dict[str, Any], uid: str, action: str, outcome: str, ids: tuple[str | None, ...], metadata_text: str
+) -> dict[str, Any]:
+    """A row's full attributes: its JSON's `kept` ones plus those `stored_attributes` left to the columns (`ids`
+    in _ID_COLUMN_ATTRIBUTES order). Rows stored before the JSON left them out hold them twice, alike."""
+    attributes: dict[str, Any] = {semconv.AUDIT_ACTION: action}
+    if outcome != "unknown":
+        attributes[semconv.AUDIT_OUTCOME] = outcome
+    if not uid.startswith(DERIVED_UID_PREFIX):
+        attributes[semconv.LOG_RECORD_UID] = uid
+    for name, value in zip(_ID_COLUMN_ATTRIBUTES, ids):
+        if value is not None:
+            attributes[name] = value
+    if metadata_text:
+        attributes[semconv.AUDIT_METADATA] = loads_stored(metadata_text)
+    attributes.update(kept)
+    return attributes
 
 
 def format_time(unix_nano: int) -> str:

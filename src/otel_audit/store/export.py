@@ -60,7 +60,7 @@ def csv_lines(events: Iterable[StoredEvent]) -> Iterator[str]:
             event.to_json()["time"], event.uid, event.tenant_id, event.action, event.outcome, event.actor_id,
             event.actor_type, event.resource_type, event.resource_id, attributes.get(semconv.CLIENT_ADDRESS),
             attributes.get(semconv.AUDIT_REASON), event.severity_text, event.trace_id, event.span_id,
-            event.attributes_json or dumps(attributes),
+            dumps(attributes),
         )])
         yield buffer.getvalue()
 

@@ -28,7 +28,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from .. import semconv
 from ..model import ActorType, AuditEventError, Outcome
-from .events import MAX_TIME_UNIX_NANO, StoredEvent, dumps_stored
+from .events import DERIVED_UID_PREFIX, MAX_TIME_UNIX_NANO, StoredEvent, dumps_stored, stored_attributes
 
 try:  # the compiled decoder and check (optional; see _otlp.c): decoded_request's values, or None; check's yes
     from ._otlp import decode_logs as _native_decode
@@ -466,7 +466,7 @@ def _to_stored(
         raise AuditEventError(semconv.AUDIT_TENANT_ID, f"names tenant {claimed[:64]!r}, not the API key's tenant")
     uid = _column(get(semconv.LOG_RECORD_UID), semconv.LOG_RECORD_UID)
     if uid is None:
-        uid = "sha256:" + hashlib.sha256(serialized(source, end)).hexdigest()[:32]
+        uid = DERIVED_UID_PREFIX + hashlib.sha256(serialized(source, end)).hexdigest()[:32]
     if time_unix_nano > MAX_TIME_UNIX_NANO or observed > MAX_TIME_UNIX_NANO:
         raise AuditEventError("time_unix_nano", "is beyond the year 2262 (must fit in a signed 64-bit integer)")
     for name, text in (("event_name", event_name), ("severity_text", severity_text)):
@@ -474,6 +474,7 @@ def _to_stored(
             text.encode("utf-8")  # raises UnicodeEncodeError for unpaired surrogates, which no database accepts
         _text(text, name)
     metadata = get(semconv.AUDIT_METADATA)
+    outcome = get(semconv.AUDIT_OUTCOME, "unknown")
     return StoredEvent(
         tenant_id,
         uid,
@@ -482,7 +483,7 @@ def _to_stored(
         received,
         event_name,
         attributes[semconv.AUDIT_ACTION],
-        get(semconv.AUDIT_OUTCOME, "unknown"),
+        outcome,
         severity_number,
         severity_text,
         _column(get(semconv.USER_ID), semconv.USER_ID),
@@ -497,7 +498,7 @@ def _to_stored(
         origin.scope_version,
         body,
         0,
-        dumps_stored(attributes),
+        dumps_stored(stored_attributes(attributes, uid, outcome)),
         origin.resource_json,
         "null" if body is None else dumps_stored(body),
         dumps_stored(metadata) if metadata else "",

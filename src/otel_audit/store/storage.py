@@ -19,6 +19,7 @@ from typing import Any
 
 from .events import (
     MAX_TIME_UNIX_NANO, Cursor, EventQuery, Page, StoredEvent, TokenCodec, escape_like, loads_stored,
+    restored_attributes,
 )
 
 EVENT_COLUMNS = (
@@ -92,7 +93,9 @@ def row_event(row: Sequence[Any]) -> StoredEvent:
         received_time_unix_nano=received_ns, event_name=event_name, action=action, outcome=outcome,
         severity_number=severity_number, severity_text=severity_text, actor_id=actor_id, actor_type=actor_type,
         resource_type=resource_type, resource_id=resource_id, trace_id=trace_id, span_id=span_id,
-        attributes=loads_stored(attributes), resource=loads_stored(resource), scope_name=scope_name,
+        attributes=restored_attributes(loads_stored(attributes), uid, action, outcome,
+                                       (actor_id, actor_type, resource_type, resource_id), metadata_text),
+        resource=loads_stored(resource), scope_name=scope_name,
         scope_version=scope_version, body=loads_stored(body), seq=seq, attributes_json=attributes,
         resource_json=resource, body_json=body, metadata_text=metadata_text,
     )
