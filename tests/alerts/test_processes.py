@@ -23,23 +23,33 @@ DEV_KEY = "alerts-dev-key-0123456789"
 
 
 @pytest.fixture
-def two_stores(new_postgres_database: Callable[[], str]) -> Iterator[list[str]]:
-    """Two store processes on one fresh PostgreSQL database; their base URLs."""
+def two_stores(new_postgres_database: Callable[[], str], tmp_path) -> Iterator[list[str]]:
+    """Two store processes on one fresh PostgreSQL database; their base URLs. A server that does not become
+    ready fails the test with its exit status and the end of its log."""
     url = new_postgres_database()
     env = {**os.environ, "OTEL_AUDIT_WEBHOOK_BACKOFF_SECONDS": "0.05", "OTEL_AUDIT_WEBHOOK_MAX_BACKOFF_SECONDS": "0.2"}
     allow_by = [({"OTEL_AUDIT_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}, []), ({}, ["--webhook-allow-host", "127.0.0.1"])]
     processes, urls = [], []
     try:
-        for extra_env, extra_args in allow_by:
+        for index, (extra_env, extra_args) in enumerate(allow_by):
             port = free_port()
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "otel_audit.cli", "serve", "--db", url, "--port", str(port),
-                 "--dev-key", f"{DEV_KEY}:acme", *extra_args],
-                env={**env, **extra_env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            ))
+            with open(tmp_path / f"serve-{index}.log", "wb") as log:
+                processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "otel_audit.cli", "serve", "--db", url, "--port", str(port),
+                     "--dev-key", f"{DEV_KEY}:acme", *extra_args],
+                    env={**env, **extra_env}, stdout=subprocess.DEVNULL, stderr=log,
+                ))
             urls.append(f"http://127.0.0.1:{port}")
-        for base in urls:
-            wait_for(lambda base=base: _ready(base), f"{base} to be ready", timeout=60, interval=0.1)
+        for index, (base, process) in enumerate(zip(urls, processes)):
+            try:
+                wait_for(lambda base=base, process=process: process.poll() is not None or _ready(base),
+                         f"{base} to be ready", timeout=60, interval=0.1)
+                failure = "" if process.poll() is None else f"{base} exited with status {process.returncode}"
+            except AssertionError as exc:
+                failure = str(exc)
+            if failure:
+                log_tail = (tmp_path / f"serve-{index}.log").read_text(errors="replace")[-4000:]
+                raise AssertionError(f"{failure}; its log ends:\n{log_tail}")
         yield urls
     finally:
         for process in processes:
