@@ -26,6 +26,7 @@ DEFAULT_PAGE_SIZE = 100
 MAX_FILTER_LENGTH = 1024
 MAX_TEXT_QUERY_LENGTH = 256
 MAX_TIME_UNIX_NANO = 2**63 - 1  # the latest time a signed 64-bit column holds (2262)
+DEFAULT_OUTCOME = Outcome.UNKNOWN.value  # the outcome column of a record exported without audit.outcome
 DERIVED_UID_PREFIX = "sha256:"  # the uid of a record exported without log.record.uid (a hash of its content)
 _ID_COLUMN_ATTRIBUTES = (
     semconv.USER_ID, semconv.AUDIT_ACTOR_TYPE, semconv.AUDIT_RESOURCE_TYPE, semconv.AUDIT_RESOURCE_ID,
@@ -105,7 +106,7 @@ def stored_attributes(attributes: dict[str, Any], uid: str, outcome: str) -> dic
     a null id; an empty metadata map) stays in the JSON. `restored_attributes` undoes this."""
     kept = attributes.copy()
     del kept[semconv.AUDIT_ACTION]
-    if outcome != "unknown":
+    if outcome != DEFAULT_OUTCOME:
         del kept[semconv.AUDIT_OUTCOME]
     if not uid.startswith(DERIVED_UID_PREFIX):
         del kept[semconv.LOG_RECORD_UID]
@@ -123,7 +124,7 @@ def restored_attributes(
     """A row's full attributes: its JSON's `kept` ones plus those `stored_attributes` left to the columns (`ids`
     in _ID_COLUMN_ATTRIBUTES order). Rows stored before the JSON left them out hold them twice, alike."""
     attributes: dict[str, Any] = {semconv.AUDIT_ACTION: action}
-    if outcome != "unknown":
+    if outcome != DEFAULT_OUTCOME:
         attributes[semconv.AUDIT_OUTCOME] = outcome
     if not uid.startswith(DERIVED_UID_PREFIX):
         attributes[semconv.LOG_RECORD_UID] = uid

@@ -28,7 +28,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from .. import semconv
 from ..model import ActorType, AuditEventError, Outcome
-from .events import DERIVED_UID_PREFIX, MAX_TIME_UNIX_NANO, StoredEvent, dumps_stored, stored_attributes
+from .events import (
+    DEFAULT_OUTCOME, DERIVED_UID_PREFIX, MAX_TIME_UNIX_NANO, StoredEvent, dumps_stored, stored_attributes,
+)
 
 try:  # the compiled decoder and check (optional; see _otlp.c): decoded_request's values, or None; check's yes
     from ._otlp import decode_logs as _native_decode
@@ -387,7 +389,7 @@ def check_audit_attributes(attributes: dict[str, Any]) -> None:
     action = get(semconv.AUDIT_ACTION)
     if not isinstance(action, str) or len(action) > _MAX_NAME_LENGTH or not _ACTION_RE.match(action):
         raise AuditEventError("action", f"must be lower-case dotted words like 'document.share', got {str(action)[:64]!r}")
-    outcome = get(semconv.AUDIT_OUTCOME, "unknown")
+    outcome = get(semconv.AUDIT_OUTCOME, DEFAULT_OUTCOME)
     if not isinstance(outcome, str) or outcome not in _OUTCOMES:
         raise AuditEventError("outcome", f"must be one of {'/'.join(sorted(_OUTCOMES))}")
     for name in _EVENT_STRING_FIELDS:
@@ -474,7 +476,7 @@ def _to_stored(
             text.encode("utf-8")  # raises UnicodeEncodeError for unpaired surrogates, which no database accepts
         _text(text, name)
     metadata = get(semconv.AUDIT_METADATA)
-    outcome = get(semconv.AUDIT_OUTCOME, "unknown")
+    outcome = get(semconv.AUDIT_OUTCOME, DEFAULT_OUTCOME)
     return StoredEvent(
         tenant_id,
         uid,
