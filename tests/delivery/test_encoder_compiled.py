@@ -199,12 +199,14 @@ def test_the_spool_holds_the_gil_only_for_page_cache_writes(tmp_path: Any, make_
     assert spool._write is (_wire.write_held if held else released_write)
 
 
+@pytest.mark.parametrize("method", ["append_log", "append_parts"])
 @pytest.mark.parametrize("fsync", ["interval", "always"])
-def test_the_compiled_append_writes_what_append_writes(tmp_path: Any, make_spool: Any, fsync: str) -> None:
+def test_the_compiled_append_writes_what_append_writes(tmp_path: Any, make_spool: Any, fsync: str, method: str) -> None:
     """append_log (encode, frame and write in one call) leaves the spool exactly as encode_log_record + append do:
     the same segment bytes, the same remembered tail and counters, the same refusals. The records change scope,
     fill segments, overflow the remembered tail, include one the compiled encoder declines, and run into a full
-    spool and a closed one, so both of append_log's answers (written, and "take the reference path") occur."""
+    spool and a closed one, so both of append_log's answers (written, and "take the reference path") occur.
+    append_parts, given the same record's fields, must do exactly the same (it is emitted at its observed time)."""
     from pathlib import Path
 
     from opentelemetry.attributes import BoundedAttributes
@@ -219,12 +221,21 @@ def test_the_compiled_append_writes_what_append_writes(tmp_path: Any, make_spool
         attributes: Any = {"audit.action": "x.y", "seq": index, "text": "t" * (index % 7 * 40)}
         if index == 5:
             attributes = BoundedAttributes(attributes=attributes)  # not a plain dict: the compiled encoder declines
+        emit_ns = 3_000 + index
         log = SimpleNamespace(
-            timestamp=1_000 + index, observed_timestamp=2_000 + index, severity_number=SeverityNumber.INFO,
-            severity_text="INFO", body=None, trace_flags=0, trace_id=0, span_id=0, event_name="audit.x.y",
-            attributes=attributes,
+            timestamp=1_000 + index, observed_timestamp=emit_ns if method == "append_parts" else 2_000 + index,
+            severity_number=SeverityNumber.INFO, severity_text="INFO", body=None, trace_flags=index % 2,
+            trace_id=index * 2**70, span_id=index * 3, event_name="audit.x.y", attributes=attributes,
         )
-        records.append((1 + index // 10 % 2, log, 3_000 + index))
+        records.append((1 + index // 10 % 2, log, emit_ns))
+
+    def compiled_append(spool: Spool, scope_number: int, scope: ScopeDef, log: Any, emit_ns: int) -> Any:
+        if method == "append_log":
+            return spool.append_log(scope_number, scope, log, emit_ns)
+        return spool.append_parts(
+            scope_number, scope, log.timestamp, log.observed_timestamp, log.severity_number, log.severity_text,
+            log.attributes, log.event_name, log.trace_id, log.span_id, log.trace_flags,
+        )
 
     def encoded(log: Any) -> bytes:
         return encode_log_record(SimpleNamespace(log_record=log))
@@ -245,7 +256,7 @@ def test_the_compiled_append_writes_what_append_writes(tmp_path: Any, make_spool
                 spool.close()
             scope = scopes[scope_number - 1]
             spool._dirty = False
-            pending = spool.append_log(scope_number, scope, log, emit_ns) if compiled else None
+            pending = compiled_append(spool, scope_number, scope, log, emit_ns) if compiled else None
             if pending is True:
                 outcomes.append(("compiled", spool._dirty))
                 continue

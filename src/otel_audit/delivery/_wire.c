@@ -268,22 +268,17 @@ static int truth(PyObject *value) {
 static PyObject *name_value, *name_timestamp, *name_observed, *name_severity_number, *name_severity_text, *name_body,
     *name_attributes, *name_trace_flags, *name_trace_id, *name_span_id, *name_event_name;
 
-/* The fields of one LogRecord message, in field-number order (encode_log_record in encoder.py, in C). */
-static int log_record(Buffer *buffer, PyObject *log) {
-    PyObject *fields[10] = {NULL};
-    PyObject *names[10] = {name_timestamp, name_severity_number, name_severity_text, name_body, name_attributes,
-                           name_trace_flags, name_trace_id, name_span_id, name_observed, name_event_name};
-    int status = 0;
-    for (int index = 0; index < 10; index++) {
-        fields[index] = PyObject_GetAttr(log, names[index]);
-        if (fields[index] == NULL) {
-            status = -1;
-            goto done;
-        }
-    }
+#define LOG_FIELDS 10
+
+/* One LogRecord message from its field values (borrowed), given in field-number order: timestamp, severity number,
+ * severity text, body, attributes, trace flags, trace id, span id, observed timestamp, event name (encoder.py's
+ * encode_log_record, in C). */
+static int log_record_fields(Buffer *buffer, PyObject *const *fields) {
     PyObject *timestamp = fields[0], *number = fields[1], *text = fields[2], *body = fields[3],
              *attributes = fields[4], *flags = fields[5], *trace_id = fields[6], *span_id = fields[7],
              *observed = fields[8], *event_name = fields[9];
+    PyObject *member_value = NULL;
+    int status = 0;
     uint64_t value = 0;
     if ((status = truth(timestamp)) == 1) {
         if ((status = unsigned_of(timestamp, &value)) != 0 || (status = put_fixed64(buffer, 0x09, value)) != 0) {
@@ -294,13 +289,12 @@ static int log_record(Buffer *buffer, PyObject *log) {
     }
     if (number != Py_None) {
         if (!PyLong_Check(number)) { /* SeverityNumber is an Enum of ints: its `value` (as encoder.py reads it) */
-            PyObject *member_value = PyObject_GetAttr(number, name_value);
+            member_value = PyObject_GetAttr(number, name_value);
             if (member_value == NULL) {
                 PyErr_Clear();
                 status = UNSUPPORTED;
                 goto done;
             }
-            Py_SETREF(fields[1], member_value);
             number = member_value;
         }
         if (!PyLong_Check(number)) {
@@ -420,7 +414,27 @@ static int log_record(Buffer *buffer, PyObject *log) {
         }
     }
 done:
-    for (int index = 0; index < 10; index++) {
+    Py_XDECREF(member_value);
+    return status;
+}
+
+/* The LogRecord message of an API log record, read field by field. */
+static int log_record(Buffer *buffer, PyObject *log) {
+    PyObject *fields[LOG_FIELDS] = {NULL};
+    PyObject *names[LOG_FIELDS] = {name_timestamp, name_severity_number, name_severity_text, name_body,
+                                   name_attributes, name_trace_flags, name_trace_id, name_span_id, name_observed,
+                                   name_event_name};
+    int status = 0;
+    for (int index = 0; index < LOG_FIELDS && status == 0; index++) {
+        fields[index] = PyObject_GetAttr(log, names[index]);
+        if (fields[index] == NULL) {
+            status = -1;
+        }
+    }
+    if (status == 0) {
+        status = log_record_fields(buffer, fields);
+    }
+    for (int index = 0; index < LOG_FIELDS; index++) {
         Py_XDECREF(fields[index]);
     }
     return status;
@@ -752,39 +766,34 @@ PyDoc_STRVAR(append_log_doc,
 "take the way that case needs (a scope new to the segment, a full segment, a full spool, a closed spool), or None\n"
 "when this module does not encode the record (encoder.py then does). A failed write raises OSError.");
 
-static PyObject *append_log(SpoolWriter *self, PyObject *const *args, Py_ssize_t count) {
-    if (count != 4) {
-        PyErr_SetString(PyExc_TypeError, "append_log(scope_number, scope, log, emit_ns)");
-        return NULL;
-    }
-    unsigned long scope_number = PyLong_AsUnsignedLong(args[0]);
-    unsigned long long emit_ns = PyLong_AsUnsignedLongLong(args[3]);
+/* The common part of append_log and append_parts, once `encoded` (0, UNSUPPORTED or -1) says how encoding the record
+ * after FRAME_HEAD free bytes of `buffer` went: frame it and write it, or answer what Spool.append must do. */
+static PyObject *append_encoded(SpoolWriter *self, PyObject *scope_number_object, PyObject *scope,
+                                PyObject *emit_object, Buffer *buffer, int encoded) {
+    unsigned long scope_number = PyLong_AsUnsignedLong(scope_number_object);
+    unsigned long long emit_ns = PyLong_AsUnsignedLongLong(emit_object);
     if (PyErr_Occurred()) {
+        PyMem_Free(buffer->data);
         return NULL;
     }
     if (scope_number > 0xFFFFFFFFUL) {
-        PyErr_SetString(PyExc_OverflowError, "append_log: scope number out of range");
+        PyMem_Free(buffer->data);
+        PyErr_SetString(PyExc_OverflowError, "append: scope number out of range");
         return NULL;
     }
-    Buffer buffer;
-    if (start(&buffer) < 0) {
-        return NULL;
-    }
-    buffer.len = FRAME_HEAD;
-    int status = log_record(&buffer, args[2]);
-    if (status != 0 || buffer.len - FRAME_HEAD > (Py_ssize_t)0xFFFFFFFFU - 12) {
-        PyMem_Free(buffer.data);
-        if (status < 0 && PyErr_ExceptionMatches(PyExc_MemoryError)) {
+    if (encoded != 0 || buffer->len - FRAME_HEAD > (Py_ssize_t)0xFFFFFFFFU - 12) {
+        PyMem_Free(buffer->data);
+        if (encoded < 0 && PyErr_ExceptionMatches(PyExc_MemoryError)) {
             return NULL;
         }
         PyErr_Clear(); /* encoder.py encodes the record, or names what is wrong with it */
         Py_RETURN_NONE;
     }
-    fill_record_head((unsigned char *)buffer.data, SPOOL_MAGIC, SPOOL_KIND_RECORD, (uint32_t)scope_number, emit_ns,
-                     buffer.len - FRAME_HEAD);
-    PyObject *record = PyBytes_FromStringAndSize(buffer.data + FRAME_HEAD, buffer.len - FRAME_HEAD);
+    fill_record_head((unsigned char *)buffer->data, SPOOL_MAGIC, SPOOL_KIND_RECORD, (uint32_t)scope_number, emit_ns,
+                     buffer->len - FRAME_HEAD);
+    PyObject *record = PyBytes_FromStringAndSize(buffer->data + FRAME_HEAD, buffer->len - FRAME_HEAD);
     if (record == NULL) {
-        PyMem_Free(buffer.data);
+        PyMem_Free(buffer->data);
         return NULL;
     }
     PyObject *lock = Py_XNewRef(self->lock);
@@ -797,21 +806,23 @@ static PyObject *append_log(SpoolWriter *self, PyObject *const *args, Py_ssize_t
         goto done;
     }
     Py_DECREF(acquired);
-    int known_scope = self->segment_scopes == NULL || self->tail == NULL ? 0 : PySet_Contains(self->segment_scopes, args[0]);
+    int known_scope = self->segment_scopes == NULL || self->tail == NULL
+                          ? 0
+                          : PySet_Contains(self->segment_scopes, scope_number_object);
     if (known_scope < 0) {
         goto unlock;
     }
     if (self->closed || !known_scope || self->segment_fd < 0 || self->segment_size >= self->segment_bytes
-        || self->unacked + self->orphan_bytes + buffer.len > self->max_bytes) {
+        || self->unacked + self->orphan_bytes + buffer->len > self->max_bytes) {
         answer = Py_NewRef(record);
         goto unlock;
     }
     long long before = self->segment_size;
-    if (write_frame(self, buffer.data, buffer.len) < 0) {
+    if (write_frame(self, buffer->data, buffer->len) < 0) {
         goto unlock;
     }
     self->emitted += 1;
-    if (remember(self, args[1], record, args[3], self->segment_size - before) == 0) {
+    if (remember(self, scope, record, emit_object, self->segment_size - before) == 0) {
         answer = Py_NewRef(Py_True);
     }
 unlock: {
@@ -831,8 +842,47 @@ unlock: {
 done:
     Py_XDECREF(lock);
     Py_DECREF(record);
-    PyMem_Free(buffer.data);
+    PyMem_Free(buffer->data);
     return answer;
+}
+
+static PyObject *append_log(SpoolWriter *self, PyObject *const *args, Py_ssize_t count) {
+    if (count != 4) {
+        PyErr_SetString(PyExc_TypeError, "append_log(scope_number, scope, log, emit_ns)");
+        return NULL;
+    }
+    Buffer buffer;
+    if (start(&buffer) < 0) {
+        return NULL;
+    }
+    buffer.len = FRAME_HEAD;
+    int encoded = log_record(&buffer, args[2]);
+    return append_encoded(self, args[0], args[1], args[3], &buffer, encoded);
+}
+
+PyDoc_STRVAR(append_parts_doc,
+"append_parts(scope_number: int, scope: ScopeDef, timestamp: int, observed_timestamp: int, severity_number: int,\n"
+"             severity_text: str, attributes: dict, event_name: str, trace_id: int, span_id: int, trace_flags: int)\n"
+"    -> bytes | bool | None\n\n"
+"append_log for a record given by its fields (no body), emitted at its observed time: what a log record with these\n"
+"fields would be written as, with the same answers.");
+
+static PyObject *append_parts(SpoolWriter *self, PyObject *const *args, Py_ssize_t count) {
+    if (count != 11) {
+        PyErr_SetString(PyExc_TypeError,
+                        "append_parts(scope_number, scope, timestamp, observed_timestamp, severity_number, "
+                        "severity_text, attributes, event_name, trace_id, span_id, trace_flags)");
+        return NULL;
+    }
+    PyObject *fields[LOG_FIELDS] = {args[2], args[4], args[5], Py_None, args[6], args[10], args[8], args[9], args[3],
+                                    args[7]};
+    Buffer buffer;
+    if (start(&buffer) < 0) {
+        return NULL;
+    }
+    buffer.len = FRAME_HEAD;
+    int encoded = log_record_fields(&buffer, fields);
+    return append_encoded(self, args[0], args[1], args[3], &buffer, encoded);
 }
 
 static int writer_traverse(SpoolWriter *self, visitproc visit, void *arg) {
@@ -877,6 +927,7 @@ static PyMemberDef writer_members[] = {
 
 static PyMethodDef writer_methods[] = {
     {"append_log", (PyCFunction)(void (*)(void))append_log, METH_FASTCALL, append_log_doc},
+    {"append_parts", (PyCFunction)(void (*)(void))append_parts, METH_FASTCALL, append_parts_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -354,7 +354,11 @@ class ScopeDef:
 
     @classmethod
     def of(cls, record: ReadWriteLogRecord | ReadableLogRecord) -> ScopeDef:
-        resource, scope = record.resource, record.instrumentation_scope
+        return cls.for_scope(record.resource, record.instrumentation_scope)
+
+    @classmethod
+    def for_scope(cls, resource: Resource | None, scope: InstrumentationScope | None) -> ScopeDef:
+        """The ScopeDef of records from this resource and instrumentation scope."""
         return cls(
             encode_resource(resource),
             encode_scope(scope),
