@@ -377,15 +377,22 @@ class _NoOpLogger:
 
 @contextmanager
 def _delivery_is_a_no_op() -> Iterator[None]:
-    """Within the block the durable delivery stage accepts records without encoding or spooling them."""
+    """Within the block the durable delivery stage accepts records without encoding or spooling them, on the SDK's
+    path (on_emit) and on the direct path (its stage); audit loggers are bound again on entry and exit, so they
+    pick up the stage in effect."""
     from otel_audit.delivery import DurableLogRecordProcessor
+    from otel_audit.logger import binding
 
-    on_emit = DurableLogRecordProcessor.on_emit
+    on_emit, direct_stage = DurableLogRecordProcessor.on_emit, DurableLogRecordProcessor.direct_stage
     DurableLogRecordProcessor.on_emit = lambda self, log_record: None  # type: ignore[method-assign]
+    DurableLogRecordProcessor.direct_stage = lambda self, logger: lambda *fields: True  # type: ignore[method-assign]
+    binding.bind(binding.provider, binding.chain)
     try:
         yield
     finally:
         DurableLogRecordProcessor.on_emit = on_emit  # type: ignore[method-assign]
+        DurableLogRecordProcessor.direct_stage = direct_stage  # type: ignore[method-assign]
+        binding.bind(binding.provider, binding.chain)
 
 
 def _audit_layer(app: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import get_current
 from opentelemetry.sdk._logs import Logger as SdkLogger
-from opentelemetry.sdk._logs import ReadWriteLogRecord
+from opentelemetry.sdk._logs import ReadWriteLogRecord, SynchronousMultiLogRecordProcessor
 from opentelemetry.trace import get_current_span
 
 from . import semconv
@@ -82,19 +82,69 @@ _EVENT_NAMES_CACHE = 4096
 _event_names: dict[str, str] = {}
 
 
+# Attributes the emit paths can give a record (the fast path's 23 and audit.changes): a provider whose limits
+# may cut fewer takes the SDK's path, which applies them.
+_MOST_ATTRIBUTES = 24
+
+
+class _DirectPath:
+    """How an SDK logger's records skip the SDK's record objects: the first stage of the audit chain's direct path
+    (see AuditLogger._emit_record), valid while the provider's processors are still just that chain."""
+
+    __slots__ = ("count_emitted", "multi_processor", "processors", "sdk_logger", "stage")
+
+    def __init__(self, stage: Callable[..., bool], sdk_logger: SdkLogger) -> None:
+        self.stage = stage
+        self.sdk_logger = sdk_logger
+        # The SDK's own count of emitted log records (otel.sdk.log.created), kept true for records it never sees.
+        self.count_emitted = sdk_logger._logger_metrics.emit_log
+        self.multi_processor = sdk_logger._multi_log_record_processor
+        self.processors = self.multi_processor._log_record_processors
+
+    def open(self) -> bool:
+        """Whether the path applies now: no processor was added to the provider since, the logger is enabled."""
+        return (
+            self.multi_processor._log_record_processors is self.processors
+            and self.sdk_logger._logger_config.is_enabled
+        )
+
+
 class _Binding:
     """The LoggerProvider audit loggers emit through; set by configure(), or from the environment on first use."""
 
     def __init__(self) -> None:
         self.provider: Any = None
+        self.chain: Any = None
         self.generation = 0
         self.configure_default: Callable[[], Any] | None = None
         self._lock = threading.Lock()
 
-    def bind(self, provider: Any) -> None:
+    def bind(self, provider: Any, chain: Any = None) -> None:
+        """Bind audit loggers to `provider`; `chain`, when given, is the audit processor chain registered on it."""
         with self._lock:
             self.provider = provider
+            self.chain = chain
             self.generation += 1
+
+    def direct_path(self, sdk_logger: Any) -> _DirectPath | None:
+        """The direct path of `sdk_logger`'s records, when the bound chain offers one and nothing else would see
+        the records: an SDK logger whose provider holds only the chain, with no attribute limit that could apply."""
+        chain = self.chain
+        if chain is None or sdk_logger.__class__ is not SdkLogger:
+            return None
+        multi_processor = sdk_logger._multi_log_record_processor
+        limits = sdk_logger._log_record_limits
+        max_count = limits.max_log_record_attributes
+        if (
+            multi_processor.__class__ is not SynchronousMultiLogRecordProcessor
+            or tuple(multi_processor._log_record_processors) != (chain,)
+            or limits.max_log_record_attribute_length is not None
+            or (max_count is not None and max_count < _MOST_ATTRIBUTES)
+        ):
+            return None
+        direct_stage = getattr(chain, "direct_stage", None)
+        stage = None if direct_stage is None else direct_stage(sdk_logger)
+        return None if stage is None else _DirectPath(stage, sdk_logger)
 
     def ensure(self) -> None:
         if self.provider is None and self.configure_default is not None:
@@ -257,13 +307,16 @@ class AuditLogger:
         self.name = name
         self.version = version
         self._otel_logger: Any = None
+        self._direct: _DirectPath | None = None
         self._generation = -1
 
     def _logger(self) -> Any:
         if self._generation != binding.generation or self._otel_logger is None:
             binding.ensure()
+            generation = binding.generation
             self._otel_logger = binding.provider.get_logger(self.name, self.version or SCOPE_VERSION)
-            self._generation = binding.generation
+            self._direct = binding.direct_path(self._otel_logger)
+            self._generation = generation
         return self._otel_logger
 
     def emit(
@@ -437,14 +490,30 @@ class AuditLogger:
         self, timestamp_ns: int, observed_ns: int, severity_number: SeverityNumber, severity_text: str,
         attributes: dict[str, Any], action: str,
     ) -> None:
-        """Hand one audit record to the bound provider's processors (see _validated_record)."""
+        """Hand one audit record to the bound provider's processors.
+
+        The direct path, when the chain offers one (see _Binding.direct_path): the record's fields go through the
+        chain's stages as they are, each stage doing what its on_emit would do to a log record holding them, and
+        the last one spools the record; the SDK's record objects are never built. A stage that cannot finish the
+        record that way (something to redact, say) answers False before changing anything, and the record takes
+        the SDK's path below (see _validated_record).
+        """
         event_name = _event_names.get(action)
         if event_name is None:
             event_name = semconv.event_name(action)
             if len(_event_names) < _EVENT_NAMES_CACHE:
                 _event_names[action] = event_name
-        record = _api_record(timestamp_ns, observed_ns, severity_number, severity_text, attributes, event_name)
         logger = self._logger()
+        direct = self._direct
+        if direct is not None and direct.open():
+            span_context = get_current_span().get_span_context()
+            if direct.stage(
+                timestamp_ns, observed_ns, severity_number, severity_text, attributes, event_name,
+                span_context.trace_id, span_context.span_id, span_context.trace_flags,
+            ):
+                direct.count_emitted()
+                return
+        record = _api_record(timestamp_ns, observed_ns, severity_number, severity_text, attributes, event_name)
         if logger.__class__ is SdkLogger:
             logger.emit(_validated_record(logger, record))  # type: ignore[arg-type]  # the SDK accepts both
         else:

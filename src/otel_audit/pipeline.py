@@ -87,7 +87,7 @@ def configure(
     pipeline = AuditPipeline(logger_provider, chain, resolved, owns_provider)
     with _lock:
         previous, _current = _current, pipeline
-        binding.bind(logger_provider)
+        binding.bind(logger_provider, chain)
     if previous is not None:
         previous.shutdown()
     return pipeline

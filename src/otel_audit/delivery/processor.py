@@ -15,7 +15,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -137,14 +137,51 @@ class DurableLogRecordProcessor(LogRecordProcessor):
             self._wake.set()
 
     def _register_scope(self, log_record: ReadWriteLogRecord) -> tuple[int, ScopeDef, Any, Any]:
-        key = (id(log_record.resource), id(log_record.instrumentation_scope))
+        return self._scope_entry(log_record.resource, log_record.instrumentation_scope)
+
+    def _scope_entry(self, resource: Any, instrumentation_scope: Any) -> tuple[int, ScopeDef, Any, Any]:
+        key = (id(resource), id(instrumentation_scope))
         with self._scopes_lock:
             entry = self._scopes.get(key)
             if entry is None:
                 # The resource and scope objects are kept referenced so their ids cannot be reused.
-                entry = (len(self._scopes) + 1, ScopeDef.of(log_record), log_record.resource, log_record.instrumentation_scope)
+                scope_def = ScopeDef.for_scope(resource, instrumentation_scope)
+                entry = (len(self._scopes) + 1, scope_def, resource, instrumentation_scope)
                 self._scopes[key] = entry
         return entry
+
+    def direct_stage(self, logger: Any) -> Callable[..., bool] | None:
+        """This stage of the chain's direct path (see AuditLogger._emit_record): the record, given by its fields,
+        is encoded and spooled in one compiled call (the spool's `append_parts`), exactly as on_emit would spool
+        the log record holding them. None when the source has no compiled append (memory mode, no compiler)."""
+        append_parts = getattr(self._source, "append_parts", None)
+        if append_parts is None:
+            return None
+        scope_number, scope_def = self._scope_entry(logger.resource, logger.instrumentation_scope)[:2]
+        append = self._source.append
+
+        def delivery_stage(
+            timestamp: int, observed: int, severity_number: Any, severity_text: str, attributes: dict[str, Any],
+            event_name: str, trace_id: int, span_id: int, trace_flags: int,
+        ) -> bool:
+            try:
+                pending = append_parts(
+                    scope_number, scope_def, timestamp, observed, severity_number, severity_text, attributes,
+                    event_name, trace_id, span_id, trace_flags,
+                )
+            except OSError as exc:
+                raise write_failed(exc) from exc
+            if pending is not True:
+                if pending is None:
+                    return False  # not encoded here: on_emit's path encodes it or names what is wrong with it
+                append(scope_number, scope_def, pending, observed)
+            self._unsignalled += 1
+            if self._unsignalled >= self._max_batch:
+                self._unsignalled = 0
+                self._wake.set()
+            return True
+
+        return delivery_stage
 
     # -- exporter thread ---------------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import fnmatch
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,6 +367,14 @@ class AuditFilterProcessor(LogRecordProcessor):
                         del attributes[detail]
                 record.body = None
         self.next_processor.on_emit(log_record)
+
+    def direct_stage(self, logger: Any) -> Callable[..., bool] | None:
+        """This stage of the chain's direct path (see AuditLogger._emit_record): a policy that keeps every record
+        whole leaves the filter nothing to do, so the path starts at the next stage; any other policy has none."""
+        if not self._keep_all:
+            return None
+        following = getattr(self.next_processor, "direct_stage", None)
+        return None if following is None else following(logger)
 
     def enabled(self, **kwargs: Any) -> bool:
         """Non-audit event names are never enabled; the rest depends on the next processor."""

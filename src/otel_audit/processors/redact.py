@@ -32,7 +32,7 @@ import hmac
 import operator
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1054,6 +1054,34 @@ class RedactionProcessor(LogRecordProcessor):
                 self._scrub(record)
         if self.next_processor is not None:
             self.next_processor.on_emit(log_record)
+
+    def direct_stage(self, logger: Any) -> Callable[..., bool] | None:
+        """This stage of the chain's direct path (see AuditLogger._emit_record): a record with nothing to redact
+        goes on to the next stage's; any other answers False and takes on_emit, which redacts it."""
+        following = getattr(self.next_processor, "direct_stage", None)
+        next_stage = None if following is None else following(logger)
+        if next_stage is None:
+            return None
+        is_clean = self.redactor.is_clean
+
+        def redaction_stage(
+            timestamp: int, observed: int, severity_number: Any, severity_text: str, attributes: dict[str, Any],
+            event_name: str, trace_id: int, span_id: int, trace_flags: int,
+        ) -> bool:
+            if self._misses >= _FAST_PATH_TRIES:
+                return False  # on_emit's pause after records that kept needing redaction
+            try:
+                if not is_clean(attributes):
+                    return False
+            except Exception:  # noqa: BLE001 - as in on_emit: anything unusual takes the full path
+                return False
+            self._misses = 0
+            return next_stage(
+                timestamp, observed, severity_number, severity_text, attributes, event_name, trace_id, span_id,
+                trace_flags,
+            )
+
+        return redaction_stage
 
     def _redact(self, record: Any) -> None:
         attributes = record.attributes

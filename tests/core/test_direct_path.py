@@ -1,0 +1,198 @@
+"""The direct path (AuditLogger._emit_record): with the default chain in `disk` or `strict` mode, a record's fields go
+through the chain's stages and into the spool without the SDK's record objects. It must deliver exactly what the
+SDK's path delivers, and stand aside whenever anything else could see or change the record."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits
+from opentelemetry.sdk.trace import TracerProvider
+
+from otel_audit import Actor, audit_context, configure, get_audit_logger, semconv, shutdown
+from otel_audit import logger as logger_module
+from otel_audit.testing import AuditCapture
+from otel_audit.testing.receiver import OTLPReceiver
+
+from .test_emit_paths import _emit_arguments, calls
+
+SECRET = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+_span = TracerProvider().get_tracer("direct-path").start_span("request")
+
+
+@pytest.fixture
+def receiver() -> Iterator[OTLPReceiver]:
+    with OTLPReceiver() as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _shut_down() -> Iterator[None]:
+    yield
+    shutdown()
+
+
+def _deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same uids and clock readings in every run, so two runs can be compared record for record."""
+    counter = itertools.count(1)
+    clock = itertools.count(1_700_000_000_000_000_000, 1_000)
+    monkeypatch.setattr(logger_module, "new_uid", lambda: f"uid-{next(counter)}")
+    monkeypatch.setattr(logger_module, "_time_ns", lambda: next(clock))
+
+
+def _deliver(
+    receiver: OTLPReceiver, spool_dir: Path, emits: list[tuple[dict[str, Any], bool]], *, direct: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> list[Any]:
+    """Emit every call through a `disk` pipeline (inside the request span when flagged), with the direct path on or
+    off, and return the LogRecord messages the receiver got, in order."""
+    first = len(receiver.records)
+    with monkeypatch.context() as patch:
+        _deterministic(patch)
+        if not direct:
+            patch.setattr(logger_module.binding, "direct_path", lambda sdk_logger: None)
+        pipeline = configure(service_name="direct", endpoint=receiver.endpoint, delivery="disk", spool_dir=str(spool_dir))
+        logger = get_audit_logger("direct-path")
+        logger._logger()
+        assert (logger._direct is not None) is direct
+        for call, in_span in emits:
+            with trace.use_span(_span) if in_span else audit_context():
+                logger.emit(call["action"], **_emit_arguments(call))
+        assert pipeline.force_flush(10_000)
+        shutdown()
+    received = receiver.wait_for(first + len(emits))[first:]
+    return [record.raw for record in received]
+
+
+def _without_clock(message: Any) -> Any:
+    """The message with the timestamps the AuditEvent path reads from the real clock cleared."""
+    message.time_unix_nano = message.observed_time_unix_nano = 0
+    return message
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(emits=st.lists(st.tuples(calls, st.booleans()), min_size=1, max_size=25), secrets=st.sets(st.integers(0, 24)))
+def test_the_direct_path_delivers_what_the_sdk_path_delivers(
+    receiver: OTLPReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emits: list[Any], secrets: set[int]
+) -> None:
+    """Any emit call, plain or not, inside a span or not, with or without a secret to redact: the receiver gets the
+    same LogRecord message either way (the direct path hands what it cannot finish to the SDK's path)."""
+    for index in secrets & set(range(len(emits))):
+        call, in_span = emits[index]
+        emits[index] = ({**call, "metadata": {**call["metadata"], "note": SECRET}}, in_span)
+    spool_dir = tmp_path / f"spool-{len(receiver.records)}"
+    direct = _deliver(receiver, spool_dir, emits, direct=True, monkeypatch=monkeypatch)
+    reference = _deliver(receiver, spool_dir, emits, direct=False, monkeypatch=monkeypatch)
+    assert [_without_clock(message) for message in direct] == [_without_clock(message) for message in reference]
+
+
+def test_records_take_the_direct_path_and_carry_the_span(receiver: OTLPReceiver, tmp_path: Path) -> None:
+    """With the default chain no SDK record is built (building one fails here), and the record still carries the
+    active span's ids."""
+    configure(service_name="direct", endpoint=receiver.endpoint, delivery="disk", spool_dir=str(tmp_path))
+    logger = get_audit_logger("direct-path")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logger_module, "_api_record", None)
+        with trace.use_span(_span):
+            logger.emit("document.share", actor=Actor(id="u1"), resource=("document", "d1"))
+    (record,) = receiver.wait_for(1)
+    context = _span.get_span_context()
+    assert (record.trace_id, record.span_id) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+    assert record.attributes[semconv.AUDIT_RESOURCE_ID] == "d1"
+
+
+def test_a_secret_is_redacted_on_the_way(receiver: OTLPReceiver, tmp_path: Path) -> None:
+    configure(service_name="direct", endpoint=receiver.endpoint, delivery="disk", spool_dir=str(tmp_path))
+    get_audit_logger("direct-path").emit("document.share", metadata={"note": SECRET})
+    (record,) = receiver.wait_for(1)
+    note = record.attributes[semconv.AUDIT_METADATA]["note"]
+    assert "[REDACTED]" in note and "eyJ" not in note
+    assert record.attributes[semconv.AUDIT_REDACTED] == ["audit.metadata.note"]
+
+
+@pytest.mark.parametrize(
+    "settings_",
+    [
+        pytest.param({"delivery": "memory"}, id="memory mode"),
+        pytest.param({"policy": {"rules": [{"level": "none", "actions": ["health.*"]}]}}, id="a policy with rules"),
+        pytest.param({"pseudonymization": {"fields": ["user.id"], "key": "k" * 32}}, id="pseudonyms"),
+    ],
+)
+def test_no_direct_path_where_a_stage_has_work_of_its_own(tmp_path: Path, settings_: dict[str, Any]) -> None:
+    configure(service_name="direct", endpoint="http://127.0.0.1:9/v1/logs", spool_dir=str(tmp_path), **settings_)
+    logger = get_audit_logger("direct-path")
+    logger._logger()
+    assert logger._direct is None
+
+
+@pytest.mark.parametrize("delivery", ["disk", "strict"])
+def test_a_direct_path_in_the_durable_modes(tmp_path: Path, delivery: str) -> None:
+    configure(service_name="direct", endpoint="http://127.0.0.1:9/v1/logs", spool_dir=str(tmp_path), delivery=delivery)
+    logger = get_audit_logger("direct-path")
+    logger._logger()
+    assert logger._direct is not None
+
+
+def test_no_direct_path_when_the_provider_has_other_processors_or_limits(tmp_path: Path) -> None:
+    """A provider given to configure() may carry processors of its own, or attribute limits: the SDK's path applies."""
+    common = {"service_name": "direct", "endpoint": "http://127.0.0.1:9/v1/logs", "spool_dir": str(tmp_path)}
+    shared = LoggerProvider(shutdown_on_exit=False)
+    shared.add_log_record_processor(AuditCapture())
+    limited = LoggerProvider(shutdown_on_exit=False, log_record_limits=LogRecordLimits(max_attribute_length=64))
+    for provider in (shared, limited):
+        configure(logger_provider=provider, **common)
+        logger = get_audit_logger("direct-path")
+        logger._logger()
+        assert logger._direct is None
+        shutdown()
+        provider.shutdown()
+
+
+def test_a_processor_added_later_sees_every_later_record(receiver: OTLPReceiver, tmp_path: Path) -> None:
+    pipeline = configure(service_name="direct", endpoint=receiver.endpoint, delivery="disk", spool_dir=str(tmp_path))
+    logger = get_audit_logger("direct-path")
+    logger.emit("document.read")
+    late = AuditCapture()
+    pipeline.provider.add_log_record_processor(late)
+    logger.emit("document.share")
+    assert [attributes[semconv.AUDIT_ACTION] for attributes in late.attributes] == ["document.share"]
+    assert [record.attributes[semconv.AUDIT_ACTION] for record in receiver.wait_for(2)] == [
+        "document.read", "document.share",
+    ]
+
+
+def test_the_sdk_still_counts_the_records_it_did_not_build(tmp_path: Path) -> None:
+    """With the SDK's internal metrics on, otel.sdk.log.created counts direct-path records too."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+        provider = LoggerProvider(shutdown_on_exit=False, meter_provider=meters)
+    configure(
+        logger_provider=provider, service_name="direct", endpoint="http://127.0.0.1:9/v1/logs", spool_dir=str(tmp_path)
+    )
+    logger = get_audit_logger("direct-path")
+    logger._logger()
+    assert logger._direct is not None
+    for _ in range(3):
+        logger.emit("document.read")
+    counted = [
+        point.value
+        for resource_metrics in reader.get_metrics_data().resource_metrics
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+        if metric.name == "otel.sdk.log.created"
+        for point in metric.data.data_points
+    ]
+    assert counted == [3]
+    meters.shutdown()
