@@ -374,13 +374,14 @@ class AuditLogger:
                 resource_type = _NOT_PLAIN
         if (
             outcome_fields is None
+            or action.__class__ is not str
             or action not in validated_actions
             or not (actor is None or actor.__class__ is Actor)
             or severity is not None
             or timestamp is not None
             or changes
             or not (metadata is None or (metadata.__class__ is dict and is_flat_and_plain(metadata)))
-            or not (resource_type is None or (resource_type.__class__ is str and 0 < len(resource_type) <= MAX_TYPE_LEN))
+            or not (resource is None or (resource_type.__class__ is str and 0 < len(resource_type) <= MAX_TYPE_LEN))
             or not (resource_id is None or (resource_id.__class__ is str and len(resource_id) <= MAX_ID_LEN))
             or not (http_status_code is None or (http_status_code.__class__ is int and 100 <= http_status_code <= 599))
             or not (reason is None or (reason.__class__ is str and len(reason) <= MAX_REASON_LEN))

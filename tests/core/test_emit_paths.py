@@ -142,6 +142,7 @@ def test_context_fills_the_fast_path_like_the_event_path(capture: AuditCapture) 
     [
         ({"resource": ("document", 42)}, "resource.id"),
         ({"resource": ("", "d-1")}, "resource.type"),
+        ({"resource": (None, "d-1")}, "resource.type"),
         ({"resource": ("x" * 129, "d-1")}, "resource.type"),
         ({"tenant": "t" * 1025}, "tenant_id"),
         ({"request_id": 7}, "request_id"),
@@ -173,6 +174,9 @@ def test_an_unknown_action_is_validated_before_it_is_trusted(capture: AuditCaptu
     assert error.value.field == "action"
     with pytest.raises(AuditEventError):
         logger.emit("Document Read")  # a rejected action is never remembered as valid
+    with pytest.raises(AuditEventError) as error:
+        logger.emit(["document.read"])  # type: ignore[arg-type]  # unhashable: named, not a TypeError
+    assert error.value.field == "action"
     assert len(capture) == 0
 
 
