@@ -44,6 +44,8 @@ def _deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
     counter = itertools.count(1)
     clock = itertools.count(1_700_000_000_000_000_000, 1_000)
     monkeypatch.setattr(logger_module, "new_uid", lambda: f"uid-{next(counter)}")
+    # The compiled fast path keeps the id maker it was configured with; its reference reads the module's.
+    monkeypatch.setattr(logger_module, "fast_attributes", logger_module.python_fast_attributes)
     monkeypatch.setattr(logger_module, "_time_ns", lambda: next(clock))
 
 
