@@ -96,7 +96,7 @@ class _DirectPath:
     """How an SDK logger's records skip the SDK's record objects: the first stage of the audit chain's direct path
     (see AuditLogger._emit_record), valid while the provider's processors are still just that chain."""
 
-    __slots__ = ("count_emitted", "multi_processor", "processors", "sdk_logger", "stage")
+    __slots__ = ("count_emitted", "multi_processor", "processors", "resource", "sdk_logger", "stage")
 
     def __init__(self, stage: Callable[..., bool], sdk_logger: SdkLogger) -> None:
         self.stage = stage
@@ -105,12 +105,16 @@ class _DirectPath:
         self.count_emitted = sdk_logger._logger_metrics.emit_log
         self.multi_processor = sdk_logger._multi_log_record_processor
         self.processors = self.multi_processor._log_record_processors
+        self.resource = sdk_logger._resource  # the stages encode this one
 
     def open(self) -> bool:
-        """Whether the path applies now: no processor was added to the provider since, the logger is enabled."""
+        """Whether the path applies now: no processor was added to the provider since, the logger is enabled, and
+        its resource is still the one the stages encode (the SDK replaces it in a forked child)."""
+        sdk_logger = self.sdk_logger
         return (
             self.multi_processor._log_record_processors is self.processors
-            and self.sdk_logger._logger_config.is_enabled
+            and sdk_logger._logger_config.is_enabled
+            and sdk_logger._resource is self.resource
         )
 
 
@@ -549,14 +553,17 @@ class AuditLogger:
                 _event_names[action] = event_name
         logger = self._logger()
         direct = self._direct
-        if direct is not None and direct.open():
-            span_context = get_current_span().get_span_context()
-            if direct.stage(
-                timestamp_ns, observed_ns, severity_number, severity_text, attributes, event_name,
-                span_context.trace_id, span_context.span_id, span_context.trace_flags,
-            ):
-                direct.count_emitted()
-                return
+        if direct is not None:
+            if direct.open():
+                span_context = get_current_span().get_span_context()
+                if direct.stage(
+                    timestamp_ns, observed_ns, severity_number, severity_text, attributes, event_name,
+                    span_context.trace_id, span_context.span_id, span_context.trace_flags,
+                ):
+                    direct.count_emitted()
+                    return
+            elif direct.resource is not logger._resource:
+                self._direct = binding.direct_path(logger)  # for the records after this one, which the SDK takes
         record = _api_record(timestamp_ns, observed_ns, severity_number, severity_text, attributes, event_name)
         if logger.__class__ is SdkLogger:
             logger.emit(_validated_record(logger, record))  # type: ignore[arg-type]  # the SDK accepts both

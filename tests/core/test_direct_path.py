@@ -198,3 +198,21 @@ def test_the_sdk_still_counts_the_records_it_did_not_build(tmp_path: Path) -> No
     ]
     assert counted == [3]
     meters.shutdown()
+
+
+def test_a_resource_the_sdk_replaces_reaches_the_records(receiver: OTLPReceiver, tmp_path: Path) -> None:
+    """The SDK gives its loggers a new resource in a forked child (process-dependent detectors, merged in): records
+    emitted after that carry the new resource on the direct path too, as they would on the SDK's path."""
+    from opentelemetry.sdk.resources import Resource
+
+    pipeline = configure(service_name="direct", endpoint=receiver.endpoint, delivery="disk", spool_dir=str(tmp_path))
+    logger = get_audit_logger("direct-path")
+    logger.emit("document.share", actor=Actor(id="u1"))
+    pipeline.provider._update_resource(Resource({"process.pid": 4242}))  # what the SDK's fork handler does
+    logger.emit("document.share", actor=Actor(id="u1"))
+    logger.emit("document.share", actor=Actor(id="u1"))
+    records = receiver.wait_for(3)
+    pids = [record.resource.get("process.pid") for record in records]
+    assert pids[1:] == [4242, 4242] and pids[0] != 4242
+    assert {record.resource["service.name"] for record in records} == {"direct"}
+    assert logger._direct is not None and logger._direct.open()  # the path carries on, for the new resource
