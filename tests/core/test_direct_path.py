@@ -51,16 +51,18 @@ def _deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _deliver(
     receiver: OTLPReceiver, spool_dir: Path, emits: list[tuple[dict[str, Any], bool]], *, direct: bool,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, delivery: str = "disk",
 ) -> list[Any]:
-    """Emit every call through a `disk` pipeline (inside the request span when flagged), with the direct path on or
-    off, and return the LogRecord messages the receiver got, in order."""
+    """Emit every call through a pipeline in `delivery` mode (inside the request span when flagged), with the
+    direct path on or off, and return the LogRecord messages the receiver got, in order."""
     first = len(receiver.records)
     with monkeypatch.context() as patch:
         _deterministic(patch)
         if not direct:
             patch.setattr(logger_module.binding, "direct_path", lambda sdk_logger: None)
-        pipeline = configure(service_name="direct", endpoint=receiver.endpoint, delivery="disk", spool_dir=str(spool_dir))
+        pipeline = configure(
+            service_name="direct", endpoint=receiver.endpoint, delivery=delivery, spool_dir=str(spool_dir)
+        )
         logger = get_audit_logger("direct-path")
         logger._logger()
         assert (logger._direct is not None) is direct
@@ -79,10 +81,12 @@ def _without_clock(message: Any) -> Any:
     return message
 
 
+@pytest.mark.parametrize("delivery", ["disk", "memory"])
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(emits=st.lists(st.tuples(calls, st.booleans()), min_size=1, max_size=25), secrets=st.sets(st.integers(0, 24)))
 def test_the_direct_path_delivers_what_the_sdk_path_delivers(
-    receiver: OTLPReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emits: list[Any], secrets: set[int]
+    receiver: OTLPReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emits: list[Any], secrets: set[int],
+    delivery: str,
 ) -> None:
     """Any emit call, plain or not, inside a span or not, with or without a secret to redact: the receiver gets the
     same LogRecord message either way (the direct path hands what it cannot finish to the SDK's path)."""
@@ -90,15 +94,16 @@ def test_the_direct_path_delivers_what_the_sdk_path_delivers(
         call, in_span = emits[index]
         emits[index] = ({**call, "metadata": {**call["metadata"], "note": SECRET}}, in_span)
     spool_dir = tmp_path / f"spool-{len(receiver.records)}"
-    direct = _deliver(receiver, spool_dir, emits, direct=True, monkeypatch=monkeypatch)
-    reference = _deliver(receiver, spool_dir, emits, direct=False, monkeypatch=monkeypatch)
+    direct = _deliver(receiver, spool_dir, emits, direct=True, monkeypatch=monkeypatch, delivery=delivery)
+    reference = _deliver(receiver, spool_dir, emits, direct=False, monkeypatch=monkeypatch, delivery=delivery)
     assert [_without_clock(message) for message in direct] == [_without_clock(message) for message in reference]
 
 
-def test_records_take_the_direct_path_and_carry_the_span(receiver: OTLPReceiver, tmp_path: Path) -> None:
+@pytest.mark.parametrize("delivery", ["disk", "memory"])
+def test_records_take_the_direct_path_and_carry_the_span(receiver: OTLPReceiver, tmp_path: Path, delivery: str) -> None:
     """With the default chain no SDK record is built (building one fails here), and the record still carries the
     active span's ids."""
-    configure(service_name="direct", endpoint=receiver.endpoint, delivery="disk", spool_dir=str(tmp_path))
+    configure(service_name="direct", endpoint=receiver.endpoint, delivery=delivery, spool_dir=str(tmp_path))
     logger = get_audit_logger("direct-path")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(logger_module, "_api_record", None)
@@ -122,7 +127,6 @@ def test_a_secret_is_redacted_on_the_way(receiver: OTLPReceiver, tmp_path: Path)
 @pytest.mark.parametrize(
     "settings_",
     [
-        pytest.param({"delivery": "memory"}, id="memory mode"),
         pytest.param({"policy": {"rules": [{"level": "none", "actions": ["health.*"]}]}}, id="a policy with rules"),
         pytest.param({"pseudonymization": {"fields": ["user.id"], "key": "k" * 32}}, id="pseudonyms"),
     ],
@@ -134,8 +138,8 @@ def test_no_direct_path_where_a_stage_has_work_of_its_own(tmp_path: Path, settin
     assert logger._direct is None
 
 
-@pytest.mark.parametrize("delivery", ["disk", "strict"])
-def test_a_direct_path_in_the_durable_modes(tmp_path: Path, delivery: str) -> None:
+@pytest.mark.parametrize("delivery", ["disk", "strict", "memory"])
+def test_a_direct_path_in_every_delivery_mode(tmp_path: Path, delivery: str) -> None:
     configure(service_name="direct", endpoint="http://127.0.0.1:9/v1/logs", spool_dir=str(tmp_path), delivery=delivery)
     logger = get_audit_logger("direct-path")
     logger._logger()

@@ -69,6 +69,12 @@ def test_compiled_record_fields_equal_the_python_ones_or_decline(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(encoder, "native_record", None)
         assert outcome() == compiled
+    if body is None:  # the direct path's records have no body; given by its fields, a record encodes the same
+        parts = _wire.encode_log_parts(
+            timestamp, timestamp, severity, text, {"audit.action": "x.y"}, "audit.x.y", trace_id, span_id, flags,
+        )
+        assert parts is None or parts == compiled
+        assert (parts is None) == (_wire.encode_log_record(record.log_record) is None)
 
 
 def test_the_compiled_encoder_takes_the_records_emit_builds() -> None:

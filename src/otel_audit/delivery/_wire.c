@@ -453,6 +453,38 @@ static PyObject *encode_log_record(PyObject *module, PyObject *log) {
     return finish(&buffer, log_record(&buffer, log));
 }
 
+/* The LogRecord fields, in the order log_record_fields takes them, of a record given in the direct stages' order:
+ * timestamp, observed timestamp, severity number, severity text, attributes, event name, trace id, span id, trace
+ * flags (no body). */
+static void fields_of_parts(PyObject *const *parts, PyObject **fields) {
+    PyObject *ordered[LOG_FIELDS] = {parts[0], parts[2], parts[3], Py_None, parts[4], parts[8], parts[6], parts[7],
+                                     parts[1], parts[5]};
+    memcpy(fields, ordered, sizeof(ordered));
+}
+
+#define PARTS 9
+
+PyDoc_STRVAR(encode_log_parts_doc,
+"encode_log_parts(timestamp: int, observed_timestamp: int, severity_number: int, severity_text: str,\n"
+"                 attributes: dict, event_name: str, trace_id: int, span_id: int, trace_flags: int) -> bytes | None\n\n"
+"encode_log_record for a record given by its fields (no body): the bytes a log record with these fields is\n"
+"encoded to, or None when a field holds something this module does not encode.");
+
+static PyObject *encode_log_parts(PyObject *module, PyObject *const *args, Py_ssize_t count) {
+    if (count != PARTS) {
+        PyErr_SetString(PyExc_TypeError, "encode_log_parts(timestamp, observed_timestamp, severity_number, "
+                                         "severity_text, attributes, event_name, trace_id, span_id, trace_flags)");
+        return NULL;
+    }
+    PyObject *fields[LOG_FIELDS];
+    fields_of_parts(args, fields);
+    Buffer buffer;
+    if (start(&buffer) < 0) {
+        return NULL;
+    }
+    return finish(&buffer, log_record_fields(&buffer, fields));
+}
+
 PyDoc_STRVAR(encode_any_value_doc,
 "encode_any_value(value) -> bytes | None\n\n"
 "The AnyValue message of a plain value, or None when the value is not one of the types this module encodes.");
@@ -868,14 +900,14 @@ PyDoc_STRVAR(append_parts_doc,
 "fields would be written as, with the same answers.");
 
 static PyObject *append_parts(SpoolWriter *self, PyObject *const *args, Py_ssize_t count) {
-    if (count != 11) {
+    if (count != 2 + PARTS) {
         PyErr_SetString(PyExc_TypeError,
                         "append_parts(scope_number, scope, timestamp, observed_timestamp, severity_number, "
                         "severity_text, attributes, event_name, trace_id, span_id, trace_flags)");
         return NULL;
     }
-    PyObject *fields[LOG_FIELDS] = {args[2], args[4], args[5], Py_None, args[6], args[10], args[8], args[9], args[3],
-                                    args[7]};
+    PyObject *fields[LOG_FIELDS];
+    fields_of_parts(args + 2, fields);
     Buffer buffer;
     if (start(&buffer) < 0) {
         return NULL;
@@ -1099,6 +1131,7 @@ static PyMethodDef methods[] = {
     {"frame_request", frame_request, METH_O, frame_request_doc},
     {"record_frame", (PyCFunction)(void (*)(void))record_frame, METH_FASTCALL, record_frame_doc},
     {"encode_log_record", encode_log_record, METH_O, encode_log_record_doc},
+    {"encode_log_parts", (PyCFunction)(void (*)(void))encode_log_parts, METH_FASTCALL, encode_log_parts_doc},
     {"encode_any_value", encode_any_value, METH_O, encode_any_value_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -21,10 +21,11 @@ from .. import semconv
 
 try:  # the compiled encoder of plain records (optional; see _wire.c): the same bytes as the code below
     from ._wire import delimited_join
+    from ._wire import encode_log_parts as native_parts
     from ._wire import encode_log_record as native_record
     from ._wire import frame_request as native_request
 except ImportError:
-    native_record = native_request = None
+    native_parts = native_record = native_request = None
 
     def delimited_join(tag: int, items: list[bytes]) -> bytes:
         """Each item as a length-delimited field with `tag`, concatenated (what _wire.delimited_join writes)."""

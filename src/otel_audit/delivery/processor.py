@@ -24,7 +24,7 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from .. import stats
 from ..config import AuditSettings, ConfigurationError
 from .deadletter import DeadLetterFile
-from .encoder import ScopeDef, encode_log_record, frame_request
+from .encoder import ScopeDef, encode_log_record, frame_request, native_parts
 from .errors import AuditDeliveryError
 from .memory import MemoryQueue
 from .sender import HttpSender, SendResult
@@ -131,10 +131,7 @@ class DurableLogRecordProcessor(LogRecordProcessor):
             raise write_failed(exc) from exc
         if pending is not True:
             self._source.append(scope[0], scope[1], pending if pending is not None else _encoded(log_record), emit_ns)
-        self._unsignalled += 1
-        if self._unsignalled >= self._max_batch:
-            self._unsignalled = 0
-            self._wake.set()
+        self._appended()
 
     def _register_scope(self, log_record: ReadWriteLogRecord) -> tuple[int, ScopeDef, Any, Any]:
         return self._scope_entry(log_record.resource, log_record.instrumentation_scope)
@@ -152,36 +149,58 @@ class DurableLogRecordProcessor(LogRecordProcessor):
 
     def direct_stage(self, logger: Any) -> Callable[..., bool] | None:
         """This stage of the chain's direct path (see AuditLogger._emit_record): the record, given by its fields,
-        is encoded and spooled in one compiled call (the spool's `append_parts`), exactly as on_emit would spool
-        the log record holding them. None when the source has no compiled append (memory mode, no compiler)."""
-        append_parts = getattr(self._source, "append_parts", None)
-        if append_parts is None:
-            return None
+        is encoded and queued exactly as on_emit would queue the log record holding them. In `disk` and `strict`
+        mode one compiled call encodes, frames and writes it (the spool's `append_parts`); in `memory` mode the
+        compiled encoder's bytes go to the queue. None without the compiled parts (no C compiler)."""
         scope_number, scope_def = self._scope_entry(logger.resource, logger.instrumentation_scope)[:2]
         append = self._source.append
+        append_parts = getattr(self._source, "append_parts", None)
+        if append_parts is not None:
 
-        def delivery_stage(
+            def spool_stage(
+                timestamp: int, observed: int, severity_number: Any, severity_text: str, attributes: dict[str, Any],
+                event_name: str, trace_id: int, span_id: int, trace_flags: int,
+            ) -> bool:
+                try:
+                    pending = append_parts(
+                        scope_number, scope_def, timestamp, observed, severity_number, severity_text, attributes,
+                        event_name, trace_id, span_id, trace_flags,
+                    )
+                except OSError as exc:
+                    raise write_failed(exc) from exc
+                if pending is not True:
+                    if pending is None:
+                        return False  # not encoded here: on_emit's path encodes it or names what is wrong with it
+                    append(scope_number, scope_def, pending, observed)
+                self._appended()
+                return True
+
+            return spool_stage
+        if native_parts is None or not isinstance(self._source, MemoryQueue):
+            return None
+
+        def queue_stage(
             timestamp: int, observed: int, severity_number: Any, severity_text: str, attributes: dict[str, Any],
             event_name: str, trace_id: int, span_id: int, trace_flags: int,
         ) -> bool:
-            try:
-                pending = append_parts(
-                    scope_number, scope_def, timestamp, observed, severity_number, severity_text, attributes,
-                    event_name, trace_id, span_id, trace_flags,
-                )
-            except OSError as exc:
-                raise write_failed(exc) from exc
-            if pending is not True:
-                if pending is None:
-                    return False  # not encoded here: on_emit's path encodes it or names what is wrong with it
-                append(scope_number, scope_def, pending, observed)
-            self._unsignalled += 1
-            if self._unsignalled >= self._max_batch:
-                self._unsignalled = 0
-                self._wake.set()
+            record = native_parts(
+                timestamp, observed, severity_number, severity_text, attributes, event_name, trace_id, span_id,
+                trace_flags,
+            )
+            if record is None:
+                return False  # as above
+            append(scope_number, scope_def, record, observed)
+            self._appended()
             return True
 
-        return delivery_stage
+        return queue_stage
+
+    def _appended(self) -> None:
+        """Count a queued record; every max_batch_size records, wake the exporter (it also wakes on its interval)."""
+        self._unsignalled += 1
+        if self._unsignalled >= self._max_batch:
+            self._unsignalled = 0
+            self._wake.set()
 
     # -- exporter thread ---------------------------------------------------------------------------------------
 
