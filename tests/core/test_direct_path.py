@@ -220,3 +220,20 @@ def test_a_resource_the_sdk_replaces_reaches_the_records(receiver: OTLPReceiver,
     assert pids[1:] == [4242, 4242] and pids[0] != 4242
     assert {record.resource["service.name"] for record in records} == {"direct"}
     assert logger._direct is not None and logger._direct.open()  # the path carries on, for the new resource
+
+
+def test_a_redactor_replaced_at_run_time_applies_to_direct_records(receiver: OTLPReceiver, tmp_path: Path) -> None:
+    """The redaction stage reads its redactor per record, as on_emit does: a stricter one set later redacts what
+    the first one let through."""
+    from otel_audit.processors import iter_chain
+    from otel_audit.processors.redact import RedactionConfig, RedactionProcessor, Redactor
+
+    pipeline = configure(service_name="direct", endpoint=receiver.endpoint, delivery="disk", spool_dir=str(tmp_path))
+    logger = get_audit_logger("direct-path")
+    logger.emit("document.share", metadata={"plan": "pro"})
+    (redaction,) = [stage for stage in iter_chain(pipeline.chain) if isinstance(stage, RedactionProcessor)]
+    redaction.redactor = Redactor(RedactionConfig(keys=["plan"]))
+    logger.emit("document.share", metadata={"plan": "pro"})
+    first, second = receiver.wait_for(2)
+    assert first.attributes[semconv.AUDIT_METADATA]["plan"] == "pro"
+    assert second.attributes[semconv.AUDIT_METADATA]["plan"] == "[REDACTED]"

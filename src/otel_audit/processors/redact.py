@@ -1062,7 +1062,6 @@ class RedactionProcessor(LogRecordProcessor):
         next_stage = None if following is None else following(logger)
         if next_stage is None:
             return None
-        is_clean = self.redactor.is_clean
 
         def redaction_stage(
             timestamp: int, observed: int, severity_number: Any, severity_text: str, attributes: dict[str, Any],
@@ -1071,7 +1070,7 @@ class RedactionProcessor(LogRecordProcessor):
             if self._misses >= _FAST_PATH_TRIES:
                 return False  # on_emit's pause after records that kept needing redaction
             try:
-                if not is_clean(attributes):
+                if not self.redactor.is_clean(attributes):  # read per record, as on_emit reads it
                     return False
             except Exception:  # noqa: BLE001 - as in on_emit: anything unusual takes the full path
                 return False
