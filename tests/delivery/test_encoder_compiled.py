@@ -289,3 +289,4 @@ def test_the_compiled_append_writes_what_append_writes(tmp_path: Any, make_spool
         assert getattr(compiled, name) == getattr(reference, name), name
     assert [entry[:3] + entry[4:] for entry in compiled._tail] == [entry[:3] + entry[4:] for entry in reference._tail]
     assert [entry[3] for entry in compiled._tail] == [entry[3] for entry in reference._tail]
+

@@ -108,6 +108,46 @@ static int put_string_field(Buffer *buffer, char tag, PyObject *text) {
 }
 
 static int any_value(Buffer *buffer, PyObject *value, int depth);
+static int key_value(Buffer *buffer, PyObject *key, PyObject *value, int depth);
+
+/* A KeyValue field (`tag`) whose value is a string, the common attribute: every length is known before writing,
+ * so the bytes are written once, in place (key_value and delimit would move them to fit each length in front). */
+static int string_key_value(Buffer *buffer, char tag, PyObject *key, PyObject *value) {
+    Py_ssize_t key_size, value_size;
+    const char *key_utf8 = PyUnicode_AsUTF8AndSize(key, &key_size);
+    const char *value_utf8 = key_utf8 == NULL ? NULL : PyUnicode_AsUTF8AndSize(value, &value_size);
+    if (value_utf8 == NULL) {
+        return -1;
+    }
+    uint64_t any_size = 1 + (uint64_t)varint_size((uint64_t)value_size) + (uint64_t)value_size;
+    uint64_t key_part = key_size > 0 ? 1 + (uint64_t)varint_size((uint64_t)key_size) + (uint64_t)key_size : 0;
+    uint64_t pair_size = key_part + 1 + (uint64_t)varint_size(any_size) + any_size;
+    if (reserve(buffer, (Py_ssize_t)(1 + varint_size(pair_size) + pair_size)) < 0) {
+        return -1;
+    }
+    if (put_byte(buffer, tag) < 0 || put_varint(buffer, pair_size) < 0) {
+        return -1;
+    }
+    if (key_size > 0 && (put_byte(buffer, 0x0a) < 0 || put_varint(buffer, (uint64_t)key_size) < 0
+                         || put_bytes(buffer, key_utf8, key_size) < 0)) {
+        return -1;
+    }
+    if (put_byte(buffer, 0x12) < 0 || put_varint(buffer, any_size) < 0 || put_byte(buffer, 0x0a) < 0
+        || put_varint(buffer, (uint64_t)value_size) < 0) {
+        return -1;
+    }
+    return put_bytes(buffer, value_utf8, value_size);
+}
+
+/* One KeyValue field (`tag`) of a map, at `depth`. */
+static int key_value_field(Buffer *buffer, char tag, PyObject *key, PyObject *value, int depth) {
+    if (PyUnicode_CheckExact(key) && PyUnicode_CheckExact(value)) {
+        return string_key_value(buffer, tag, key, value);
+    }
+    Py_ssize_t start = buffer->len;
+    int status = key_value(buffer, key, value, depth);
+    return status != 0 ? status : delimit(buffer, tag, start);
+}
 
 /* A KeyValue message's fields: key (left out when empty, as proto3 does) and the AnyValue, always present. */
 static int key_value(Buffer *buffer, PyObject *key, PyObject *value, int depth) {
@@ -190,13 +230,9 @@ static int any_value(Buffer *buffer, PyObject *value, int depth) {
         Py_ssize_t position = 0;
         PyObject *key, *item;
         while (PyDict_Next(value, &position, &key, &item)) {
-            Py_ssize_t start = buffer->len;
-            int status = key_value(buffer, key, item, depth);
+            int status = key_value_field(buffer, 0x0a, key, item, depth);
             if (status != 0) {
                 return status;
-            }
-            if (delimit(buffer, 0x0a, start) < 0) {
-                return -1;
             }
         }
         return delimit(buffer, 0x32, outer);
@@ -270,6 +306,30 @@ static PyObject *name_value, *name_timestamp, *name_observed, *name_severity_num
 
 #define LOG_FIELDS 10
 
+/* The `value` of the Enum members met so far (SeverityNumber's, in practice): an Enum member's value never changes,
+ * and reading the property is a Python-level call per record. The members stay referenced, so a cached pointer is
+ * never another object's. */
+#define MEMBER_CACHE 32
+static PyObject *enum_type;
+static PyObject *cached_members[MEMBER_CACHE], *cached_values[MEMBER_CACHE];
+static int cached_count;
+
+/* `member.value`, a new reference; NULL with the error set when it has none. */
+static PyObject *member_value_of(PyObject *member) {
+    for (int index = 0; index < cached_count; index++) {
+        if (cached_members[index] == member) {
+            return Py_NewRef(cached_values[index]);
+        }
+    }
+    PyObject *value = PyObject_GetAttr(member, name_value);
+    if (value != NULL && cached_count < MEMBER_CACHE && PyType_IsSubtype(Py_TYPE(member), (PyTypeObject *)enum_type)) {
+        cached_members[cached_count] = Py_NewRef(member);
+        cached_values[cached_count] = Py_NewRef(value);
+        cached_count++;
+    }
+    return value;
+}
+
 /* One LogRecord message from its field values (borrowed), given in field-number order: timestamp, severity number,
  * severity text, body, attributes, trace flags, trace id, span id, observed timestamp, event name (encoder.py's
  * encode_log_record, in C). */
@@ -289,7 +349,7 @@ static int log_record_fields(Buffer *buffer, PyObject *const *fields) {
     }
     if (number != Py_None) {
         if (!PyLong_Check(number)) { /* SeverityNumber is an Enum of ints: its `value` (as encoder.py reads it) */
-            member_value = PyObject_GetAttr(number, name_value);
+            member_value = member_value_of(number);
             if (member_value == NULL) {
                 PyErr_Clear();
                 status = UNSUPPORTED;
@@ -336,8 +396,7 @@ static int log_record_fields(Buffer *buffer, PyObject *const *fields) {
         Py_ssize_t position = 0;
         PyObject *key, *item;
         while (PyDict_Next(attributes, &position, &key, &item)) {
-            Py_ssize_t field = buffer->len;
-            if ((status = key_value(buffer, key, item, 0)) != 0 || (status = delimit(buffer, 0x32, field)) != 0) {
+            if ((status = key_value_field(buffer, 0x32, key, item, 0)) != 0) {
                 goto done;
             }
         }
@@ -1143,7 +1202,10 @@ static struct PyModuleDef module_definition = {
 PyMODINIT_FUNC PyInit__wire(void) {
     build_crc_table();
     name_value = PyUnicode_InternFromString("value");
-    if (name_value == NULL) {
+    PyObject *enum_module = PyImport_ImportModule("enum");
+    enum_type = enum_module == NULL ? NULL : PyObject_GetAttrString(enum_module, "Enum");
+    Py_XDECREF(enum_module);
+    if (name_value == NULL || enum_type == NULL) {
         return NULL;
     }
     const char *names[10] = {"timestamp", "observed_timestamp", "severity_number", "severity_text", "body",
