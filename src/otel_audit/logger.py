@@ -43,6 +43,7 @@ from .semconv import (
     AUDIT_ACTION,
     AUDIT_ACTOR_IMPERSONATOR_ID,
     AUDIT_ACTOR_TYPE,
+    AUDIT_CHANGES,
     AUDIT_METADATA,
     AUDIT_OUTCOME,
     AUDIT_REASON,
@@ -85,11 +86,6 @@ _OUTCOMES: dict[Any, tuple[str, SeverityNumber, str]] = {
 }
 _EVENT_NAMES_CACHE = 4096
 _event_names: dict[str, str] = {}
-
-
-# Attributes the emit paths can give a record (the fast path's 23 and audit.changes): a provider whose limits
-# may cut fewer takes the SDK's path, which applies them.
-_MOST_ATTRIBUTES = 24
 
 
 class _DirectPath:
@@ -251,6 +247,9 @@ _FAST_KEYS = (
     HTTP_ROUTE, URL_PATH, ERROR_TYPE, AUDIT_REASON, HTTP_RESPONSE_STATUS_CODE, AUDIT_METADATA,
     AUDIT_ACTOR_TYPE, USER_ID, USER_EMAIL, USER_NAME, USER_ROLES, AUDIT_ACTOR_IMPERSONATOR_ID,
 )
+# The most attributes an audit record can have (every fast-path key, and audit.changes, which only the AuditEvent
+# path writes): a provider whose limit may cut fewer takes the SDK's path, which applies it.
+_MOST_ATTRIBUTES = len({*_FAST_KEYS, AUDIT_CHANGES})
 
 
 def python_fast_attributes(

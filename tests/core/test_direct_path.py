@@ -237,3 +237,23 @@ def test_a_redactor_replaced_at_run_time_applies_to_direct_records(receiver: OTL
     first, second = receiver.wait_for(2)
     assert first.attributes[semconv.AUDIT_METADATA]["plan"] == "pro"
     assert second.attributes[semconv.AUDIT_METADATA]["plan"] == "[REDACTED]"
+
+
+
+def test_a_limit_below_the_most_attributes_a_record_can_have_keeps_the_sdk_path(tmp_path: Path) -> None:
+    """A record can carry every fast-path key and audit.changes: a provider limit below that count may cut one,
+    so only a limit of at least that many leaves the direct path open."""
+    from otel_audit.semconv import AUDIT_CHANGES
+
+    most = len({*logger_module._FAST_KEYS, AUDIT_CHANGES})
+    for limit, direct in ((most - 1, False), (most, True)):
+        provider = LoggerProvider(shutdown_on_exit=False, log_record_limits=LogRecordLimits(max_attributes=limit))
+        configure(
+            logger_provider=provider, service_name="direct", endpoint="http://127.0.0.1:9/v1/logs",
+            spool_dir=str(tmp_path / str(limit)),
+        )
+        logger = get_audit_logger("direct-path")
+        logger._logger()
+        assert (logger._direct is not None) is direct, limit
+        shutdown()
+        provider.shutdown()
