@@ -516,9 +516,10 @@ static PyObject *encode_log_record(PyObject *module, PyObject *log) {
  * timestamp, observed timestamp, severity number, severity text, attributes, event name, trace id, span id, trace
  * flags (no body). */
 static void fields_of_parts(PyObject *const *parts, PyObject **fields) {
-    PyObject *ordered[LOG_FIELDS] = {parts[0], parts[2], parts[3], Py_None, parts[4], parts[8], parts[6], parts[7],
-                                     parts[1], parts[5]};
-    memcpy(fields, ordered, sizeof(ordered));
+    static const int part_of_field[LOG_FIELDS] = {0, 2, 3, -1, 4, 8, 6, 7, 1, 5}; /* -1: the body, never given */
+    for (int index = 0; index < LOG_FIELDS; index++) {
+        fields[index] = part_of_field[index] < 0 ? Py_None : parts[part_of_field[index]];
+    }
 }
 
 #define PARTS 9
