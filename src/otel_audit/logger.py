@@ -43,7 +43,6 @@ from .semconv import (
     AUDIT_ACTION,
     AUDIT_ACTOR_IMPERSONATOR_ID,
     AUDIT_ACTOR_TYPE,
-    AUDIT_CHANGES,
     AUDIT_METADATA,
     AUDIT_OUTCOME,
     AUDIT_REASON,
@@ -133,18 +132,14 @@ class _Binding:
 
     def direct_path(self, sdk_logger: Any) -> _DirectPath | None:
         """The direct path of `sdk_logger`'s records, when the bound chain offers one and nothing else would see
-        the records: an SDK logger whose provider holds only the chain, with no attribute limit that could apply."""
+        the records: an SDK logger whose provider holds only the chain."""
         chain = self.chain
         if chain is None or sdk_logger.__class__ is not SdkLogger:
             return None
         multi_processor = sdk_logger._multi_log_record_processor
-        limits = sdk_logger._log_record_limits
-        max_count = limits.max_log_record_attributes
         if (
             multi_processor.__class__ is not SynchronousMultiLogRecordProcessor
             or tuple(multi_processor._log_record_processors) != (chain,)
-            or limits.max_log_record_attribute_length is not None
-            or (max_count is not None and max_count < _MOST_ATTRIBUTES)
         ):
             return None
         direct_stage = getattr(chain, "direct_stage", None)
@@ -191,23 +186,20 @@ def _api_record(
     return record
 
 
-def _validated_record(logger: SdkLogger, record: LogRecord) -> LogRecord | ReadWriteLogRecord:
+def _validated_record(logger: SdkLogger, record: LogRecord) -> ReadWriteLogRecord:
     """The SDK record for an audit LogRecord whose attributes emit already validated.
 
     The SDK re-validates every attribute when it builds a ReadWriteLogRecord (more than half of its emit cost);
     audit attributes are validated once, by emit or AuditEvent, so the record is built without that step (attributes stay
-    a plain mutable dict). When attribute limits are configured the SDK's own path applies them as usual.
+    a plain mutable dict). The provider's attribute limits (OTEL_ATTRIBUTE_COUNT_LIMIT and the like) do not
+    apply: meant for application telemetry, they would evict `audit.action` first (the record would then not be an
+    audit event) and cut ids and the `log.record.uid`. emit validates audit values itself.
     """
-    limits = logger._log_record_limits
-    attributes = record.attributes
-    max_count = limits.max_log_record_attributes
-    if limits.max_log_record_attribute_length is not None or (max_count is not None and len(attributes or ()) > max_count):
-        return record
     writable = _new_writable(ReadWriteLogRecord)
     writable.log_record = record
     writable.resource = logger._resource
     writable.instrumentation_scope = logger._instrumentation_scope
-    writable.limits = limits
+    writable.limits = logger._log_record_limits
     return writable
 
 
@@ -247,9 +239,6 @@ _FAST_KEYS = (
     HTTP_ROUTE, URL_PATH, ERROR_TYPE, AUDIT_REASON, HTTP_RESPONSE_STATUS_CODE, AUDIT_METADATA,
     AUDIT_ACTOR_TYPE, USER_ID, USER_EMAIL, USER_NAME, USER_ROLES, AUDIT_ACTOR_IMPERSONATOR_ID,
 )
-# The most attributes an audit record can have (every fast-path key, and audit.changes, which only the AuditEvent
-# path writes): a provider whose limit may cut fewer takes the SDK's path, which applies it.
-_MOST_ATTRIBUTES = len({*_FAST_KEYS, AUDIT_CHANGES})
 
 
 def python_fast_attributes(
@@ -565,7 +554,7 @@ class AuditLogger:
                 self._direct = binding.direct_path(logger)  # for the records after this one, which the SDK takes
         record = _api_record(timestamp_ns, observed_ns, severity_number, severity_text, attributes, event_name)
         if logger.__class__ is SdkLogger:
-            logger.emit(_validated_record(logger, record))  # type: ignore[arg-type]  # the SDK accepts both
+            logger.emit(_validated_record(logger, record))
         else:
             logger.emit(record)
 

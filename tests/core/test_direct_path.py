@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
-from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_audit import Actor, audit_context, configure, get_audit_logger, semconv, shutdown
@@ -146,19 +146,18 @@ def test_a_direct_path_in_every_delivery_mode(tmp_path: Path, delivery: str) -> 
     assert logger._direct is not None
 
 
-def test_no_direct_path_when_the_provider_has_other_processors_or_limits(tmp_path: Path) -> None:
-    """A provider given to configure() may carry processors of its own, or attribute limits: the SDK's path applies."""
-    common = {"service_name": "direct", "endpoint": "http://127.0.0.1:9/v1/logs", "spool_dir": str(tmp_path)}
+def test_no_direct_path_when_the_provider_has_other_processors(tmp_path: Path) -> None:
+    """A provider given to configure() may carry processors of its own: the SDK's path applies."""
     shared = LoggerProvider(shutdown_on_exit=False)
     shared.add_log_record_processor(AuditCapture())
-    limited = LoggerProvider(shutdown_on_exit=False, log_record_limits=LogRecordLimits(max_attribute_length=64))
-    for provider in (shared, limited):
-        configure(logger_provider=provider, **common)
-        logger = get_audit_logger("direct-path")
-        logger._logger()
-        assert logger._direct is None
-        shutdown()
-        provider.shutdown()
+    configure(
+        logger_provider=shared, service_name="direct", endpoint="http://127.0.0.1:9/v1/logs", spool_dir=str(tmp_path)
+    )
+    logger = get_audit_logger("direct-path")
+    logger._logger()
+    assert logger._direct is None
+    shutdown()
+    shared.shutdown()
 
 
 def test_a_processor_added_later_sees_every_later_record(receiver: OTLPReceiver, tmp_path: Path) -> None:
@@ -237,23 +236,3 @@ def test_a_redactor_replaced_at_run_time_applies_to_direct_records(receiver: OTL
     first, second = receiver.wait_for(2)
     assert first.attributes[semconv.AUDIT_METADATA]["plan"] == "pro"
     assert second.attributes[semconv.AUDIT_METADATA]["plan"] == "[REDACTED]"
-
-
-
-def test_a_limit_below_the_most_attributes_a_record_can_have_keeps_the_sdk_path(tmp_path: Path) -> None:
-    """A record can carry every fast-path key and audit.changes: a provider limit below that count may cut one,
-    so only a limit of at least that many leaves the direct path open."""
-    from otel_audit.semconv import AUDIT_CHANGES
-
-    most = len({*logger_module._FAST_KEYS, AUDIT_CHANGES})
-    for limit, direct in ((most - 1, False), (most, True)):
-        provider = LoggerProvider(shutdown_on_exit=False, log_record_limits=LogRecordLimits(max_attributes=limit))
-        configure(
-            logger_provider=provider, service_name="direct", endpoint="http://127.0.0.1:9/v1/logs",
-            spool_dir=str(tmp_path / str(limit)),
-        )
-        logger = get_audit_logger("direct-path")
-        logger._logger()
-        assert (logger._direct is not None) is direct, limit
-        shutdown()
-        provider.shutdown()
