@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from types import SimpleNamespace
 from typing import Any
 
@@ -110,6 +111,18 @@ def test_the_compiled_spool_frame_equals_the_python_one(scope_number: int, emit_
     assert _wire.record_frame(MAGIC, kind, scope_number, emit_ns, record) == python_record_frame(
         MAGIC, kind, scope_number, emit_ns, record
     )
+
+
+def test_the_compiled_frame_checksum_at_every_size_its_loops_meet() -> None:
+    """The checksum is folded 64 bytes at a time, then 16, then byte by byte: every payload size up to 300 bytes
+    and a few large ones, each against zlib's CRC-32 (through the Python frame)."""
+    from otel_audit.delivery.spool import MAGIC, python_record_frame
+
+    rng = random.Random(5)
+    for size in [*range(301), 4096, 4097, 4111, 4159, 65_536 + 7]:
+        record = rng.randbytes(size)
+        kind = rng.randrange(256)
+        assert _wire.record_frame(MAGIC, kind, 7, 9, record) == python_record_frame(MAGIC, kind, 7, 9, record), size
 
 
 def test_the_spool_uses_the_compiled_frame() -> None:
