@@ -1102,6 +1102,146 @@ static PyTypeObject SpoolWriterType = {
     .tp_methods = writer_methods,
 };
 
+/* ---- DurableLogRecordProcessor's direct stage in disk and strict mode, compiled: the same steps as the Python
+ * function processor.py's direct_stage defines, without an interpreter frame per record. ------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    SpoolWriter *spool;
+    PyObject *scope_number, *scope; /* the logger's scope entry */
+    PyObject *append;               /* Spool.append, for a record append_parts encoded but left to it */
+    PyObject *appended;             /* the processor's _appended: count the record, wake the exporter */
+    PyObject *write_failed;         /* spool.write_failed: the AuditDeliveryError a failed write raises */
+    vectorcallfunc vectorcall;
+} SpoolStage;
+
+/* Raise write_failed(exc) from the OSError being raised. */
+static void raise_write_failed(SpoolStage *self) {
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL) {
+        PyException_SetTraceback(value, traceback);
+    }
+    PyObject *error = PyObject_CallOneArg(self->write_failed, value);
+    if (error == NULL) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+        return;
+    }
+    PyException_SetContext(error, Py_NewRef(value));
+    PyException_SetCause(error, value); /* steals `value`; also suppresses the context, as `raise ... from` does */
+    PyErr_SetObject((PyObject *)Py_TYPE(error), error);
+    Py_DECREF(error);
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+}
+
+static PyObject *spool_stage_call(SpoolStage *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    if (PyVectorcall_NARGS(nargsf) != PARTS || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "a direct stage takes the 9 fields of a record, by position");
+        return NULL;
+    }
+    PyObject *call[2 + PARTS] = {self->scope_number, self->scope};
+    memcpy(call + 2, args, PARTS * sizeof(PyObject *));
+    PyObject *pending = append_parts(self->spool, call, 2 + PARTS);
+    if (pending == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_OSError)) {
+            raise_write_failed(self);
+        }
+        return NULL;
+    }
+    if (pending == Py_None) {
+        Py_DECREF(pending);
+        Py_RETURN_FALSE; /* not encoded here: on_emit's path encodes it or names what is wrong with it */
+    }
+    if (pending != Py_True) {
+        PyObject *append_args[4] = {self->scope_number, self->scope, pending, args[1]};
+        PyObject *appended = PyObject_Vectorcall(self->append, append_args, 4, NULL);
+        Py_DECREF(pending);
+        if (appended == NULL) {
+            return NULL;
+        }
+        Py_DECREF(appended);
+    } else {
+        Py_DECREF(pending);
+    }
+    PyObject *counted = PyObject_CallNoArgs(self->appended);
+    if (counted == NULL) {
+        return NULL;
+    }
+    Py_DECREF(counted);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *spool_stage_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *spool, *scope_number, *scope, *append, *appended, *write_failed;
+    static char *keywords[] = {"spool", "scope_number", "scope", "append", "appended", "write_failed", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOOOO:SpoolStage", keywords, &SpoolWriterType, &spool,
+                                     &scope_number, &scope, &append, &appended, &write_failed)) {
+        return NULL;
+    }
+    SpoolStage *self = (SpoolStage *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->spool = (SpoolWriter *)Py_NewRef(spool);
+    self->scope_number = Py_NewRef(scope_number);
+    self->scope = Py_NewRef(scope);
+    self->append = Py_NewRef(append);
+    self->appended = Py_NewRef(appended);
+    self->write_failed = Py_NewRef(write_failed);
+    self->vectorcall = (vectorcallfunc)spool_stage_call;
+    return (PyObject *)self;
+}
+
+static int spool_stage_traverse(SpoolStage *self, visitproc visit, void *arg) {
+    Py_VISIT(self->spool);
+    Py_VISIT(self->scope_number);
+    Py_VISIT(self->scope);
+    Py_VISIT(self->append);
+    Py_VISIT(self->appended);
+    Py_VISIT(self->write_failed);
+    return 0;
+}
+
+static int spool_stage_clear(SpoolStage *self) {
+    Py_CLEAR(self->spool);
+    Py_CLEAR(self->scope_number);
+    Py_CLEAR(self->scope);
+    Py_CLEAR(self->append);
+    Py_CLEAR(self->appended);
+    Py_CLEAR(self->write_failed);
+    return 0;
+}
+
+static void spool_stage_dealloc(SpoolStage *self) {
+    PyObject_GC_UnTrack(self);
+    spool_stage_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+PyDoc_STRVAR(spool_stage_doc,
+"SpoolStage(spool, scope_number, scope, append, appended, write_failed)\n\n"
+"The delivery stage of the direct path: called with a record's 9 fields, it spools them with append_parts\n"
+"(append takes an encoded record append_parts left to it; a failed write raises write_failed(error)), counts\n"
+"the record with appended() and answers True; False when the record is not encoded here.");
+
+static PyTypeObject SpoolStageType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_audit.delivery._wire.SpoolStage",
+    .tp_basicsize = sizeof(SpoolStage),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = spool_stage_doc,
+    .tp_new = spool_stage_new,
+    .tp_traverse = (traverseproc)spool_stage_traverse,
+    .tp_clear = (inquiry)spool_stage_clear,
+    .tp_dealloc = (destructor)spool_stage_dealloc,
+    .tp_vectorcall_offset = offsetof(SpoolStage, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
 /* ---- An export request from spooled records (encoder.frame_request, compiled) --------------------------------- */
 
 static PyObject *name_key, *name_resource, *name_scope, *name_resource_schema_url, *name_scope_schema_url;
@@ -1301,14 +1441,15 @@ PyMODINIT_FUNC PyInit__wire(void) {
             return NULL;
         }
     }
-    if (PyType_Ready(&SpoolWriterType) < 0) {
+    if (PyType_Ready(&SpoolWriterType) < 0 || PyType_Ready(&SpoolStageType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&module_definition);
     if (module == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(module, "SpoolWriter", (PyObject *)&SpoolWriterType) < 0) {
+    if (PyModule_AddObjectRef(module, "SpoolWriter", (PyObject *)&SpoolWriterType) < 0
+        || PyModule_AddObjectRef(module, "SpoolStage", (PyObject *)&SpoolStageType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -28,7 +28,7 @@ from .encoder import ScopeDef, encode_log_record, frame_request, native_parts
 from .errors import AuditDeliveryError
 from .memory import MemoryQueue
 from .sender import HttpSender, SendResult
-from .spool import Spool, write_failed
+from .spool import Spool, SpoolStage, SpoolWriter, write_failed
 
 _log = logging.getLogger("otel_audit.delivery")
 
@@ -150,32 +150,14 @@ class DurableLogRecordProcessor(LogRecordProcessor):
     def direct_stage(self, logger: Any) -> Callable[..., bool] | None:
         """This stage of the chain's direct path (see AuditLogger._emit_record): the record, given by its fields,
         is encoded and queued exactly as on_emit would queue the log record holding them. In `disk` and `strict`
-        mode one compiled call encodes, frames and writes it (the spool's `append_parts`); in `memory` mode the
-        compiled encoder's bytes go to the queue. None without the compiled parts (no C compiler)."""
+        mode a compiled stage (`_wire.SpoolStage`) encodes, frames and writes it in one call of the spool's
+        `append_parts`; in `memory` mode the compiled encoder's bytes go to the queue. None without the compiled
+        parts (no C compiler)."""
         scope_number, scope_def = self._scope_entry(logger.resource, logger.instrumentation_scope)[:2]
         append = self._source.append
-        append_parts = getattr(self._source, "append_parts", None)
-        if append_parts is not None:
-
-            def spool_stage(
-                timestamp: int, observed: int, severity_number: Any, severity_text: str, attributes: dict[str, Any],
-                event_name: str, trace_id: int, span_id: int, trace_flags: int,
-            ) -> bool:
-                try:
-                    pending = append_parts(
-                        scope_number, scope_def, timestamp, observed, severity_number, severity_text, attributes,
-                        event_name, trace_id, span_id, trace_flags,
-                    )
-                except OSError as exc:
-                    raise write_failed(exc) from exc
-                if pending is not True:
-                    if pending is None:
-                        return False  # not encoded here: on_emit's path encodes it or names what is wrong with it
-                    append(scope_number, scope_def, pending, observed)
-                self._appended()
-                return True
-
-            return spool_stage
+        if SpoolStage is not None and isinstance(self._source, SpoolWriter):
+            # The compiled spool's stage: append_parts, then Spool.append for what it leaves, then _appended.
+            return SpoolStage(self._source, scope_number, scope_def, append, self._appended, write_failed)
         if native_parts is None or not isinstance(self._source, MemoryQueue):
             return None
 

@@ -83,11 +83,12 @@ def write_failed(exc: OSError) -> AuditDeliveryError:
 
 
 try:  # compiled (optional, see _wire.c): one call instead of three packs, two checksums and a join on every emit
-    from ._wire import SpoolWriter
+    from ._wire import SpoolStage, SpoolWriter
     from ._wire import record_frame
     from ._wire import write_held as small_write
 except ImportError:
     SpoolWriter = object  # type: ignore[assignment,misc]
+    SpoolStage = None
     record_frame = python_record_frame
     small_write = released_write
 
