@@ -218,7 +218,7 @@ def test_a_resource_the_sdk_replaces_reaches_the_records(receiver: OTLPReceiver,
     pids = [record.resource.get("process.pid") for record in records]
     assert pids[1:] == [4242, 4242] and pids[0] != 4242
     assert {record.resource["service.name"] for record in records} == {"direct"}
-    assert logger._direct is not None and logger._direct.open()  # the path carries on, for the new resource
+    assert logger._direct is not None and logger._direct.resource is logger._otel_logger._resource  # made anew
 
 
 def test_a_redactor_replaced_at_run_time_applies_to_direct_records(receiver: OTLPReceiver, tmp_path: Path) -> None:
@@ -236,3 +236,60 @@ def test_a_redactor_replaced_at_run_time_applies_to_direct_records(receiver: OTL
     first, second = receiver.wait_for(2)
     assert first.attributes[semconv.AUDIT_METADATA]["plan"] == "pro"
     assert second.attributes[semconv.AUDIT_METADATA]["plan"] == "[REDACTED]"
+
+
+class _CountingRedactor:
+    """Wraps a Redactor (as a subclass or an instance attribute would replace its is_clean) and counts is_clean."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def wrap(self, redactor: Any) -> Any:
+        original = redactor.is_clean
+
+        def is_clean(attributes: Any) -> bool:
+            self.calls += 1
+            return bool(original(attributes))
+
+        redactor.is_clean = is_clean
+        return redactor
+
+
+def _counted_redaction(tmp_path: Path) -> tuple[Any, _CountingRedactor, Any]:
+    """A default pipeline's RedactionProcessor, a count of its redactor's is_clean calls, and an audit logger."""
+    from otel_audit.processors import iter_chain
+    from otel_audit.processors.redact import RedactionProcessor
+
+    pipeline = configure(service_name="direct", endpoint="http://127.0.0.1:9/v1/logs", spool_dir=str(tmp_path))
+    (redaction,) = [stage for stage in iter_chain(pipeline.chain) if isinstance(stage, RedactionProcessor)]
+    counter = _CountingRedactor()
+    counter.wrap(redaction.redactor)
+    return redaction, counter, get_audit_logger("direct-path")
+
+
+def test_the_redaction_stage_asks_a_replaced_is_clean(tmp_path: Path) -> None:
+    """A redactor whose is_clean was replaced is asked on the direct path too (not just the compiled screen)."""
+    _, counter, logger = _counted_redaction(tmp_path)
+    for _ in range(3):
+        logger.emit("document.share", metadata={"plan": "pro"})
+    assert logger._direct is not None
+    assert counter.calls == 3
+
+
+def test_the_redaction_stage_keeps_on_emits_count_of_records_that_needed_redaction(tmp_path: Path) -> None:
+    """Records that need redaction take on_emit's path, which counts them; a clean record on the direct path ends the
+    count, and after _FAST_PATH_TRIES of them in a row the direct stage pauses with on_emit (no is_clean asked)."""
+    from otel_audit.processors.redact import _FAST_PATH_TRIES
+
+    redaction, counter, logger = _counted_redaction(tmp_path)
+    for _ in range(3):
+        logger.emit("document.share", metadata={"password": "hunter2-hunter2"})
+    assert redaction._misses == 3
+    logger.emit("document.share", metadata={"plan": "pro"})
+    assert redaction._misses == 0
+    for _ in range(_FAST_PATH_TRIES):
+        logger.emit("document.share", metadata={"password": "hunter2-hunter2"})
+    asked = counter.calls
+    logger.emit("document.share", metadata={"plan": "pro"})
+    assert counter.calls == asked  # paused: neither stage asked
+    assert redaction._misses == _FAST_PATH_TRIES + 1

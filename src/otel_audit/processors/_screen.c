@@ -10,6 +10,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 #include <string.h>
 
 #define MAX_DEPTH 32
@@ -248,6 +249,160 @@ static PyObject *value_clean_entry(PyObject *Py_UNUSED(module), PyObject *const 
     return screen_call(args, nargs, 0);
 }
 
+/* ---- RedactionProcessor's direct stage, compiled: the same steps as redact.RedactionProcessor.direct_stage's
+ * Python function, without an interpreter frame per record. ------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *processor; /* the RedactionProcessor: its `redactor` and `_misses` are read per record */
+    PyObject *next;      /* the next stage, called with the same fields */
+    PyObject *is_clean;  /* Redactor.is_clean, the function the compiled screen stands for */
+    long tries;          /* redact._FAST_PATH_TRIES */
+    vectorcallfunc vectorcall;
+} RedactionStage;
+
+static PyObject *name_misses, *name_redactor, *name_is_clean, *name_screen_config, *zero;
+
+/* Whether `redactor.is_clean(attributes)` holds: 1, 0, or -1 with an exception. When the method is Redactor's own
+ * (not replaced on the instance or in a subclass), the compiled screen answers without it unless a key has no
+ * cached decision yet; otherwise the method is called. */
+static int redactor_clean(RedactionStage *self, PyObject *redactor, PyObject *attributes) {
+    PyObject *method = PyObject_GetAttr(redactor, name_is_clean);
+    if (method == NULL) {
+        return -1;
+    }
+    if (PyMethod_Check(method) && PyMethod_GET_FUNCTION(method) == self->is_clean
+        && PyMethod_GET_SELF(method) == redactor && PyDict_CheckExact(attributes)) {
+        if (PyDict_GET_SIZE(attributes) == 0) {
+            Py_DECREF(method);
+            return 1;
+        }
+        PyObject *config = PyObject_GetAttr(redactor, name_screen_config);
+        screen unpacked;
+        if (config == NULL || unpack(config, &unpacked) < 0) {
+            Py_XDECREF(config);
+            Py_DECREF(method);
+            return -1;
+        }
+        enum verdict verdict = map_clean(&unpacked, attributes, unpacked.attribute_decisions, 0);
+        Py_DECREF(config);
+        if (verdict != UNKNOWN) {
+            Py_DECREF(method);
+            return verdict == FAILED ? -1 : verdict == CLEAN;
+        }
+    }
+    PyObject *result = PyObject_CallOneArg(method, attributes);
+    Py_DECREF(method);
+    if (result == NULL) {
+        return -1;
+    }
+    int truth = PyObject_IsTrue(result);
+    Py_DECREF(result);
+    return truth;
+}
+
+static PyObject *redaction_stage_call(RedactionStage *self, PyObject *const *args, size_t nargsf,
+                                      PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 9 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "a direct stage takes the 9 fields of a record, by position");
+        return NULL;
+    }
+    PyObject *misses_object = PyObject_GetAttr(self->processor, name_misses);
+    if (misses_object == NULL) {
+        return NULL;
+    }
+    long misses = PyLong_AsLong(misses_object);
+    Py_DECREF(misses_object);
+    if (misses == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (misses >= self->tries) {
+        Py_RETURN_FALSE; /* on_emit's pause after records that kept needing redaction */
+    }
+    /* Read per record, as on_emit reads it; anything unusual (an exception) takes the full path, as in on_emit. */
+    PyObject *redactor = PyObject_GetAttr(self->processor, name_redactor);
+    int clean = redactor == NULL ? -1 : redactor_clean(self, redactor, args[4]);
+    Py_XDECREF(redactor);
+    if (clean < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    if (!clean) {
+        Py_RETURN_FALSE;
+    }
+    if (misses != 0 && PyObject_SetAttr(self->processor, name_misses, zero) < 0) {
+        return NULL;
+    }
+    return PyObject_Vectorcall(self->next, args, nargs, NULL);
+}
+
+static PyObject *redaction_stage_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *processor, *next, *is_clean;
+    long tries;
+    static char *keywords[] = {"processor", "next_stage", "is_clean", "tries", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOl:RedactionStage", keywords, &processor, &next, &is_clean,
+                                     &tries)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(next) || !PyFunction_Check(is_clean)) {
+        PyErr_SetString(PyExc_TypeError, "RedactionStage: next_stage must be callable and is_clean a function");
+        return NULL;
+    }
+    RedactionStage *self = (RedactionStage *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->processor = Py_NewRef(processor);
+    self->next = Py_NewRef(next);
+    self->is_clean = Py_NewRef(is_clean);
+    self->tries = tries;
+    self->vectorcall = (vectorcallfunc)redaction_stage_call;
+    return (PyObject *)self;
+}
+
+static int redaction_stage_traverse(RedactionStage *self, visitproc visit, void *arg) {
+    Py_VISIT(self->processor);
+    Py_VISIT(self->next);
+    Py_VISIT(self->is_clean);
+    return 0;
+}
+
+static int redaction_stage_clear(RedactionStage *self) {
+    Py_CLEAR(self->processor);
+    Py_CLEAR(self->next);
+    Py_CLEAR(self->is_clean);
+    return 0;
+}
+
+static void redaction_stage_dealloc(RedactionStage *self) {
+    PyObject_GC_UnTrack(self);
+    redaction_stage_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+PyDoc_STRVAR(redaction_stage_doc,
+    "RedactionStage(processor, next_stage, is_clean, tries)\n\n"
+    "RedactionProcessor's direct stage: called with a record's 9 fields, it answers False (take on_emit's path)\n"
+    "unless the processor's redactor finds the attributes clean, and then hands the fields to `next_stage`.");
+
+static PyTypeObject RedactionStageType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_audit.processors._screen.RedactionStage",
+    .tp_basicsize = sizeof(RedactionStage),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = redaction_stage_doc,
+    .tp_new = redaction_stage_new,
+    .tp_traverse = (traverseproc)redaction_stage_traverse,
+    .tp_clear = (inquiry)redaction_stage_clear,
+    .tp_dealloc = (destructor)redaction_stage_dealloc,
+    .tp_vectorcall_offset = offsetof(RedactionStage, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
 static PyMethodDef methods[] = {
     {"attributes_clean", (PyCFunction)(void (*)(void))attributes_clean, METH_FASTCALL, attributes_clean_doc},
     {"value_clean", (PyCFunction)(void (*)(void))value_clean_entry, METH_FASTCALL, value_clean_doc},
@@ -260,5 +415,19 @@ static struct PyModuleDef module_definition = {
 };
 
 PyMODINIT_FUNC PyInit__screen(void) {
-    return PyModule_Create(&module_definition);
+    name_misses = PyUnicode_InternFromString("_misses");
+    name_redactor = PyUnicode_InternFromString("redactor");
+    name_is_clean = PyUnicode_InternFromString("is_clean");
+    name_screen_config = PyUnicode_InternFromString("_screen_config");
+    zero = PyLong_FromLong(0);
+    if (name_misses == NULL || name_redactor == NULL || name_is_clean == NULL || name_screen_config == NULL
+        || zero == NULL || PyType_Ready(&RedactionStageType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&module_definition);
+    if (module == NULL || PyModule_AddObjectRef(module, "RedactionStage", (PyObject *)&RedactionStageType) < 0) {
+        Py_XDECREF(module);
+        return NULL;
+    }
+    return module;
 }

@@ -43,10 +43,11 @@ from ..config import ConfigurationError
 from ..stats import STATS
 
 try:  # the compiled fast path (optional: built at install when a C compiler is present)
+    from ._screen import RedactionStage as _CompiledRedactionStage
     from ._screen import attributes_clean as _compiled_attributes_clean
     from ._screen import value_clean as _compiled_value_clean
 except ImportError:  # pragma: no cover - exercised by installs without a compiler
-    _compiled_attributes_clean = _compiled_value_clean = None
+    _compiled_attributes_clean = _compiled_value_clean = _CompiledRedactionStage = None
 
 MASK = "[REDACTED]"
 STRATEGIES = ("mask", "drop", "last4", "hash")
@@ -1062,6 +1063,8 @@ class RedactionProcessor(LogRecordProcessor):
         next_stage = None if following is None else following(logger)
         if next_stage is None:
             return None
+        if _CompiledRedactionStage is not None:  # the function below, compiled
+            return _CompiledRedactionStage(self, next_stage, Redactor.is_clean, _FAST_PATH_TRIES)
 
         def redaction_stage(
             timestamp: int, observed: int, severity_number: Any, severity_text: str, attributes: dict[str, Any],
