@@ -18,11 +18,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import get_current
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk._logs import Logger as SdkLogger
 from opentelemetry.sdk._logs import ReadWriteLogRecord, SynchronousMultiLogRecordProcessor
-from opentelemetry.trace import get_current_span
+from opentelemetry.trace import INVALID_SPAN, Span, get_current_span
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from . import semconv
 from .context import current_audit_context
@@ -67,6 +70,11 @@ from .semconv import (
     add_actor_attributes,
 )
 
+try:  # the SDK's stand-in when its internal metrics are off (private; without it every count is called)
+    from opentelemetry.sdk._logs._internal._logger_metrics import NoOpLoggerMetrics as _NoOpLoggerMetrics
+except ImportError:  # pragma: no cover - another SDK version
+    _NoOpLoggerMetrics = None  # type: ignore[assignment,misc]
+
 _log = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -85,32 +93,36 @@ _OUTCOMES: dict[Any, tuple[str, SeverityNumber, str]] = {
 }
 _EVENT_NAMES_CACHE = 4096
 _event_names: dict[str, str] = {}
+_NO_SPAN_CONTEXT = INVALID_SPAN.get_span_context()
+
+
+def _context_reader() -> Callable[[], Any]:
+    """What reads the current OTel Context: the default runtime context's ContextVar.get (a C call) when that
+    runtime context is in use, else the API's get_current (which calls the same through two Python frames)."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    if isinstance(runtime, ContextVarsRuntimeContext):
+        return runtime._current_context.get
+    return get_current
+
+
+_current_context = _context_reader()
 
 
 class _DirectPath:
     """How an SDK logger's records skip the SDK's record objects: the first stage of the audit chain's direct path
     (see AuditLogger._emit_record), valid while the provider's processors are still just that chain."""
 
-    __slots__ = ("count_emitted", "multi_processor", "processors", "resource", "sdk_logger", "stage")
+    __slots__ = ("count_emitted", "multi_processor", "processors", "resource", "stage")
 
     def __init__(self, stage: Callable[..., bool], sdk_logger: SdkLogger) -> None:
         self.stage = stage
-        self.sdk_logger = sdk_logger
-        # The SDK's own count of emitted log records (otel.sdk.log.created), kept true for records it never sees.
-        self.count_emitted = sdk_logger._logger_metrics.emit_log
+        # The SDK's own count of emitted log records (otel.sdk.log.created), kept true for records it never sees;
+        # None when the SDK's internal metrics are off (its count is then a no-op).
+        metrics = sdk_logger._logger_metrics
+        self.count_emitted = None if metrics.__class__ is _NoOpLoggerMetrics else metrics.emit_log
         self.multi_processor = sdk_logger._multi_log_record_processor
         self.processors = self.multi_processor._log_record_processors
         self.resource = sdk_logger._resource  # the stages encode this one
-
-    def open(self) -> bool:
-        """Whether the path applies now: no processor was added to the provider since, the logger is enabled, and
-        its resource is still the one the stages encode (the SDK replaces it in a forked child)."""
-        sdk_logger = self.sdk_logger
-        return (
-            self.multi_processor._log_record_processors is self.processors
-            and sdk_logger._logger_config.is_enabled
-            and sdk_logger._resource is self.resource
-        )
 
 
 class _Binding:
@@ -539,16 +551,27 @@ class AuditLogger:
             event_name = semconv.event_name(action)
             if len(_event_names) < _EVENT_NAMES_CACHE:
                 _event_names[action] = event_name
-        logger = self._logger()
+        logger = self._otel_logger
+        if logger is None or self._generation != binding.generation:
+            logger = self._logger()
         direct = self._direct
         if direct is not None:
-            if direct.open():
-                span_context = get_current_span().get_span_context()
+            # Open while no processor was added to the provider since, the logger is enabled, and its resource is
+            # still the one the stages encode (the SDK replaces it in a forked child). Written out here, and the
+            # current span read as get_current_span() reads it: on this path each call is a measurable share.
+            if (
+                direct.multi_processor._log_record_processors is direct.processors
+                and logger._logger_config.is_enabled
+                and logger._resource is direct.resource
+            ):
+                span = _current_context().get(_SPAN_KEY)
+                span_context = span.get_span_context() if isinstance(span, Span) else _NO_SPAN_CONTEXT
                 if direct.stage(
                     timestamp_ns, observed_ns, severity_number, severity_text, attributes, event_name,
                     span_context.trace_id, span_context.span_id, span_context.trace_flags,
                 ):
-                    direct.count_emitted()
+                    if direct.count_emitted is not None:
+                        direct.count_emitted()
                     return
             elif direct.resource is not logger._resource:
                 self._direct = binding.direct_path(logger)  # for the records after this one, which the SDK takes
