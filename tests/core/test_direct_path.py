@@ -255,6 +255,19 @@ class _CountingRedactor:
         return redactor
 
 
+@pytest.fixture(params=["compiled", "python"])
+def redaction_stage_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Redaction's direct stage compiled (_screen.RedactionStage) or its Python reference (installs without a C
+    compiler)."""
+    from otel_audit.processors import redact
+
+    if request.param == "compiled" and redact._CompiledRedactionStage is None:
+        pytest.skip("the _screen extension is not built here (no C compiler at install)")
+    if request.param == "python":
+        monkeypatch.setattr(redact, "_CompiledRedactionStage", None)
+    return str(request.param)
+
+
 def _counted_redaction(tmp_path: Path) -> tuple[Any, _CountingRedactor, Any]:
     """A default pipeline's RedactionProcessor, a count of its redactor's is_clean calls, and an audit logger."""
     from otel_audit.processors import iter_chain
@@ -267,7 +280,7 @@ def _counted_redaction(tmp_path: Path) -> tuple[Any, _CountingRedactor, Any]:
     return redaction, counter, get_audit_logger("direct-path")
 
 
-def test_the_redaction_stage_asks_a_replaced_is_clean(tmp_path: Path) -> None:
+def test_the_redaction_stage_asks_a_replaced_is_clean(tmp_path: Path, redaction_stage_kind: str) -> None:
     """A redactor whose is_clean was replaced is asked on the direct path too (not just the compiled screen)."""
     _, counter, logger = _counted_redaction(tmp_path)
     for _ in range(3):
@@ -276,7 +289,9 @@ def test_the_redaction_stage_asks_a_replaced_is_clean(tmp_path: Path) -> None:
     assert counter.calls == 3
 
 
-def test_the_redaction_stage_keeps_on_emits_count_of_records_that_needed_redaction(tmp_path: Path) -> None:
+def test_the_redaction_stage_keeps_on_emits_count_of_records_that_needed_redaction(
+    tmp_path: Path, redaction_stage_kind: str
+) -> None:
     """Records that need redaction take on_emit's path, which counts them; a clean record on the direct path ends the
     count, and after _FAST_PATH_TRIES of them in a row the direct stage pauses with on_emit (no is_clean asked)."""
     from otel_audit.processors.redact import _FAST_PATH_TRIES
