@@ -308,3 +308,18 @@ def test_the_redaction_stage_keeps_on_emits_count_of_records_that_needed_redacti
     logger.emit("document.share", metadata={"plan": "pro"})
     assert counter.calls == asked  # paused: neither stage asked
     assert redaction._misses == _FAST_PATH_TRIES + 1
+
+
+def test_records_the_compiled_append_leaves_to_the_spool_are_delivered(receiver: OTLPReceiver, tmp_path: Path) -> None:
+    """With 8 KiB segments most records fill one up or open the next (a scope new to the segment): the compiled
+    append hands those to Spool.append, which must write them; every record arrives, in order."""
+    pipeline = configure(
+        service_name="direct", endpoint=receiver.endpoint, delivery="disk", spool_dir=str(tmp_path),
+        max_spool_bytes=64 * 1024,
+    )
+    logger = get_audit_logger("direct-path")
+    uids = [logger.emit("document.share", resource=("document", f"d-{index}")) for index in range(120)]
+    assert logger._direct is not None
+    assert pipeline.force_flush(10_000)
+    received = receiver.wait_for(len(uids))
+    assert [record.attributes[semconv.LOG_RECORD_UID] for record in received] == uids
