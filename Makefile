@@ -24,6 +24,7 @@ demo: setup
 
 test: setup services
 	$(PY) -m pytest
+	PY=$(PY) bash scripts/test-pure-python.sh
 
 bench: setup services
 	command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
