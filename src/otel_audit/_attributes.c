@@ -78,6 +78,16 @@ static int put(PyObject *attributes, int key, PyObject *value) {
     return value == Py_None ? 0 : PyDict_SetItem(attributes, keys[key], value);
 }
 
+/* put for a new reference, which it consumes (NULL: the exception of the call that made it). */
+static int put_new(PyObject *attributes, int key, PyObject *value) {
+    if (value == NULL) {
+        return -1;
+    }
+    int status = PyDict_SetItem(attributes, keys[key], value);
+    Py_DECREF(value);
+    return status;
+}
+
 /* semconv.add_actor_attributes. */
 static int add_actor(PyObject *attributes, PyObject *actor, PyObject *ambient_impersonator) {
     PyObject *kind = NULL, *value = NULL, *roles = NULL;
@@ -106,16 +116,8 @@ static int add_actor(PyObject *attributes, PyObject *actor, PyObject *ambient_im
     if (has_roles < 0) {
         goto done;
     }
-    if (has_roles) {
-        PyObject *listed = PySequence_List(roles);
-        if (listed == NULL) {
-            goto done;
-        }
-        int put_status = PyDict_SetItem(attributes, keys[KEY_USER_ROLES], listed);
-        Py_DECREF(listed);
-        if (put_status < 0) {
-            goto done;
-        }
+    if (has_roles && put_new(attributes, KEY_USER_ROLES, PySequence_List(roles)) < 0) {
+        goto done;
     }
     PyObject *impersonator = PyObject_GetAttr(actor, name_impersonator_id);
     if (impersonator == NULL) {
@@ -247,16 +249,9 @@ static PyObject *fast_attributes(PyObject *module, PyObject *const *args, Py_ssi
     if (put(attributes, KEY_REASON, args[ARG_REASON]) < 0 || put(attributes, KEY_STATUS_CODE, status_code) < 0) {
         goto done;
     }
-    if (metadata != Py_None && PyDict_GET_SIZE(metadata) > 0) {
-        PyObject *copy = PyDict_Copy(metadata);
-        if (copy == NULL) {
-            goto done;
-        }
-        int put_status = PyDict_SetItem(attributes, keys[KEY_METADATA], copy);
-        Py_DECREF(copy);
-        if (put_status < 0) {
-            goto done;
-        }
+    if (metadata != Py_None && PyDict_GET_SIZE(metadata) > 0
+        && put_new(attributes, KEY_METADATA, PyDict_Copy(metadata)) < 0) {
+        goto done;
     }
     answer = PyTuple_Pack(4, uid, attributes, PyTuple_GET_ITEM(fields, 1), PyTuple_GET_ITEM(fields, 2));
 done:

@@ -119,7 +119,7 @@ class DurableLogRecordProcessor(LogRecordProcessor):
         """Encode once and persist; raises AuditDeliveryError when the record cannot be accepted."""
         scope = self._scopes.get((id(log_record.resource), id(log_record.instrumentation_scope)))
         if scope is None:
-            scope = self._register_scope(log_record)
+            scope = self._scope_entry(log_record.resource, log_record.instrumentation_scope)
         log = log_record.log_record
         emit_ns = log.observed_timestamp or time.time_ns()
         append_log = self._append_log
@@ -132,9 +132,6 @@ class DurableLogRecordProcessor(LogRecordProcessor):
         if pending is not True:
             self._source.append(scope[0], scope[1], pending if pending is not None else _encoded(log_record), emit_ns)
         self._appended()
-
-    def _register_scope(self, log_record: ReadWriteLogRecord) -> tuple[int, ScopeDef, Any, Any]:
-        return self._scope_entry(log_record.resource, log_record.instrumentation_scope)
 
     def _scope_entry(self, resource: Any, instrumentation_scope: Any) -> tuple[int, ScopeDef, Any, Any]:
         key = (id(resource), id(instrumentation_scope))
