@@ -1,12 +1,20 @@
-/* fast_attributes(), compiled: emit's fast path (logger.python_fast_attributes is the reference and the fallback).
- * The checks that send a call to the AuditEvent path, the new record id and the attribute dict in event_to_attributes'
- * order, without the ~40 bytecode-level steps per call the reference takes. Everything it compares with (the
- * attribute keys, the outcomes, the known actions, the Actor and Resource classes, the limits, the id maker) comes
- * from logger.py through configure_fast_attributes, so the conventions stay in one place.
+/* emit's compiled core (logger.py holds the reference and the fallback of each part):
+ * - fast_attributes() (reference: logger.python_fast_attributes): the checks that send a call to the AuditEvent path,
+ *   the new record id and the attribute dict in event_to_attributes' order, without the ~40 bytecode-level steps per
+ *   call the reference takes. Everything it compares with (the attribute keys, the outcomes, the known actions, the
+ *   Actor and Resource classes, the limits, the id maker) comes from logger.py through configure_fast_attributes, so
+ *   the conventions stay in one place.
+ * - emit() (reference: logger.python_emit): AuditLogger.emit's body, from the audit context's defaults to the
+ *   direct path's first stage, with the steps of AuditLogger._emit_record; every case that path does not finish goes
+ *   back to logger.py's Python (the AuditEvent path, a logger to bind anew, the SDK's path). What it reads (the
+ *   context variables, the binding, the event name cache) comes from logger.py through configure_emit.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stddef.h>
+#include <structmember.h>
+#include <time.h>
 
 enum {
     KEY_ACTION, KEY_OUTCOME, KEY_UID, KEY_RESOURCE_TYPE, KEY_RESOURCE_ID, KEY_RESOURCE_NAME, KEY_TENANT,
@@ -154,11 +162,8 @@ PyDoc_STRVAR(fast_attributes_doc,
 "                http_status_code, timestamp, impersonator_id) -> tuple[str, dict, SeverityNumber, str] | None\n\n"
 "logger.python_fast_attributes, compiled: the same answer for every input.");
 
-static PyObject *fast_attributes(PyObject *module, PyObject *const *args, Py_ssize_t count) {
-    if (count != ARG_COUNT) {
-        PyErr_SetString(PyExc_TypeError, "fast_attributes takes 20 arguments");
-        return NULL;
-    }
+/* fast_attributes for its ARG_COUNT arguments. */
+static PyObject *build_attributes(PyObject *const *args) {
     if (make_uid == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "fast_attributes: configure_fast_attributes was not called");
         return NULL;
@@ -263,6 +268,14 @@ done:
     return answer;
 }
 
+static PyObject *fast_attributes(PyObject *module, PyObject *const *args, Py_ssize_t count) {
+    if (count != ARG_COUNT) {
+        PyErr_SetString(PyExc_TypeError, "fast_attributes takes 20 arguments");
+        return NULL;
+    }
+    return build_attributes(args);
+}
+
 PyDoc_STRVAR(configure_doc,
 "configure_fast_attributes(keys: tuple[str, ...], outcomes: dict, outcome_class: type, known_actions: set,\n"
 "                          actor_class: type, resource_class: type, limits: tuple[int, int, int], new_uid) -> None\n\n"
@@ -303,14 +316,374 @@ static PyObject *configure_fast_attributes(PyObject *module, PyObject *const *ar
     Py_RETURN_NONE;
 }
 
+/* ---- emit(), compiled: logger.python_emit, with AuditLogger._emit_record's direct path written out -------------- */
+
+/* A logger's direct path (logger.PythonDirectPath is the reference): its first stage, the SDK's record count (None
+ * when the SDK's metrics are off), and what must stay as it was for the path to stay open. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *stage, *count_emitted, *multi_processor, *processors, *resource;
+} DirectPath;
+
+static PyMemberDef direct_path_members[] = {
+    {"stage", T_OBJECT, offsetof(DirectPath, stage), READONLY, "the chain's first direct stage"},
+    {"count_emitted", T_OBJECT, offsetof(DirectPath, count_emitted), READONLY, "the SDK's record count, or None"},
+    {"multi_processor", T_OBJECT, offsetof(DirectPath, multi_processor), READONLY, "the provider's processors"},
+    {"processors", T_OBJECT, offsetof(DirectPath, processors), READONLY, "their list when the path was opened"},
+    {"resource", T_OBJECT, offsetof(DirectPath, resource), READONLY, "the resource the stages encode"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyObject *direct_path_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *stage, *count_emitted, *multi_processor, *processors, *resource;
+    static char *keywords[] = {"stage", "count_emitted", "multi_processor", "processors", "resource", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO:DirectPath", keywords, &stage, &count_emitted,
+                                     &multi_processor, &processors, &resource)) {
+        return NULL;
+    }
+    DirectPath *self = (DirectPath *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->stage = Py_NewRef(stage);
+    self->count_emitted = Py_NewRef(count_emitted);
+    self->multi_processor = Py_NewRef(multi_processor);
+    self->processors = Py_NewRef(processors);
+    self->resource = Py_NewRef(resource);
+    return (PyObject *)self;
+}
+
+static int direct_path_traverse(DirectPath *self, visitproc visit, void *arg) {
+    Py_VISIT(self->stage);
+    Py_VISIT(self->count_emitted);
+    Py_VISIT(self->multi_processor);
+    Py_VISIT(self->processors);
+    Py_VISIT(self->resource);
+    return 0;
+}
+
+static int direct_path_clear(DirectPath *self) {
+    Py_CLEAR(self->stage);
+    Py_CLEAR(self->count_emitted);
+    Py_CLEAR(self->multi_processor);
+    Py_CLEAR(self->processors);
+    Py_CLEAR(self->resource);
+    return 0;
+}
+
+static void direct_path_dealloc(DirectPath *self) {
+    PyObject_GC_UnTrack(self);
+    direct_path_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject DirectPathType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_audit._attributes.DirectPath",
+    .tp_basicsize = sizeof(DirectPath),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "DirectPath(stage, count_emitted, multi_processor, processors, resource)\n\n"
+              "How an SDK logger's records skip the SDK's record objects (see logger.PythonDirectPath).",
+    .tp_new = direct_path_new,
+    .tp_traverse = (traverseproc)direct_path_traverse,
+    .tp_clear = (inquiry)direct_path_clear,
+    .tp_dealloc = (destructor)direct_path_dealloc,
+    .tp_members = direct_path_members,
+};
+
+/* The fields of logger.AuditContext emit fills a missing argument from, by their index in the tuple. */
+enum { CONTEXT_ACTOR, CONTEXT_TENANT, CONTEXT_CLIENT_ADDRESS, CONTEXT_USER_AGENT, CONTEXT_SESSION_ID,
+       CONTEXT_REQUEST_ID, CONTEXT_IMPERSONATOR, CONTEXT_FIELDS };
+static const int context_argument[CONTEXT_IMPERSONATOR] = {
+    ARG_ACTOR, ARG_TENANT, ARG_CLIENT_ADDRESS, ARG_USER_AGENT, ARG_SESSION_ID, ARG_REQUEST_ID,
+};
+static Py_ssize_t context_index[CONTEXT_FIELDS], context_size;
+
+static PyObject *audit_context_var;             /* the AuditContext in effect */
+static PyObject *otel_context_var, *get_current; /* the runtime context's ContextVar (or None: get_current()) */
+static PyObject *context_class;                 /* the Context class, when its get() is dict.get (else dict) */
+static PyObject *span_key, *span_class, *no_span[3]; /* the span in a Context; the ids of no span */
+static PyObject *binding, *event_names, *event_name_of, *sdk_emit;
+static Py_ssize_t event_names_most;
+static PyObject *name_otel_logger, *name_generation, *name_binding_generation, *name_direct, *name_processors,
+    *name_logger_config, *name_is_enabled, *name_resource, *name_get, *name_get_span_context, *name_trace_id,
+    *name_span_id, *name_trace_flags, *name_emit_record, *name_emit_validated;
+
+/* The event name of `action`, from the cache logger.py shares (a new reference). */
+static PyObject *event_name(PyObject *action) {
+    PyObject *name = PyDict_GetItemWithError(event_names, action);
+    if (name != NULL) {
+        return Py_NewRef(name);
+    }
+    if (PyErr_Occurred() || (name = PyObject_CallOneArg(event_name_of, action)) == NULL) {
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(event_names) < event_names_most && PyDict_SetItem(event_names, action, name) < 0) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    return name;
+}
+
+/* The current span's trace id, span id and trace flags into `ids` (new references), as get_current_span() and
+ * get_span_context() read them; the invalid span's when there is none. */
+static int span_ids(PyObject *ids[3]) {
+    PyObject *context = NULL, *span = NULL, *span_context = NULL;
+    int status = -1;
+    if (otel_context_var != Py_None) {
+        if (PyContextVar_Get(otel_context_var, NULL, &context) < 0) {
+            return -1;
+        }
+    } else {
+        context = PyObject_CallNoArgs(get_current);
+    }
+    if (context == NULL) {
+        return -1;
+    }
+    if (Py_IS_TYPE(context, (PyTypeObject *)context_class) || PyDict_CheckExact(context)) {
+        span = Py_XNewRef(PyDict_GetItemWithError(context, span_key));
+        if (span == NULL && PyErr_Occurred()) {
+            goto done;
+        }
+    } else if ((span = PyObject_CallMethodOneArg(context, name_get, span_key)) == NULL) {
+        goto done;
+    }
+    int is_span = span == NULL || span == Py_None ? 0 : PyObject_IsInstance(span, span_class);
+    if (is_span < 0) {
+        goto done;
+    }
+    if (!is_span) {
+        for (int index = 0; index < 3; index++) {
+            ids[index] = Py_NewRef(no_span[index]);
+        }
+        status = 0;
+        goto done;
+    }
+    if ((span_context = PyObject_CallMethodNoArgs(span, name_get_span_context)) == NULL) {
+        goto done;
+    }
+    PyObject *names[3] = {name_trace_id, name_span_id, name_trace_flags};
+    for (int index = 0; index < 3; index++) {
+        if ((ids[index] = PyObject_GetAttr(span_context, names[index])) == NULL) {
+            for (int done = 0; done < index; done++) {
+                Py_CLEAR(ids[done]);
+            }
+            goto done;
+        }
+    }
+    status = 0;
+done:
+    Py_DECREF(context);
+    Py_XDECREF(span);
+    Py_XDECREF(span_context);
+    return status;
+}
+
+/* Whether the direct path is open for `sdk_logger`'s next record (see AuditLogger._emit_record): 1, 0 or -1. */
+static int direct_path_open(DirectPath *direct, PyObject *sdk_logger) {
+    PyObject *processors = PyObject_GetAttr(direct->multi_processor, name_processors);
+    if (processors == NULL) {
+        return -1;
+    }
+    Py_DECREF(processors); /* compared by identity only */
+    if (processors != direct->processors) {
+        return 0;
+    }
+    PyObject *config = PyObject_GetAttr(sdk_logger, name_logger_config);
+    PyObject *enabled = config == NULL ? NULL : PyObject_GetAttr(config, name_is_enabled);
+    Py_XDECREF(config);
+    int open = enabled == NULL ? -1 : PyObject_IsTrue(enabled);
+    Py_XDECREF(enabled);
+    if (open != 1) {
+        return open;
+    }
+    PyObject *resource = PyObject_GetAttr(sdk_logger, name_resource);
+    if (resource == NULL) {
+        return -1;
+    }
+    Py_DECREF(resource);
+    return resource == direct->resource;
+}
+
+/* AuditLogger._emit_record(now, now, severity_number, severity_text, attributes, action) for `audit_logger`: the
+ * direct path here when it is open, else the method itself (which binds the logger anew where needed); a record
+ * the stages leave takes the SDK's path (logger._sdk_emit). */
+static int emit_record(PyObject *audit_logger, PyObject *now, PyObject *severity_number, PyObject *severity_text,
+                       PyObject *attributes, PyObject *action) {
+    PyObject *sdk_logger = NULL, *generation = NULL, *bound = NULL, *direct = NULL, *name = NULL,
+             *ids[3] = {NULL, NULL, NULL}, *result = NULL;
+    int status = -1, current = 0, open = 0;
+    if ((sdk_logger = PyObject_GetAttr(audit_logger, name_otel_logger)) == NULL
+        || (generation = PyObject_GetAttr(audit_logger, name_generation)) == NULL
+        || (bound = PyObject_GetAttr(binding, name_binding_generation)) == NULL
+        || (direct = PyObject_GetAttr(audit_logger, name_direct)) == NULL) {
+        goto done;
+    }
+    if (sdk_logger != Py_None && Py_IS_TYPE(direct, &DirectPathType)
+        && (current = PyObject_RichCompareBool(generation, bound, Py_EQ)) == 1) {
+        open = direct_path_open((DirectPath *)direct, sdk_logger);
+    }
+    if (current < 0 || open < 0) {
+        goto done;
+    }
+    if (!open) {
+        PyObject *call[7] = {audit_logger, now, now, severity_number, severity_text, attributes, action};
+        result = PyObject_VectorcallMethod(name_emit_record, call, 7 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        status = result == NULL ? -1 : 0;
+        goto done;
+    }
+    if ((name = event_name(action)) == NULL || span_ids(ids) < 0) {
+        goto done;
+    }
+    PyObject *fields[10] = {NULL, now, now, severity_number, severity_text, attributes, name, ids[0], ids[1], ids[2]};
+    result = PyObject_Vectorcall(((DirectPath *)direct)->stage, fields + 1, 9 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    int finished = result == NULL ? -1 : PyObject_IsTrue(result);
+    if (finished < 0) {
+        goto done;
+    }
+    Py_CLEAR(result);
+    if (finished) {
+        PyObject *count_emitted = ((DirectPath *)direct)->count_emitted;
+        result = count_emitted == Py_None ? Py_NewRef(Py_None) : PyObject_CallNoArgs(count_emitted);
+    } else {
+        fields[0] = sdk_logger;
+        fields[6] = name;
+        result = PyObject_Vectorcall(sdk_emit, fields, 7, NULL);
+    }
+    status = result == NULL ? -1 : 0;
+done:
+    Py_XDECREF(sdk_logger);
+    Py_XDECREF(generation);
+    Py_XDECREF(bound);
+    Py_XDECREF(direct);
+    Py_XDECREF(name);
+    for (int index = 0; index < 3; index++) {
+        Py_XDECREF(ids[index]);
+    }
+    Py_XDECREF(result);
+    return status;
+}
+
+enum { EMIT_LOGGER, EMIT_ARGUMENTS = 1 + ARG_IMPERSONATOR };
+
+PyDoc_STRVAR(emit_doc,
+"emit(audit_logger, action, actor, resource, outcome, metadata, changes, reason, error_type, severity, tenant,\n"
+"     client_address, user_agent, session_id, request_id, http_method, http_route, url_path, http_status_code,\n"
+"     timestamp) -> str\n\n"
+"logger.python_emit, compiled: AuditLogger.emit's body for the arguments in its order.");
+
+static PyObject *emit(PyObject *module, PyObject *const *args, Py_ssize_t count) {
+    if (count != EMIT_ARGUMENTS) {
+        PyErr_SetString(PyExc_TypeError, "emit takes the audit logger and emit's 19 arguments");
+        return NULL;
+    }
+    if (audit_context_var == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "emit: configure_emit was not called");
+        return NULL;
+    }
+    PyObject *context;
+    if (PyContextVar_Get(audit_context_var, NULL, &context) < 0) {
+        return NULL;
+    }
+    if (context == NULL || !PyTuple_Check(context) || PyTuple_GET_SIZE(context) != context_size) {
+        Py_XDECREF(context);
+        PyErr_SetString(PyExc_TypeError, "emit: the audit context is not an AuditContext");
+        return NULL;
+    }
+    /* fast_attributes' arguments: emit's, each missing one filled from the context, then its impersonator. */
+    PyObject *arguments[1 + ARG_COUNT];
+    arguments[0] = args[EMIT_LOGGER];
+    memcpy(arguments + 1, args + 1, sizeof(PyObject *) * ARG_IMPERSONATOR);
+    for (int field = 0; field < CONTEXT_IMPERSONATOR; field++) {
+        if (arguments[1 + context_argument[field]] == Py_None) {
+            arguments[1 + context_argument[field]] = PyTuple_GET_ITEM(context, context_index[field]);
+        }
+    }
+    arguments[1 + ARG_IMPERSONATOR] = PyTuple_GET_ITEM(context, context_index[CONTEXT_IMPERSONATOR]);
+    PyObject *fast = build_attributes(arguments + 1), *uid = NULL, *now = NULL;
+    if (fast == Py_None) {
+        uid = PyObject_VectorcallMethod(name_emit_validated, arguments, 1 + ARG_COUNT, NULL);
+    } else if (fast != NULL) {
+        struct timespec clock;
+        clock_gettime(CLOCK_REALTIME, &clock); /* time.time_ns() */
+        now = PyLong_FromLongLong((long long)clock.tv_sec * 1000000000LL + clock.tv_nsec);
+        if (now != NULL && emit_record(args[EMIT_LOGGER], now, PyTuple_GET_ITEM(fast, 2), PyTuple_GET_ITEM(fast, 3),
+                                       PyTuple_GET_ITEM(fast, 1), args[1 + ARG_ACTION]) == 0) {
+            uid = Py_NewRef(PyTuple_GET_ITEM(fast, 0));
+        }
+    }
+    Py_XDECREF(now);
+    Py_XDECREF(fast);
+    Py_DECREF(context);
+    return uid;
+}
+
+PyDoc_STRVAR(configure_emit_doc,
+"configure_emit(audit_context_var, context_fields: tuple[int, ...], otel_context_var | None, get_current,\n"
+"               context_class, span_key, span_class, no_span_ids: tuple, binding, event_names: dict, event_name,\n"
+"               most_names: int, sdk_emit) -> None\n\n"
+"What emit reads (see logger.py): the AuditContext variable, the indices of its actor, tenant, client address,\n"
+"user agent, session id, request id and impersonator, and its size; the OTel runtime context, the Context class\n"
+"read as a dict (dict itself when its get() is another) and the span in it; the binding; the event name cache,\n"
+"its maker and size; the SDK's path for a record the stages leave.");
+
+static PyObject *configure_emit(PyObject *module, PyObject *const *args, Py_ssize_t count) {
+    if (count != 13 || !PyContextVar_CheckExact(args[0]) || !PyTuple_CheckExact(args[1])
+        || PyTuple_GET_SIZE(args[1]) != CONTEXT_FIELDS + 1 || !(args[2] == Py_None || PyContextVar_CheckExact(args[2]))
+        || !PyCallable_Check(args[3]) || !PyType_Check(args[4]) || !PyType_Check(args[6])
+        || !PyTuple_CheckExact(args[7]) || PyTuple_GET_SIZE(args[7]) != 3 || !PyDict_CheckExact(args[9])
+        || !PyCallable_Check(args[10]) || !PyLong_CheckExact(args[11]) || !PyCallable_Check(args[12])) {
+        PyErr_SetString(PyExc_TypeError, "configure_emit(audit_context_var, (indices..., size), otel_context_var, "
+                                         "get_current, context_class, span_key, span_class, no_span_ids, binding, "
+                                         "event_names, event_name, most_names, sdk_emit)");
+        return NULL;
+    }
+    for (int field = 0; field <= CONTEXT_FIELDS; field++) {
+        Py_ssize_t index = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[1], field));
+        if (index == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (field == CONTEXT_FIELDS) {
+            context_size = index;
+        } else {
+            context_index[field] = index;
+        }
+    }
+    for (int field = 0; field < CONTEXT_FIELDS; field++) {
+        if (context_index[field] < 0 || context_index[field] >= context_size) {
+            PyErr_SetString(PyExc_ValueError, "configure_emit: a context field index is out of range");
+            return NULL;
+        }
+    }
+    if ((event_names_most = PyLong_AsSsize_t(args[11])) == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_XSETREF(audit_context_var, Py_NewRef(args[0]));
+    Py_XSETREF(otel_context_var, Py_NewRef(args[2]));
+    Py_XSETREF(get_current, Py_NewRef(args[3]));
+    Py_XSETREF(context_class, Py_NewRef(args[4]));
+    Py_XSETREF(span_key, Py_NewRef(args[5]));
+    Py_XSETREF(span_class, Py_NewRef(args[6]));
+    for (int index = 0; index < 3; index++) {
+        Py_XSETREF(no_span[index], Py_NewRef(PyTuple_GET_ITEM(args[7], index)));
+    }
+    Py_XSETREF(binding, Py_NewRef(args[8]));
+    Py_XSETREF(event_names, Py_NewRef(args[9]));
+    Py_XSETREF(event_name_of, Py_NewRef(args[10]));
+    Py_XSETREF(sdk_emit, Py_NewRef(args[12]));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"fast_attributes", (PyCFunction)(void (*)(void))fast_attributes, METH_FASTCALL, fast_attributes_doc},
     {"configure_fast_attributes", (PyCFunction)(void (*)(void))configure_fast_attributes, METH_FASTCALL, configure_doc},
+    {"emit", (PyCFunction)(void (*)(void))emit, METH_FASTCALL, emit_doc},
+    {"configure_emit", (PyCFunction)(void (*)(void))configure_emit, METH_FASTCALL, configure_emit_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_definition = {
-    PyModuleDef_HEAD_INIT, "_attributes", "emit's fast path, compiled (see logger.python_fast_attributes).", -1,
+    PyModuleDef_HEAD_INIT, "_attributes", "emit's core, compiled (see logger.python_emit).", -1,
     methods,
 };
 
@@ -321,11 +694,26 @@ PyMODINIT_FUNC PyInit__attributes(void) {
     } names[] = {
         {&name_type, "type"}, {&name_id, "id"}, {&name_name, "name"}, {&name_email, "email"},
         {&name_roles, "roles"}, {&name_impersonator_id, "impersonator_id"}, {&name_value_, "_value_"},
+        {&name_otel_logger, "_otel_logger"}, {&name_generation, "_generation"},
+        {&name_binding_generation, "generation"}, {&name_direct, "_direct"},
+        {&name_processors, "_log_record_processors"}, {&name_logger_config, "_logger_config"},
+        {&name_is_enabled, "is_enabled"}, {&name_resource, "_resource"}, {&name_get, "get"},
+        {&name_get_span_context, "get_span_context"}, {&name_trace_id, "trace_id"}, {&name_span_id, "span_id"},
+        {&name_trace_flags, "trace_flags"}, {&name_emit_record, "_emit_record"},
+        {&name_emit_validated, "_emit_validated"},
     };
     for (size_t index = 0; index < sizeof(names) / sizeof(names[0]); index++) {
         if ((*names[index].slot = PyUnicode_InternFromString(names[index].text)) == NULL) {
             return NULL;
         }
     }
-    return PyModule_Create(&module_definition);
+    if (PyType_Ready(&DirectPathType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&module_definition);
+    if (module == NULL || PyModule_AddObjectRef(module, "DirectPath", (PyObject *)&DirectPathType) < 0) {
+        Py_XDECREF(module);
+        return NULL;
+    }
+    return module;
 }

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.context import Context as OtelContext
 from opentelemetry.context import get_current
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk._logs import Logger as SdkLogger
@@ -28,7 +29,8 @@ from opentelemetry.trace import INVALID_SPAN, Span, get_current_span
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from . import semconv
-from .context import current_audit_context
+from .context import AuditContext
+from .context import _current as _audit_context_var
 from .model import (
     MAX_ID_LEN,
     MAX_REASON_LEN,
@@ -83,7 +85,7 @@ _REASON_MAX = 512
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
-_get_context = current_audit_context
+_get_context = _audit_context_var.get  # context.current_audit_context without its Python frame
 # (value, default severity, its name) by Outcome member and by value; a str enum member hashes by name, so both
 # keys are needed, and reading `.value`/`.name` of an enum costs more than this lookup.
 _OUTCOMES: dict[Any, tuple[str, SeverityNumber, str]] = {
@@ -108,21 +110,39 @@ def _context_reader() -> Callable[[], Any]:
 _current_context = _context_reader()
 
 
-class _DirectPath:
+class PythonDirectPath:
     """How an SDK logger's records skip the SDK's record objects: the first stage of the audit chain's direct path
-    (see AuditLogger._emit_record), valid while the provider's processors are still just that chain."""
+    (see AuditLogger._emit_record), valid while the provider's processors are still just that chain. The compiled
+    `_attributes.DirectPath` holds the same, for the compiled emit to read."""
 
     __slots__ = ("count_emitted", "multi_processor", "processors", "resource", "stage")
 
-    def __init__(self, stage: Callable[..., bool], sdk_logger: SdkLogger) -> None:
+    def __init__(
+        self, stage: Callable[..., bool], count_emitted: Callable[[], Any] | None, multi_processor: Any,
+        processors: Any, resource: Any,
+    ) -> None:
         self.stage = stage
-        # The SDK's own count of emitted log records (otel.sdk.log.created), kept true for records it never sees;
-        # None when the SDK's internal metrics are off (its count is then a no-op).
-        metrics = sdk_logger._logger_metrics
-        self.count_emitted = None if metrics.__class__ is _NoOpLoggerMetrics else metrics.emit_log
-        self.multi_processor = sdk_logger._multi_log_record_processor
-        self.processors = self.multi_processor._log_record_processors
-        self.resource = sdk_logger._resource  # the stages encode this one
+        self.count_emitted = count_emitted
+        self.multi_processor = multi_processor
+        self.processors = processors
+        self.resource = resource
+
+
+try:
+    from ._attributes import DirectPath as _DirectPath
+except ImportError:  # built without a C compiler
+    _DirectPath = PythonDirectPath  # type: ignore[assignment,misc]
+
+
+def _direct_path(stage: Callable[..., bool], sdk_logger: SdkLogger) -> Any:
+    """The direct path of `sdk_logger`'s records through `stage`, as the provider's processors are now."""
+    # The SDK's own count of emitted log records (otel.sdk.log.created), kept true for records it never sees; None
+    # when the SDK's internal metrics are off (its count is then a no-op).
+    metrics = sdk_logger._logger_metrics
+    count_emitted = None if metrics.__class__ is _NoOpLoggerMetrics else metrics.emit_log
+    multi_processor = sdk_logger._multi_log_record_processor
+    resource = sdk_logger._resource  # the stages encode this one
+    return _DirectPath(stage, count_emitted, multi_processor, multi_processor._log_record_processors, resource)
 
 
 class _Binding:
@@ -142,7 +162,7 @@ class _Binding:
             self.chain = chain
             self.generation += 1
 
-    def direct_path(self, sdk_logger: Any) -> _DirectPath | None:
+    def direct_path(self, sdk_logger: Any) -> Any:
         """The direct path of `sdk_logger`'s records, when the bound chain offers one and nothing else would see
         the records: an SDK logger whose provider holds only the chain."""
         chain = self.chain
@@ -156,7 +176,7 @@ class _Binding:
             return None
         direct_stage = getattr(chain, "direct_stage", None)
         stage = None if direct_stage is None else direct_stage(sdk_logger)
-        return None if stage is None else _DirectPath(stage, sdk_logger)
+        return None if stage is None else _direct_path(stage, sdk_logger)
 
     def ensure(self) -> None:
         if self.provider is None and self.configure_default is not None:
@@ -404,6 +424,86 @@ def _as_timestamp_ns(timestamp: _dt.datetime | int | None) -> int:
     raise AuditEventError("timestamp", "must be an aware datetime or Unix nanoseconds")
 
 
+def _sdk_emit(
+    logger: Any, timestamp_ns: int, observed_ns: int, severity_number: SeverityNumber, severity_text: str,
+    attributes: dict[str, Any], event_name: str,
+) -> None:
+    """The SDK's path for an audit record: an API LogRecord to the SDK logger (see _validated_record)."""
+    record = _api_record(timestamp_ns, observed_ns, severity_number, severity_text, attributes, event_name)
+    if logger.__class__ is SdkLogger:
+        logger.emit(_validated_record(logger, record))
+    else:
+        logger.emit(record)
+
+
+def python_emit(
+    audit_logger: AuditLogger, action: Any, actor: Any, resource: Any, outcome: Any, metadata: Any, changes: Any,
+    reason: Any, error_type: Any, severity: Any, tenant: Any, client_address: Any, user_agent: Any, session_id: Any,
+    request_id: Any, http_method: Any, http_route: Any, url_path: Any, http_status_code: Any, timestamp: Any,
+) -> str:
+    """AuditLogger.emit's body, for its arguments in their order: values not given come from the audit context; a
+    plainly valid call takes the fast path, anything else the AuditEvent path. `_attributes.emit` is the same,
+    compiled, with AuditLogger._emit_record's direct path written out (each case it does not finish comes back to
+    the Python methods)."""
+    ctx = _get_context()
+    if actor is None:
+        actor = ctx.actor
+    if tenant is None:
+        tenant = ctx.tenant_id
+    if client_address is None:
+        client_address = ctx.client_address
+    if user_agent is None:
+        user_agent = ctx.user_agent
+    if session_id is None:
+        session_id = ctx.session_id
+    if request_id is None:
+        request_id = ctx.request_id
+    fast = fast_attributes(
+        action, actor, resource, outcome, metadata, changes, reason, error_type, severity, tenant, client_address,
+        user_agent, session_id, request_id, http_method, http_route, url_path, http_status_code, timestamp,
+        ctx.impersonator_id,
+    )
+    if fast is None:
+        return audit_logger._emit_validated(
+            action, actor, resource, outcome, metadata, changes, reason, error_type, severity, tenant, client_address,
+            user_agent, session_id, request_id, http_method, http_route, url_path, http_status_code, timestamp,
+            ctx.impersonator_id,
+        )
+    uid, attributes, severity_number, severity_text = fast
+    now = _time_ns()
+    audit_logger._emit_record(now, now, severity_number, severity_text, attributes, action)
+    return uid
+
+
+try:  # compiled (optional, see _attributes.c)
+    from ._attributes import configure_emit
+    from ._attributes import emit as _emit
+except ImportError:  # built without a C compiler
+    _emit = python_emit
+else:
+    _runtime_context = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    configure_emit(
+        _audit_context_var,
+        tuple(
+            AuditContext._fields.index(name)
+            for name in (
+                "actor", "tenant_id", "client_address", "user_agent", "session_id", "request_id", "impersonator_id",
+            )
+        ) + (len(AuditContext._fields),),
+        _runtime_context._current_context if isinstance(_runtime_context, ContextVarsRuntimeContext) else None,
+        get_current,
+        OtelContext if OtelContext.get is dict.get else dict,
+        _SPAN_KEY,
+        Span,
+        (_NO_SPAN_CONTEXT.trace_id, _NO_SPAN_CONTEXT.span_id, _NO_SPAN_CONTEXT.trace_flags),
+        binding,
+        _event_names,
+        semconv.event_name,
+        _EVENT_NAMES_CACHE,
+        _sdk_emit,
+    )
+
+
 class AuditLogger:
     """Emits audit events as OpenTelemetry log records through the audit pipeline (see configure())."""
 
@@ -411,7 +511,7 @@ class AuditLogger:
         self.name = name
         self.version = version
         self._otel_logger: Any = None
-        self._direct: _DirectPath | None = None
+        self._direct: Any = None  # a DirectPath (or PythonDirectPath), see _Binding.direct_path
         self._generation = -1
 
     def _logger(self) -> Any:
@@ -452,34 +552,11 @@ class AuditLogger:
         when it cannot be persisted: in `strict` mode on any write failure, in `disk` mode when the spool is full
         past its policy or the disk refuses the write.
         """
-        ctx = _get_context()
-        if actor is None:
-            actor = ctx.actor
-        if tenant is None:
-            tenant = ctx.tenant_id
-        if client_address is None:
-            client_address = ctx.client_address
-        if user_agent is None:
-            user_agent = ctx.user_agent
-        if session_id is None:
-            session_id = ctx.session_id
-        if request_id is None:
-            request_id = ctx.request_id
-        fast = fast_attributes(
-            action, actor, resource, outcome, metadata, changes, reason, error_type, severity, tenant,
+        return _emit(
+            self, action, actor, resource, outcome, metadata, changes, reason, error_type, severity, tenant,
             client_address, user_agent, session_id, request_id, http_method, http_route, url_path, http_status_code,
-            timestamp, ctx.impersonator_id,
+            timestamp,
         )
-        if fast is None:
-            return self._emit_validated(
-                action, actor, resource, outcome, metadata, changes, reason, error_type, severity, tenant,
-                client_address, user_agent, session_id, request_id, http_method, http_route, url_path,
-                http_status_code, timestamp, ctx.impersonator_id,
-            )
-        uid, attributes, severity_number, severity_text = fast
-        now = _time_ns()
-        self._emit_record(now, now, severity_number, severity_text, attributes, action)
-        return uid
 
     def _emit_validated(
         self, action: Any, actor: Any, resource: Any, outcome: Any, metadata: Any, changes: Any, reason: Any,
@@ -544,7 +621,8 @@ class AuditLogger:
         chain's stages as they are, each stage doing what its on_emit would do to a log record holding them, and
         the last one spools the record; the SDK's record objects are never built. A stage that cannot finish the
         record that way (something to redact, say) answers False before changing anything, and the record takes
-        the SDK's path below (see _validated_record).
+        the SDK's path (see _sdk_emit). The compiled emit (`_attributes.emit`) takes the same steps for emit's
+        records, and calls this method for a logger this one would bind anew or a path that is not open.
         """
         event_name = _event_names.get(action)
         if event_name is None:
@@ -575,11 +653,7 @@ class AuditLogger:
                     return
             elif direct.resource is not logger._resource:
                 self._direct = binding.direct_path(logger)  # for the records after this one, which the SDK takes
-        record = _api_record(timestamp_ns, observed_ns, severity_number, severity_text, attributes, event_name)
-        if logger.__class__ is SdkLogger:
-            logger.emit(_validated_record(logger, record))
-        else:
-            logger.emit(record)
+        _sdk_emit(logger, timestamp_ns, observed_ns, severity_number, severity_text, attributes, event_name)
 
     _SEED_KEYS = frozenset(
         {"action", "actor", "resource", "outcome", "metadata", "changes", "reason", "tenant", "tenant_id",

@@ -16,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_audit import Actor, audit_context, configure, get_audit_logger, semconv, shutdown
+from otel_audit import Actor, Outcome, Resource, audit_context, configure, get_audit_logger, semconv, shutdown
 from otel_audit import logger as logger_module
 from otel_audit.testing import AuditCapture
 from otel_audit.testing.receiver import OTLPReceiver
@@ -24,6 +24,7 @@ from otel_audit.testing.receiver import OTLPReceiver
 from .test_emit_paths import _emit_arguments, calls
 
 pytest.importorskip("otel_audit.delivery._wire", reason="no direct path without the _wire extension (no C compiler)")
+_compiled_emit = None if logger_module._emit is logger_module.python_emit else logger_module._emit
 
 SECRET = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
 _span = TracerProvider().get_tracer("direct-path").start_span("request")
@@ -46,20 +47,26 @@ def _deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
     counter = itertools.count(1)
     clock = itertools.count(1_700_000_000_000_000_000, 1_000)
     monkeypatch.setattr(logger_module, "new_uid", lambda: f"uid-{next(counter)}")
-    # The compiled fast path keeps the id maker it was configured with; its reference reads the module's.
+    # The compiled emit and fast path keep the id maker and clock they were built with; their references read the
+    # module's.
+    monkeypatch.setattr(logger_module, "_emit", logger_module.python_emit)
     monkeypatch.setattr(logger_module, "fast_attributes", logger_module.python_fast_attributes)
     monkeypatch.setattr(logger_module, "_time_ns", lambda: next(clock))
 
 
 def _deliver(
     receiver: OTLPReceiver, spool_dir: Path, emits: list[tuple[dict[str, Any], bool]], *, direct: bool,
-    monkeypatch: pytest.MonkeyPatch, delivery: str = "disk",
+    monkeypatch: pytest.MonkeyPatch, delivery: str = "disk", compiled_emit: bool = False,
+    context: dict[str, Any] | None = None,
 ) -> list[Any]:
-    """Emit every call through a pipeline in `delivery` mode (inside the request span when flagged), with the
-    direct path on or off, and return the LogRecord messages the receiver got, in order."""
+    """Emit every call through a pipeline in `delivery` mode (inside the request span when flagged, inside an audit
+    context of `context` when given), with the direct path on or off, and return the LogRecord messages the
+    receiver got, in order. The uids and clock are deterministic unless `compiled_emit`."""
     first = len(receiver.records)
     with monkeypatch.context() as patch:
         _deterministic(patch)
+        if compiled_emit:
+            patch.setattr(logger_module, "_emit", _compiled_emit)
         if not direct:
             patch.setattr(logger_module.binding, "direct_path", lambda sdk_logger: None)
         pipeline = configure(
@@ -69,7 +76,7 @@ def _deliver(
         logger._logger()
         assert (logger._direct is not None) is direct
         for call, in_span in emits:
-            with trace.use_span(_span) if in_span else audit_context():
+            with audit_context(**(context or {})), trace.use_span(_span) if in_span else audit_context():
                 logger.emit(call["action"], **_emit_arguments(call))
         assert pipeline.force_flush(10_000)
         shutdown()
@@ -81,6 +88,80 @@ def _without_clock(message: Any) -> Any:
     """The message with the timestamps the AuditEvent path reads from the real clock cleared."""
     message.time_unix_nano = message.observed_time_unix_nano = 0
     return message
+
+
+def _without_clock_and_uid(message: Any) -> Any:
+    """The message without its timestamps and its `log.record.uid` (which must still be there)."""
+    (uid,) = [attribute for attribute in message.attributes if attribute.key == semconv.LOG_RECORD_UID]
+    assert uid.value.string_value
+    uid.value.string_value = ""
+    return _without_clock(message)
+
+
+_context_text = st.one_of(st.none(), st.sampled_from(["acme", "req-7", "10.0.0.9", "curl/8", "s-1"]))
+# Calls emit's fast path takes (plain values that need no redaction), so the compiled emit finishes them itself.
+plain_calls = st.fixed_dictionaries(
+    {
+        "action": st.sampled_from(["document.share", "user.login", "invoice.pay"]),
+        "outcome": st.sampled_from([*Outcome, *(member.value for member in Outcome)]),
+        "actor": st.none() | st.builds(Actor, id=st.sampled_from(["u1", "u2"]), roles=st.just(("admin",))),
+        "resource": st.none() | st.builds(Resource, type=st.just("document"), id=_context_text),
+        "resource_as_pair": st.booleans(),
+        **{
+            name: _context_text
+            for name in (
+                "tenant", "client_address", "user_agent", "session_id", "request_id", "http_route", "url_path",
+                "error_type", "reason",
+            )
+        },
+        "http_method": st.none() | st.sampled_from(["GET", "POST"]),
+        "http_status_code": st.none() | st.integers(100, 599),
+        "metadata": st.dictionaries(
+            st.sampled_from(["plan", "items", "source"]),
+            st.none() | st.booleans() | st.integers(0, 99) | _context_text,
+            max_size=3,
+        ),
+    }
+)
+audit_contexts = st.fixed_dictionaries(
+    {},
+    optional={
+        "actor": st.one_of(st.none(), st.builds(Actor, id=st.sampled_from(["u1", "u2"]))),
+        "tenant": _context_text, "request_id": _context_text, "session_id": _context_text,
+        "impersonator": _context_text, "client_address": _context_text, "user_agent": _context_text,
+    },
+)
+
+
+@pytest.mark.skipif(_compiled_emit is None, reason="the compiled emit was not built")
+@pytest.mark.parametrize("delivery", ["disk", "memory"])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    emits=st.lists(st.tuples(plain_calls | calls, st.booleans()), min_size=1, max_size=25),
+    secrets=st.sets(st.integers(0, 24)), context=audit_contexts,
+)
+def test_the_compiled_emit_delivers_what_its_reference_delivers(
+    receiver: OTLPReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emits: list[Any], secrets: set[int],
+    context: dict[str, Any], delivery: str,
+) -> None:
+    """emit's compiled core (_attributes.emit) against logger.python_emit, both on the direct path, inside any audit
+    context and span, with or without a secret: the same messages but for the uid and the clock, which the
+    compiled emit takes from its own id maker and the real clock."""
+    for index in secrets & set(range(len(emits))):
+        call, in_span = emits[index]
+        emits[index] = ({**call, "metadata": {**call["metadata"], "note": SECRET}}, in_span)
+    spool_dir = tmp_path / f"spool-{len(receiver.records)}"
+    # The reference first: the actions it validates take the fast path in the compiled run.
+    reference = _deliver(
+        receiver, spool_dir, emits, direct=True, monkeypatch=monkeypatch, delivery=delivery, context=context
+    )
+    compiled = _deliver(
+        receiver, spool_dir, emits, direct=True, monkeypatch=monkeypatch, delivery=delivery, compiled_emit=True,
+        context=context,
+    )
+    assert [_without_clock_and_uid(message) for message in compiled] == [
+        _without_clock_and_uid(message) for message in reference
+    ]
 
 
 @pytest.mark.parametrize("delivery", ["disk", "memory"])
