@@ -41,20 +41,17 @@ static int reserve(Buffer *buffer, Py_ssize_t extra) {
 }
 
 static int varint_size(uint64_t value) {
-    int size = 1;
-    while (value >= 0x80) {
-        value >>= 7;
-        size++;
-    }
-    return size;
+    return 1 + (63 - __builtin_clzll(value | 1)) / 7; /* 7 bits a byte */
 }
 
-static void write_varint(char *out, uint64_t value) {
+/* Write `value` as a varint at `out`; returns the byte after it. */
+static char *write_varint(char *out, uint64_t value) {
     while (value >= 0x80) {
         *out++ = (char)((value & 0x7F) | 0x80);
         value >>= 7;
     }
-    *out = (char)value;
+    *out++ = (char)value;
+    return out;
 }
 
 static int put_varint(Buffer *buffer, uint64_t value) {
@@ -77,7 +74,20 @@ static int put_bytes(Buffer *buffer, const char *bytes, Py_ssize_t size) {
 }
 
 static int put_byte(Buffer *buffer, char byte) {
-    return put_bytes(buffer, &byte, 1);
+    if (reserve(buffer, 1) < 0) {
+        return -1;
+    }
+    buffer->data[buffer->len++] = byte;
+    return 0;
+}
+
+/* A str's UTF-8 bytes: an ASCII string's own data, else PyUnicode_AsUTF8AndSize's (cached on the string). */
+static const char *utf8_of(PyObject *text, Py_ssize_t *size) {
+    if (PyUnicode_IS_COMPACT_ASCII(text)) {
+        *size = PyUnicode_GET_LENGTH(text);
+        return (const char *)PyUnicode_DATA(text);
+    }
+    return PyUnicode_AsUTF8AndSize(text, size);
 }
 
 /* Turn the bytes written since `start` into a length-delimited field: tag and length go in front of them. */
@@ -97,7 +107,7 @@ static int delimit(Buffer *buffer, char tag, Py_ssize_t start) {
 
 static int put_string_field(Buffer *buffer, char tag, PyObject *text) {
     Py_ssize_t size;
-    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &size);
+    const char *utf8 = utf8_of(text, &size);
     if (utf8 == NULL) {
         return -1;
     }
@@ -114,8 +124,8 @@ static int key_value(Buffer *buffer, PyObject *key, PyObject *value, int depth);
  * so the bytes are written once, in place (key_value and delimit would move them to fit each length in front). */
 static int string_key_value(Buffer *buffer, char tag, PyObject *key, PyObject *value) {
     Py_ssize_t key_size, value_size;
-    const char *key_utf8 = PyUnicode_AsUTF8AndSize(key, &key_size);
-    const char *value_utf8 = key_utf8 == NULL ? NULL : PyUnicode_AsUTF8AndSize(value, &value_size);
+    const char *key_utf8 = utf8_of(key, &key_size);
+    const char *value_utf8 = key_utf8 == NULL ? NULL : utf8_of(value, &value_size);
     if (value_utf8 == NULL) {
         return -1;
     }
@@ -125,18 +135,22 @@ static int string_key_value(Buffer *buffer, char tag, PyObject *key, PyObject *v
     if (reserve(buffer, (Py_ssize_t)(1 + varint_size(pair_size) + pair_size)) < 0) {
         return -1;
     }
-    if (put_byte(buffer, tag) < 0 || put_varint(buffer, pair_size) < 0) {
-        return -1;
+    char *out = buffer->data + buffer->len; /* room for all of it was reserved above */
+    *out++ = tag;
+    out = write_varint(out, pair_size);
+    if (key_size > 0) {
+        *out++ = 0x0a;
+        out = write_varint(out, (uint64_t)key_size);
+        memcpy(out, key_utf8, (size_t)key_size);
+        out += key_size;
     }
-    if (key_size > 0 && (put_byte(buffer, 0x0a) < 0 || put_varint(buffer, (uint64_t)key_size) < 0
-                         || put_bytes(buffer, key_utf8, key_size) < 0)) {
-        return -1;
-    }
-    if (put_byte(buffer, 0x12) < 0 || put_varint(buffer, any_size) < 0 || put_byte(buffer, 0x0a) < 0
-        || put_varint(buffer, (uint64_t)value_size) < 0) {
-        return -1;
-    }
-    return put_bytes(buffer, value_utf8, value_size);
+    *out++ = 0x12;
+    out = write_varint(out, any_size);
+    *out++ = 0x0a;
+    out = write_varint(out, (uint64_t)value_size);
+    memcpy(out, value_utf8, (size_t)value_size);
+    buffer->len = out + value_size - buffer->data;
+    return 0;
 }
 
 /* One KeyValue field (`tag`) of a map, at `depth`. */
