@@ -63,6 +63,8 @@ def python_attributes_verdict(redactor: Redactor, attributes: dict[str, Any]) ->
 @example(text="2026-01-01T00:00:08.500000+00:00")
 @example(text="2026-01-01T00:00:08.123456789-0530")  # a 13-digit chain: not a timestamp shape
 @example(text="prefix-xoxb-1234")
+@example(text="ya29.abcdefghijklmnopqrstuvwxyz")
+@example(text="hooks.slack.com/services/abcdefghijk")  # each token's fixed part, in a text without other punctuation
 @example(text="call 415.555.0100")
 @example(text="415.555.0100")
 def test_text_verdict_equals_the_python_prescreen(name: str, text: str) -> None:

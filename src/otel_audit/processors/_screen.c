@@ -73,9 +73,15 @@ static int is_timestamp(const screen *config, const Py_UCS1 *text, Py_ssize_t le
     return found;
 }
 
+/* The letters the token detectors' fixed parts hold (see text_clean's end), a bit each: whether a text has one is
+ * noted in its one pass, so the searches for those parts run only then. */
+enum { HAS_X = 1, HAS_Y = 2, HAS_K = 4 };
+static unsigned char letter_bits[256];
+
 /* surely_clean for one ASCII text: 1 when no detector can match, 0 when the detectors must decide, -1 on error. */
 static int text_clean(const screen *config, const Py_UCS1 *text, Py_ssize_t length) {
     const unsigned char *classes = config->classes;
+    unsigned char letters = 0;          /* HAS_X | HAS_Y | HAS_K, of the letters seen */
     unsigned char previous = 'b';       /* the class before the current position (`b`: a word boundary) */
     Py_ssize_t run_digits = 0;          /* digits in the current run of digits and joiners */
     Py_ssize_t first_start = -1;        /* the current run's first position where a digit chain may start */
@@ -83,6 +89,7 @@ static int text_clean(const screen *config, const Py_UCS1 *text, Py_ssize_t leng
     int nine_digits = 0, chain = 0;
     for (Py_ssize_t index = 0; index < length; index++) {
         unsigned char kind = classes[text[index]];
+        letters |= letter_bits[text[index]];
         if (kind == '!') {
             return is_timestamp(config, text, length);
         }
@@ -118,9 +125,9 @@ static int text_clean(const screen *config, const Py_UCS1 *text, Py_ssize_t leng
         chain |= first_start >= 0 && last_end >= first_start + 7;
     }
     const char *raw = (const char *)text;
-    if ((memchr(raw, 'x', length) && (memmem(raw, length, "xox", 3) || memmem(raw, length, "xapp-", 5))) ||
-        (memchr(raw, 'y', length) && memmem(raw, length, "ya29.", 5)) ||
-        (memchr(raw, 'k', length) && memmem(raw, length, "hooks.slack.com/services/", 25))) {
+    if (((letters & HAS_X) && (memmem(raw, length, "xox", 3) || memmem(raw, length, "xapp-", 5))) ||
+        ((letters & HAS_Y) && memmem(raw, length, "ya29.", 5)) ||
+        ((letters & HAS_K) && memmem(raw, length, "hooks.slack.com/services/", 25))) {
         return 0;
     }
     return !(nine_digits && chain);
@@ -415,6 +422,9 @@ static struct PyModuleDef module_definition = {
 };
 
 PyMODINIT_FUNC PyInit__screen(void) {
+    letter_bits['x'] = HAS_X;
+    letter_bits['y'] = HAS_Y;
+    letter_bits['k'] = HAS_K;
     name_misses = PyUnicode_InternFromString("_misses");
     name_redactor = PyUnicode_InternFromString("redactor");
     name_is_clean = PyUnicode_InternFromString("is_clean");
