@@ -66,8 +66,18 @@ static int flat_and_plain(PyObject *mapping) {
     return 1;
 }
 
+/* The Outcome members among `outcomes`' keys and their fields, found by identity (configure_fast_attributes). */
+#define MAX_MEMBERS 16
+static PyObject *members[MAX_MEMBERS], *member_fields[MAX_MEMBERS];
+static int member_count;
+
 /* The outcome's (value, severity number, severity text), borrowed; NULL without an error when it is not one. */
 static PyObject *outcome_fields(PyObject *outcome) {
+    for (int index = 0; index < member_count; index++) {
+        if (outcome == members[index]) {
+            return member_fields[index];
+        }
+    }
     PyObject *found = NULL;
     if (Py_IS_TYPE(outcome, (PyTypeObject *)outcome_class)) {
         PyObject *value = PyObject_GetAttr(outcome, name_value_); /* a member's hash is a Python-level call */
@@ -96,18 +106,55 @@ static int put_new(PyObject *attributes, int key, PyObject *value) {
     return status;
 }
 
-/* semconv.add_actor_attributes. */
+/* The fields of an Actor add_actor reads, and where an exact Actor (a dataclass with slots) holds each: the offset
+ * of its slot, as the slot's member descriptor reads it, or -1 to read it by name. Set by configure_fast_attributes. */
+enum { ACTOR_ID, ACTOR_TYPE, ACTOR_EMAIL, ACTOR_NAME, ACTOR_ROLES, ACTOR_IMPERSONATOR, ACTOR_FIELDS };
+static PyObject **actor_names[ACTOR_FIELDS] = {&name_id, &name_type, &name_email, &name_name, &name_roles,
+                                                &name_impersonator_id};
+static Py_ssize_t actor_offsets[ACTOR_FIELDS] = {-1, -1, -1, -1, -1, -1};
+
+/* One field of an exact Actor (a new reference); an empty slot is read by name, which raises its AttributeError. */
+static PyObject *actor_field(PyObject *actor, int field) {
+    if (actor_offsets[field] >= 0) {
+        PyObject *value = *(PyObject **)((char *)actor + actor_offsets[field]);
+        if (value != NULL) {
+            return Py_NewRef(value);
+        }
+    }
+    return PyObject_GetAttr(actor, *actor_names[field]);
+}
+
+/* Find the slot of each Actor field in `actor_class` (see actor_offsets); 0, or -1 with an exception. */
+static int find_actor_slots(PyObject *actor_class) {
+    PyObject *namespace = ((PyTypeObject *)actor_class)->tp_dict;
+    for (int field = 0; field < ACTOR_FIELDS; field++) {
+        PyObject *descriptor = namespace == NULL ? NULL : PyDict_GetItemWithError(namespace, *actor_names[field]);
+        if (descriptor == NULL && PyErr_Occurred()) {
+            return -1;
+        }
+        actor_offsets[field] = -1;
+        if (descriptor != NULL && Py_IS_TYPE(descriptor, &PyMemberDescr_Type)) {
+            PyMemberDef *member = ((PyMemberDescrObject *)descriptor)->d_member;
+            if (member->type == T_OBJECT_EX && !(member->flags & READ_RESTRICTED)) {
+                actor_offsets[field] = member->offset;
+            }
+        }
+    }
+    return 0;
+}
+
+/* semconv.add_actor_attributes, for an exact Actor. */
 static int add_actor(PyObject *attributes, PyObject *actor, PyObject *ambient_impersonator) {
     PyObject *kind = NULL, *value = NULL, *roles = NULL;
     int status = -1;
-    if ((kind = PyObject_GetAttr(actor, name_type)) == NULL || (value = PyObject_GetAttr(kind, name_value_)) == NULL
+    if ((kind = actor_field(actor, ACTOR_TYPE)) == NULL || (value = PyObject_GetAttr(kind, name_value_)) == NULL
         || PyDict_SetItem(attributes, keys[KEY_ACTOR_TYPE], value) < 0) {
         goto done;
     }
-    PyObject *names[3] = {name_id, name_email, name_name};
+    int names[3] = {ACTOR_ID, ACTOR_EMAIL, ACTOR_NAME};
     int fields[3] = {KEY_USER_ID, KEY_USER_EMAIL, KEY_USER_NAME};
     for (int index = 0; index < 3; index++) {
-        PyObject *field = PyObject_GetAttr(actor, names[index]);
+        PyObject *field = actor_field(actor, names[index]);
         if (field == NULL) {
             goto done;
         }
@@ -117,7 +164,7 @@ static int add_actor(PyObject *attributes, PyObject *actor, PyObject *ambient_im
             goto done;
         }
     }
-    if ((roles = PyObject_GetAttr(actor, name_roles)) == NULL) {
+    if ((roles = actor_field(actor, ACTOR_ROLES)) == NULL) {
         goto done;
     }
     int has_roles = PyObject_IsTrue(roles);
@@ -127,7 +174,7 @@ static int add_actor(PyObject *attributes, PyObject *actor, PyObject *ambient_im
     if (has_roles && put_new(attributes, KEY_USER_ROLES, PySequence_List(roles)) < 0) {
         goto done;
     }
-    PyObject *impersonator = PyObject_GetAttr(actor, name_impersonator_id);
+    PyObject *impersonator = actor_field(actor, ACTOR_IMPERSONATOR);
     if (impersonator == NULL) {
         goto done;
     }
@@ -233,7 +280,7 @@ static PyObject *build_attributes(PyObject *const *args) {
         answer = Py_NewRef(Py_None);
         goto done;
     }
-    if ((uid = PyObject_CallNoArgs(make_uid)) == NULL || (attributes = PyDict_New()) == NULL
+    if ((uid = PyObject_CallNoArgs(make_uid)) == NULL || (attributes = _PyDict_NewPresized(KEY_COUNT)) == NULL
         || PyDict_SetItem(attributes, keys[KEY_ACTION], action) < 0
         || PyDict_SetItem(attributes, keys[KEY_OUTCOME], PyTuple_GET_ITEM(fields, 0)) < 0
         || PyDict_SetItem(attributes, keys[KEY_UID], uid) < 0
@@ -308,7 +355,23 @@ static PyObject *configure_fast_attributes(PyObject *module, PyObject *const *ar
     }
     Py_XSETREF(outcomes, Py_NewRef(args[1]));
     Py_XSETREF(outcome_class, Py_NewRef(args[2]));
+    for (int index = 0; index < member_count; index++) {
+        Py_CLEAR(members[index]);
+        Py_CLEAR(member_fields[index]);
+    }
+    member_count = 0;
+    Py_ssize_t position = 0;
+    PyObject *key, *fields;
+    while (PyDict_Next(outcomes, &position, &key, &fields) && member_count < MAX_MEMBERS) {
+        if (Py_IS_TYPE(key, (PyTypeObject *)outcome_class)) {
+            members[member_count] = Py_NewRef(key);
+            member_fields[member_count++] = Py_NewRef(fields);
+        }
+    }
     Py_XSETREF(known_actions, Py_NewRef(args[3]));
+    if (find_actor_slots(args[4]) < 0) {
+        return NULL;
+    }
     Py_XSETREF(actor_class, Py_NewRef(args[4]));
     Py_XSETREF(resource_class, Py_NewRef(args[5]));
     Py_XSETREF(make_uid, Py_NewRef(args[7]));
