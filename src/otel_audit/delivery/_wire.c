@@ -876,11 +876,22 @@ static long long first_entry_bytes(PyObject *tail) {
 
 /* Remember an appended record for the exporter (Spool.append's bookkeeping); 0, or -1 with an exception. */
 static int remember(SpoolWriter *self, PyObject *scope, PyObject *record, PyObject *emit, long long written) {
-    PyObject *entry = Py_BuildValue("(LLLOOO)", self->segment, self->segment_size - written, self->segment_size, scope,
-                                    record, emit);
+    PyObject *entry = PyTuple_New(6); /* (segment, start, end, scope, record, emit ns), as Spool.append keeps it */
     if (entry == NULL) {
         return -1;
     }
+    long long positions[3] = {self->segment, self->segment_size - written, self->segment_size};
+    for (int index = 0; index < 3; index++) {
+        PyObject *number = PyLong_FromLongLong(positions[index]);
+        if (number == NULL) {
+            Py_DECREF(entry);
+            return -1;
+        }
+        PyTuple_SET_ITEM(entry, index, number);
+    }
+    PyTuple_SET_ITEM(entry, 3, Py_NewRef(scope));
+    PyTuple_SET_ITEM(entry, 4, Py_NewRef(record));
+    PyTuple_SET_ITEM(entry, 5, Py_NewRef(emit));
     PyObject *result = call_method(name_append, self->tail, entry);
     Py_DECREF(entry);
     if (result == NULL) {
