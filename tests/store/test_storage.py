@@ -255,6 +255,31 @@ def test_bootstrap_key_is_idempotent(storage: Storage) -> None:
     assert isinstance(Authenticator(storage).authenticate("dev-secret-123"), ApiKey)
 
 
+def test_processes_registering_the_same_dev_key_at_once_all_succeed(storage: Storage) -> None:
+    """Two `serve --dev-key` started together on one database store the same key at the same moment: neither may
+    fail on the other's row (on PostgreSQL the second insert used to raise a unique violation and end its server)."""
+    for round_number in range(20):
+        secret = f"dev-secret-{round_number:04d}"
+        start = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def register() -> None:
+            start.wait()
+            try:
+                bootstrap_key(storage, secret, "acme")
+            except BaseException as exc:  # noqa: BLE001 - collected and reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=register) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert [f"{type(error).__name__}: {error}" for error in errors] == []
+        assert isinstance(Authenticator(storage).authenticate(secret), ApiKey)
+    assert len(storage.list_keys("acme")) == 20
+
+
 def test_migrations_are_idempotent_and_extensions_get_their_own_versions(storage: Storage) -> None:
     storage.migrate()
     table = "CREATE TABLE alert_rules_test (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"

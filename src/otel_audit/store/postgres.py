@@ -96,6 +96,11 @@ class PostgresStorage(Storage):
         with self._pool.connection() as conn, conn.transaction():
             yield conn
 
+    def _lock_keys(self, conn: psycopg.Connection[Any]) -> None:
+        # Conflicts with itself and with writes, not with reads: without it two transactions storing the same key
+        # both find nothing to replace, and the second insert fails on the first one's row.
+        conn.execute("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE")
+
     @contextmanager
     def read(self) -> Iterator[psycopg.Connection[Any]]:
         with self._pool.connection() as conn:

@@ -552,9 +552,12 @@ class Storage(abc.ABC):
     # API keys ---------------------------------------------------------------------------------------------
 
     def put_key(self, key: ApiKey, key_hash: str) -> None:
-        """Store a key record under the SHA-256 of its secret (replacing one with the same key_id)."""
+        """Store a key record under the SHA-256 of its secret (replacing one with the same key_id). Key writes are
+        serialized (see _lock_keys), so processes storing the same key at once (`serve --dev-key` started twice on
+        one database) all succeed."""
         p = self.placeholder
         with self.transaction() as conn:
+            self._lock_keys(conn)
             conn.execute(f"DELETE FROM api_keys WHERE key_id = {p} OR key_hash = {p}", (key.key_id, key_hash))
             conn.execute(
                 "INSERT INTO api_keys (key_id, tenant_id, scopes, name, key_hash, created_unix_nano, revoked_unix_nano)"
@@ -562,6 +565,10 @@ class Storage(abc.ABC):
                 (key.key_id, key.tenant_id, ",".join(key.scopes), key.name, key_hash, key.created_unix_nano,
                  key.revoked_unix_nano),
             )
+
+    def _lock_keys(self, conn: Any) -> None:
+        """Make the transaction the only writer of api_keys until it ends; a no-op where the transaction already is
+        the only writer (SQLite's BEGIN IMMEDIATE)."""
 
     def key_by_hash(self, key_hash: str) -> tuple[ApiKey, str] | None:
         """The key record and stored hash for a secret's SHA-256, or None."""
