@@ -528,8 +528,8 @@ static int span_ids(PyObject *ids[3]) {
     PyObject *names[3] = {name_trace_id, name_span_id, name_trace_flags};
     for (int index = 0; index < 3; index++) {
         if ((ids[index] = PyObject_GetAttr(span_context, names[index])) == NULL) {
-            for (int done = 0; done < index; done++) {
-                Py_CLEAR(ids[done]);
+            for (int earlier = 0; earlier < index; earlier++) {
+                Py_CLEAR(ids[earlier]);
             }
             goto done;
         }

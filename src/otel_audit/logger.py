@@ -98,16 +98,16 @@ _event_names: dict[str, str] = {}
 _NO_SPAN_CONTEXT = INVALID_SPAN.get_span_context()
 
 
-def _context_reader() -> Callable[[], Any]:
-    """What reads the current OTel Context: the default runtime context's ContextVar.get (a C call) when that
-    runtime context is in use, else the API's get_current (which calls the same through two Python frames)."""
+def _runtime_context_var() -> Any:
+    """The ContextVar holding the current OTel Context when the default runtime context is in use, else None."""
     runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    if isinstance(runtime, ContextVarsRuntimeContext):
-        return runtime._current_context.get
-    return get_current
+    return runtime._current_context if isinstance(runtime, ContextVarsRuntimeContext) else None
 
 
-_current_context = _context_reader()
+_otel_context_var = _runtime_context_var()
+# What reads the current OTel Context: the ContextVar's get (a C call), else the API's get_current (which calls
+# the same through two Python frames).
+_current_context = get_current if _otel_context_var is None else _otel_context_var.get
 
 
 class PythonDirectPath:
@@ -481,7 +481,6 @@ try:  # compiled (optional, see _attributes.c)
 except ImportError:  # built without a C compiler
     _emit = python_emit
 else:
-    _runtime_context = getattr(otel_context, "_RUNTIME_CONTEXT", None)
     configure_emit(
         _audit_context_var,
         tuple(
@@ -490,7 +489,7 @@ else:
                 "actor", "tenant_id", "client_address", "user_agent", "session_id", "request_id", "impersonator_id",
             )
         ) + (len(AuditContext._fields),),
-        _runtime_context._current_context if isinstance(_runtime_context, ContextVarsRuntimeContext) else None,
+        _otel_context_var,
         get_current,
         OtelContext if OtelContext.get is dict.get else dict,
         _SPAN_KEY,
