@@ -178,20 +178,25 @@ def test_the_compiled_request_declines_what_it_does_not_take() -> None:
 
 
 @pytest.mark.parametrize("offset", [0, 3, 10])
-def test_the_held_write_writes_like_os_write(tmp_path: Any, offset: int) -> None:
-    """write_held(fd, data, offset) is os.write(fd, data[offset:]) without handing the GIL over."""
+@pytest.mark.parametrize("position", [0, 4])
+def test_the_held_write_writes_like_os_pwrite(tmp_path: Any, offset: int, position: int) -> None:
+    """write_held(fd, data, offset, position) is os.pwrite(fd, data[offset:], position) without handing the GIL
+    over: the bytes land at `position`, whatever the file's own offset."""
     import os
 
     from otel_audit.delivery.spool import released_write
 
     data = b"0123456789"
     for name, write in (("held", _wire.write_held), ("released", released_write)):
-        fd = os.open(tmp_path / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        (tmp_path / name).write_bytes(b"abcdefgh")
+        fd = os.open(tmp_path / name, os.O_WRONLY)
         try:
-            assert write(fd, data, offset) == len(data) - offset
+            os.lseek(fd, 2, os.SEEK_SET)
+            assert write(fd, data, offset, position) == len(data) - offset
         finally:
             os.close(fd)
-    assert (tmp_path / "held").read_bytes() == (tmp_path / "released").read_bytes() == data[offset:]
+    expected = (b"abcdefgh"[:position] + data[offset:] + b"abcdefgh"[position + len(data) - offset :])
+    assert (tmp_path / "held").read_bytes() == (tmp_path / "released").read_bytes() == expected
 
 
 def test_the_held_write_reports_errors() -> None:
@@ -201,13 +206,15 @@ def test_the_held_write_reports_errors() -> None:
     os.close(write_end)
     try:
         with pytest.raises(OSError):
-            _wire.write_held(read_end, b"x", 0)  # the read end of a pipe is not writable: EBADF
+            _wire.write_held(read_end, b"x", 0, 0)  # the read end of a pipe is not writable: EBADF
     finally:
         os.close(read_end)
     with pytest.raises(ValueError):
-        _wire.write_held(1, b"x", 2)
+        _wire.write_held(1, b"x", 2, 0)
+    with pytest.raises(ValueError):
+        _wire.write_held(1, b"x", 0, -1)
     with pytest.raises(TypeError):
-        _wire.write_held(1, "text", 0)
+        _wire.write_held(1, "text", 0, 0)
 
 
 @pytest.mark.parametrize(("fsync", "held"), [("interval", True), ("always", False)])

@@ -46,6 +46,9 @@ def test_kill_9_mid_stream_then_restart_delivers_every_returned_emit(receiver, s
     emitter.wait(10)
     returned.update(read_uids(emitter, 10**9, timeout=5))  # emits that returned just before the kill
     assert len(returned) >= 400
+    (lane,) = [path for path in spool_dir.iterdir() if path.name.startswith("w-")]
+    newest = sorted(lane.glob("seg-*.log"))[-1].read_bytes()
+    assert newest.endswith(bytes(4096))  # the mapped writer's allocated room, never cut back: the process was killed
 
     restarted = start_emitter(receiver.endpoint, str(spool_dir), "0", "--drain", "60")
     out, err = restarted.communicate(timeout=90)
@@ -54,6 +57,9 @@ def test_kill_9_mid_stream_then_restart_delivers_every_returned_emit(receiver, s
     assert set(returned) <= {uid for uid, _ in arrived}
     assert all(returned.get(uid, seq) == seq for uid, seq in arrived)  # a duplicate is the same event (same uid)
     assert not [path for path in spool_dir.iterdir() if path.name.startswith("w-")]
+    # The zero room is not corruption; at most a frame the kill tore mid-copy was moved aside.
+    moved = list((spool_dir / "corrupt").glob("*")) if (spool_dir / "corrupt").exists() else []
+    assert len(moved) <= 1 and all(path.stat().st_size < 1024 for path in moved)
 
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from otel_audit import stats
-from otel_audit.delivery.spool import HEADER, MAGIC
+from otel_audit.delivery.encoder import ScopeDef
+from otel_audit.delivery.spool import HEADER, MAGIC, SpoolStage
 from otel_audit.testing import OTLPReceiver
 
 from .conftest import free_port
@@ -86,9 +88,91 @@ def test_torn_tail_and_flipped_bytes_keep_the_surrounding_records(receiver, make
     assert [record.attributes["seq"] for record in receiver.records] == [n for n in range(1, 31) if n != 10]
     moved = sorted((spool_dir / "corrupt").iterdir())
     assert len(moved) == 2
-    assert torn in [path.read_bytes() for path in moved]
+    assert torn.rstrip(b"\0") in [path.read_bytes() for path in moved]  # zeros at the very end: see below
     corrupt = stats.delivery_stats()["corrupt_bytes"] - before
     assert corrupt == sum(path.stat().st_size for path in moved)
+
+
+@pytest.mark.parametrize("torn_frame", [False, True])
+def test_a_zero_tail_left_by_a_mapped_writer_that_died_is_not_corruption(
+    receiver, make_pipeline, spool_dir, torn_frame: bool
+) -> None:
+    """A process that dies while its segment is mapped leaves the rest of the allocated step as zero bytes, after
+    its last frame or after a frame the crash tore: the records before are delivered, a torn frame's bytes are moved
+    aside, the zeros are neither sent nor counted as corrupt."""
+    lane, _ = spool_records_without_receiver(make_pipeline, 30)
+    (segment,) = lane.glob("seg-*.log")
+    data = segment.read_bytes()
+    torn = data[: HEADER.size + 9].rstrip(b"\0") if torn_frame else b""  # a header and the start of a payload
+    segment.write_bytes(data + torn + bytes(300_000))
+    before = stats.delivery_stats()["corrupt_bytes"]
+
+    pipeline = make_pipeline(endpoint=receiver.endpoint)
+    assert pipeline.processor.force_flush(20_000)
+    assert [record.attributes["seq"] for record in receiver.records] == list(range(1, 31))
+    moved = sorted((spool_dir / "corrupt").glob("*")) if (spool_dir / "corrupt").exists() else []
+    assert [path.read_bytes() for path in moved] == ([torn] if torn_frame else [])
+    assert stats.delivery_stats()["corrupt_bytes"] - before == len(torn)
+    assert not lane.exists()
+
+
+def append_records(spool, count: int) -> None:
+    """Append `count` records the way the delivery processor does: the compiled append, else the reference one."""
+    scope = ScopeDef(b"\x0a\x01r", b"\x0a\x01s")
+    for number in range(count):
+        attributes = {"audit.action": "x.y", "seq": number, "text": "t" * (number % 9 * 60)}
+        pending = spool.append_parts(1, scope, number, number, 9, "INFO", attributes, "audit.x.y", 0, 0, 0)
+        if pending is not True:
+            spool.append(1, scope, pending, number)
+
+
+@pytest.mark.skipif(SpoolStage is None, reason="the mapped writer is compiled (_wire)")
+def test_a_mapped_segment_is_allocated_ahead_and_cut_back_to_its_data(tmp_path, make_spool) -> None:
+    """In `interval` mode appends are copied into the mapped segment, whose file is allocated a step ahead of the
+    data; rotation and close cut each file back to exactly its frames."""
+    spool = make_spool(tmp_path, max_bytes=1 << 24, segment_bytes=16 << 10)
+    append_records(spool, 20)
+    assert spool._lane.segment_path(spool._segment).stat().st_size > spool._segment_size  # room past the data
+    append_records(spool, 280)
+    spool.close()
+    lane = spool._lane
+    assert len(lane.segments()) > 3
+    records = 0
+    for number in lane.segments():
+        size = lane.segment_path(number).stat().st_size
+        parsed = lane._parse(number, 0, size, {}, 1 << 30, 1 << 30)
+        assert parsed.consumed == size > 0  # whole frames, and nothing after them
+        records += len(parsed.records)
+    assert records == 300
+    assert not (tmp_path / "corrupt").exists()
+
+
+@pytest.mark.skipif(SpoolStage is None, reason="the mapped writer is compiled (_wire)")
+def test_a_forked_child_leaves_the_parents_mapped_segment_alone(tmp_path, make_spool) -> None:
+    """The child unmaps what it inherited without cutting the file: the parent goes on storing into its mapping
+    (a cut file would end the parent with SIGBUS) and loses nothing."""
+    spool = make_spool(tmp_path, max_bytes=1 << 24)
+    append_records(spool, 20)
+    segment = spool._lane.segment_path(spool._segment)
+    allocated = segment.stat().st_size
+    assert allocated > spool._segment_size
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)  # the spool's at-fork handler has run in the child by now
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert segment.stat().st_size == allocated
+    append_records(spool, 20)
+    spool.close()
+    parsed = spool._lane._parse(spool._segment, 0, segment.stat().st_size, {}, 1 << 30, 1 << 30)
+    assert [emit_ns for _, _, emit_ns in parsed.records] == list(range(20)) * 2
+
+
+@pytest.mark.skipif(SpoolStage is None, reason="the mapped writer is compiled (_wire)")
+def test_strict_mode_writes_each_record_without_allocating_ahead(tmp_path, make_spool) -> None:
+    spool = make_spool(tmp_path, max_bytes=1 << 24, fsync="always")
+    append_records(spool, 5)
+    assert spool._lane.segment_path(spool._segment).stat().st_size == spool._segment_size
 
 
 def test_lane_of_a_live_process_is_not_adopted(make_pipeline, spool_dir) -> None:

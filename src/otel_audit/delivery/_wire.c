@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 
 #define UNSUPPORTED 1
 #define MAX_DEPTH 64
@@ -789,28 +791,29 @@ static PyObject *delimited_join(PyObject *module, PyObject *const *args, Py_ssiz
 }
 
 PyDoc_STRVAR(write_held_doc,
-"write_held(fd: int, data: bytes, offset: int) -> int\n\n"
-"os.write(fd, data[offset:]) without releasing the GIL: for the spool's small appends to the page cache, where\n"
-"handing the GIL to another thread and waiting to get it back costs more than the write itself.");
+"write_held(fd: int, data: bytes, offset: int, position: int) -> int\n\n"
+"os.pwrite(fd, data[offset:], position) without releasing the GIL: for the spool's small appends to the page\n"
+"cache, where handing the GIL to another thread and waiting to get it back costs more than the write itself.");
 
 static PyObject *write_held(PyObject *module, PyObject *const *args, Py_ssize_t count) {
-    if (count != 3 || !PyBytes_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "write_held(fd: int, data: bytes, offset: int)");
+    if (count != 4 || !PyBytes_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "write_held(fd: int, data: bytes, offset: int, position: int)");
         return NULL;
     }
     long fd = PyLong_AsLong(args[0]);
     Py_ssize_t offset = PyLong_AsSsize_t(args[2]);
+    long long position = PyLong_AsLongLong(args[3]);
     if (PyErr_Occurred()) {
         return NULL;
     }
     Py_ssize_t size = PyBytes_GET_SIZE(args[1]);
-    if (fd < 0 || fd > INT_MAX || offset < 0 || offset > size) {
-        PyErr_SetString(PyExc_ValueError, "write_held: fd or offset out of range");
+    if (fd < 0 || fd > INT_MAX || offset < 0 || offset > size || position < 0) {
+        PyErr_SetString(PyExc_ValueError, "write_held: fd, offset or position out of range");
         return NULL;
     }
     ssize_t written;
     do {
-        written = write((int)fd, PyBytes_AS_STRING(args[1]) + offset, (size_t)(size - offset));
+        written = pwrite((int)fd, PyBytes_AS_STRING(args[1]) + offset, (size_t)(size - offset), (off_t)position);
     } while (written < 0 && errno == EINTR && PyErr_CheckSignals() == 0);
     if (written < 0) {
         return PyErr_Occurred() ? NULL : PyErr_SetFromErrno(PyExc_OSError);
@@ -825,9 +828,14 @@ static PyObject *write_held(PyObject *module, PyObject *const *args, Py_ssize_t 
 #define SPOOL_KIND_RECORD 2
 
 /* The writer state of spool.Spool, kept in C fields so that append_log reads it without attribute lookups;
- * spool.py reads and writes the same fields as ordinary attributes (member descriptors). */
+ * spool.py reads and writes the same fields as ordinary attributes (member descriptors). In `interval` mode the
+ * segment is also mapped (see _map_segment): `map` covers `map_length` bytes of it, of which the first `map_ready`
+ * are allocated in the file, so a frame that ends within them is stored with memcpy instead of a write. */
 typedef struct {
     PyObject_HEAD
+    char *map;
+    long long map_length;
+    long long map_ready;
     int segment_fd;
     long long segment;
     long long segment_size;
@@ -910,18 +918,51 @@ static int remember(SpoolWriter *self, PyObject *scope, PyObject *record, PyObje
     return 0;
 }
 
+/* The file is allocated in steps of MAP_STEP bytes ahead of the mapped writer, and mapped MAP_STEP past the
+ * segment's rotation size (a segment's last frame starts before that size and may end after it). */
+#define MAP_STEP (256 << 10)
+
+/* 1 when the segment's mapping can take `size` more bytes: they end within its allocated part, or the file could
+ * be allocated up to a step past them. 0: write them instead (that also reports a full disk as an OSError, where a
+ * store into an unallocated page would end the process with SIGBUS). */
+static int mapped_room(SpoolWriter *self, Py_ssize_t size) {
+    long long end = self->segment_size + size;
+    if (end <= self->map_ready) {
+        return 1;
+    }
+    if (end > self->map_length) {
+        return 0;
+    }
+    long long ready = (end + MAP_STEP - 1) / MAP_STEP * MAP_STEP;
+    if (ready > self->map_length) {
+        ready = self->map_length;
+    }
+#ifdef __linux__
+    if (fallocate(self->segment_fd, 0, (off_t)self->map_ready, (off_t)(ready - self->map_ready)) == 0) {
+        self->map_ready = ready;
+        return 1;
+    }
+#endif
+    return 0;
+}
+
 /* Write the whole frame at the segment's end; the state counts what was written even when a write fails. */
 static int write_frame(SpoolWriter *self, const char *frame, Py_ssize_t size) {
     Py_ssize_t written = 0;
     int status = 0;
+    if (self->map != NULL && mapped_room(self, size)) {
+        memcpy(self->map + self->segment_size, frame, (size_t)size);
+        written = size;
+    }
     while (written < size) {
         ssize_t count;
+        off_t position = (off_t)(self->segment_size + written);
         if (self->release_gil) {
             Py_BEGIN_ALLOW_THREADS
-            count = write(self->segment_fd, frame + written, (size_t)(size - written));
+            count = pwrite(self->segment_fd, frame + written, (size_t)(size - written), position);
             Py_END_ALLOW_THREADS
         } else {
-            count = write(self->segment_fd, frame + written, (size_t)(size - written));
+            count = pwrite(self->segment_fd, frame + written, (size_t)(size - written), position);
         }
         if (count < 0) {
             if (errno == EINTR && PyErr_CheckSignals() == 0) {
@@ -1067,6 +1108,51 @@ static PyObject *append_parts(SpoolWriter *self, PyObject *const *args, Py_ssize
     return append_encoded(self, args[0], args[1], args[3], &buffer, encoded);
 }
 
+PyDoc_STRVAR(map_segment_doc,
+"_map_segment() -> bool\n\n"
+"Map the open segment, so that appends are stored into the page cache without a system call each: a record is in\n"
+"the OS as soon as it is copied, as with a write. The file is allocated a step ahead of the data, so a process that\n"
+"dies leaves a zero tail after its last frame (readers skip it). False when the segment cannot be mapped; appends\n"
+"are then written.");
+
+static PyObject *map_segment(SpoolWriter *self, PyObject *unused) {
+#ifdef __linux__
+    if (self->map == NULL && self->segment_fd >= 0) {
+        long long length = (self->segment_bytes + MAP_STEP - 1) / MAP_STEP * MAP_STEP + MAP_STEP;
+        void *map = mmap(NULL, (size_t)length, PROT_READ | PROT_WRITE, MAP_SHARED, self->segment_fd, 0);
+        if (map != MAP_FAILED) {
+            self->map = map;
+            self->map_length = length;
+            self->map_ready = self->segment_size;
+        }
+    }
+#endif
+    return PyBool_FromLong(self->map != NULL);
+}
+
+PyDoc_STRVAR(unmap_segment_doc,
+"_unmap_segment(truncate: bool) -> None\n\n"
+"Unmap the segment; with truncate, cut its file back to the data's length (at rotation and close; never in a\n"
+"forked child, whose parent still writes that file).");
+
+static PyObject *unmap_segment(SpoolWriter *self, PyObject *truncate) {
+    int cut = PyObject_IsTrue(truncate);
+    if (cut < 0) {
+        return NULL;
+    }
+    if (self->map == NULL) {
+        Py_RETURN_NONE;
+    }
+    munmap(self->map, (size_t)self->map_length);
+    self->map = NULL;
+    long long allocated = self->map_ready;
+    self->map_length = self->map_ready = 0;
+    if (cut && allocated > self->segment_size && ftruncate(self->segment_fd, (off_t)self->segment_size) < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
 static int writer_traverse(SpoolWriter *self, visitproc visit, void *arg) {
     Py_VISIT(self->segment_scopes);
     Py_VISIT(self->tail);
@@ -1083,6 +1169,9 @@ static int writer_clear(SpoolWriter *self) {
 
 static void writer_dealloc(SpoolWriter *self) {
     PyObject_GC_UnTrack(self);
+    if (self->map != NULL) {
+        munmap(self->map, (size_t)self->map_length);
+    }
     writer_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -1110,6 +1199,8 @@ static PyMemberDef writer_members[] = {
 static PyMethodDef writer_methods[] = {
     {"append_log", (PyCFunction)(void (*)(void))append_log, METH_FASTCALL, append_log_doc},
     {"append_parts", (PyCFunction)(void (*)(void))append_parts, METH_FASTCALL, append_parts_doc},
+    {"_map_segment", (PyCFunction)map_segment, METH_NOARGS, map_segment_doc},
+    {"_unmap_segment", (PyCFunction)unmap_segment, METH_O, unmap_segment_doc},
     {NULL, NULL, 0, NULL},
 };
 

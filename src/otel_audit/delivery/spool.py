@@ -10,8 +10,11 @@ Layout under `spool_dir`:
 
 A frame is `magic, kind, length, crc32` (10 bytes) and a payload; a record frame's payload is the scope number, the
 emit time and the OTLP LogRecord bytes; a scope frame defines a scope number (resource + instrumentation scope) for
-the rest of its segment, so every segment can be read on its own. Each append is one `os.write` on an O_APPEND
-descriptor, so a record is in the OS before emit returns and survives a crash of the process.
+the rest of its segment, so every segment can be read on its own. Each append is stored at the segment's end before
+emit returns, so a record is in the OS and survives a crash of the process: in `interval` mode with the compiled
+writer, copied into the segment's memory mapping (the file is allocated a step ahead of the data, so a process that
+dies leaves zero bytes after its last frame, which readers skip; rotation and close cut the file back to its data);
+otherwise with one `pwrite`.
 
 A lane belongs to exactly one process: a forked child closes what it inherited and opens a lane of its own, so
 two processes never append to one segment and a child never resends its parent's records. A lane whose `lock` is
@@ -72,9 +75,9 @@ def python_record_frame(magic: int, kind: int, scope_number: int, emit_ns: int, 
     return b"".join((HEADER.pack(magic, kind, len(head) + len(record), checksum), head, record))
 
 
-def released_write(fd: int, data: bytes, offset: int) -> int:
-    """os.write(fd, data[offset:]), which hands the GIL to other threads while the kernel copies."""
-    return os.write(fd, data[offset:] if offset else data)
+def released_write(fd: int, data: bytes, offset: int, position: int) -> int:
+    """os.pwrite(fd, data[offset:], position), which hands the GIL to other threads while the kernel copies."""
+    return os.pwrite(fd, data[offset:] if offset else data, position)
 
 
 def write_failed(exc: OSError) -> AuditDeliveryError:
@@ -87,10 +90,18 @@ try:  # compiled (optional, see _wire.c): one call instead of three packs, two c
     from ._wire import record_frame
     from ._wire import write_held as small_write
 except ImportError:
-    SpoolWriter = object  # type: ignore[assignment,misc]
     SpoolStage = None
     record_frame = python_record_frame
     small_write = released_write
+
+    class SpoolWriter:  # type: ignore[no-redef]
+        """Without the compiled writer: the writer state is plain attributes and every append is written."""
+
+        def _map_segment(self) -> bool:
+            return False
+
+        def _unmap_segment(self, truncate: bool) -> None:
+            return None
 
 
 @dataclass
@@ -315,14 +326,17 @@ class Lane:
         return result
 
     def _skip_corruption(self, number: int, start: int, limit: int, *, quarantine: bool) -> int:
-        """Length of the corrupt region at `start` (up to the next valid frame); its bytes are moved aside."""
+        """Length of the corrupt region at `start` (up to the next valid frame); its bytes are moved aside. Zero
+        bytes that run to `limit` are not corrupt: they are the space a mapped writer allocated and did not fill
+        before its process ended (a frame always starts with MAGIC)."""
         fd = self._fd(number)
         data = os.pread(fd, limit - start, start)
-        probe = 1
+        probe = damaged = 1
         while True:
             probe = data.find(bytes((MAGIC,)), probe)
             if probe < 0 or probe + HEADER.size > len(data):
                 probe = max(len(data), 1)
+                damaged = len(data.rstrip(b"\0"))
                 break
             _, kind, length, checksum = HEADER.unpack_from(data, probe)
             end = probe + HEADER.size + length
@@ -331,10 +345,11 @@ class Lane:
                 and end <= len(data)
                 and zlib.crc32(data[probe + HEADER.size : end], kind) == checksum
             ):
+                damaged = probe
                 break
             probe += 1
-        if quarantine and probe:
-            self.spool._quarantine(self, number, start, data[:probe])
+        if quarantine and damaged:
+            self.spool._quarantine(self, number, start, data[:damaged])
         return probe
 
     def ack(self, batch: Batch) -> None:
@@ -438,14 +453,17 @@ class Spool(SpoolWriter):
 
     def _open_segment(self, number: int) -> None:
         if self._segment_fd >= 0:
+            self._unmap_segment(True)
             os.close(self._segment_fd)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC  # read too: a shared writable mapping needs it
         if self.fsync == "always":
             flags |= os.O_DSYNC
         self._segment_fd = os.open(self._lane.segment_path(number), flags, 0o600)
         self._segment = number
         self._segment_size = os.fstat(self._segment_fd).st_size
         self._segment_scopes = set()
+        if self.fsync != "always":  # `always` writes with O_DSYNC: each record is on the disk before emit returns
+            self._map_segment()
         if self.fsync == "always":
             directory_fd = os.open(self._lane.path, os.O_RDONLY)
             try:
@@ -475,7 +493,7 @@ class Spool(SpoolWriter):
             write = self._write
             try:
                 while written < len(frame):
-                    written += write(self._segment_fd, frame, written)
+                    written += write(self._segment_fd, frame, written, self._segment_size + written)
             except OSError as exc:
                 raise write_failed(exc) from exc
             finally:
@@ -523,6 +541,7 @@ class Spool(SpoolWriter):
         """In a forked child: forget the parent's lanes and descriptors and start a lane of our own."""
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
+        self._unmap_segment(False)  # the parent still writes that segment: leave its file as it is
         for fd in (self._segment_fd, self._lane.lock_fd):
             if fd >= 0:
                 os.close(fd)
@@ -709,6 +728,8 @@ class Spool(SpoolWriter):
             if self._closed:
                 return
             self._closed = True
+            if self._segment_fd >= 0:
+                self._unmap_segment(True)
             fd, self._segment_fd = self._segment_fd, -1
             self._cond.notify_all()
         if fd >= 0:
