@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
 )
@@ -32,3 +34,44 @@ def test_records_arriving_while_a_full_batch_is_out_wait_for_the_next_batch(rece
     assert [count for _, count in arrivals] == [4, 2]
     # The remainder was held for the flush interval (no 4 more came), not sent as a request of its own at once.
     assert arrivals[1][0] - arrivals[0][0] >= FLUSH_INTERVAL / 2
+
+
+def _counters() -> list[type]:
+    from otel_audit.delivery import processor
+
+    return [processor.PythonWakeCounter, processor.WakeCounter]
+
+
+@pytest.mark.parametrize("counter_type", _counters(), ids=lambda counter: counter.__module__)
+def test_the_wake_counter_wakes_every_n_records_and_follows_a_new_wake(counter_type: type) -> None:
+    """The exporter is woken by every `every`-th queued record; a forked child points the same counter at its own
+    exporter's event."""
+    woken: list[str] = []
+    counter = counter_type(3, lambda: woken.append("first"))
+    for _ in range(7):
+        counter()
+    assert woken == ["first", "first"] and counter.count == 1
+    counter.wake = lambda: woken.append("second")
+    counter()
+    counter()
+    assert woken == ["first", "first", "second"] and counter.count == 0
+
+
+@pytest.mark.parametrize("delivery", ["disk", "memory"])
+def test_a_full_batch_on_the_direct_path_wakes_the_exporter(receiver, tmp_path, delivery: str) -> None:
+    """max_batch_size records emitted through the audit logger are sent at once, not at the next flush interval."""
+    import otel_audit
+
+    otel_audit.configure(
+        service_name="wake", endpoint=receiver.endpoint, delivery=delivery, spool_dir=str(tmp_path),
+        max_batch_size=5, flush_interval=60,
+    )
+    try:
+        logger = otel_audit.get_audit_logger("wake")
+        logger._logger()
+        assert logger._direct is not None
+        for number in range(5):
+            logger.emit("document.read", resource=("document", f"d{number}"))
+        assert len(receiver.wait_for(5, timeout=20)) == 5  # the interval is 60 s
+    finally:
+        otel_audit.shutdown()

@@ -1226,7 +1226,7 @@ typedef struct {
     SpoolWriter *spool;
     PyObject *scope_number, *scope; /* the logger's scope entry */
     PyObject *append;               /* Spool.append, for a record append_parts encoded but left to it */
-    PyObject *appended;             /* the processor's _appended: count the record, wake the exporter */
+    PyObject *appended;             /* the processor's WakeCounter: count the record, wake the exporter */
     PyObject *write_failed;         /* spool.write_failed: the AuditDeliveryError a failed write raises */
     vectorcallfunc vectorcall;
 } SpoolStage;
@@ -1355,6 +1355,95 @@ static PyTypeObject SpoolStageType = {
     .tp_clear = (inquiry)spool_stage_clear,
     .tp_dealloc = (destructor)spool_stage_dealloc,
     .tp_vectorcall_offset = offsetof(SpoolStage, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
+/* ---- The processor's count of queued records (processor.WakeCounter, compiled) -------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    long long every;
+    long long count;
+    PyObject *wake;
+    vectorcallfunc vectorcall;
+} WakeCounter;
+
+static PyObject *wake_counter_call(WakeCounter *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    if (PyVectorcall_NARGS(nargsf) != 0 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "a WakeCounter is called without arguments");
+        return NULL;
+    }
+    if (++self->count < self->every) {
+        Py_RETURN_NONE;
+    }
+    self->count = 0;
+    if (self->wake == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "WakeCounter has no wake to call");
+        return NULL;
+    }
+    PyObject *wake = Py_NewRef(self->wake);
+    PyObject *woken = PyObject_CallNoArgs(wake);
+    Py_DECREF(wake);
+    if (woken == NULL) {
+        return NULL;
+    }
+    Py_DECREF(woken);
+    Py_RETURN_NONE;
+}
+
+static PyObject *wake_counter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    long long every;
+    PyObject *wake;
+    static char *keywords[] = {"every", "wake", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "LO:WakeCounter", keywords, &every, &wake)) {
+        return NULL;
+    }
+    WakeCounter *self = (WakeCounter *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->every = every;
+    self->wake = Py_NewRef(wake);
+    self->vectorcall = (vectorcallfunc)wake_counter_call;
+    return (PyObject *)self;
+}
+
+static int wake_counter_traverse(WakeCounter *self, visitproc visit, void *arg) {
+    Py_VISIT(self->wake);
+    return 0;
+}
+
+static int wake_counter_clear(WakeCounter *self) {
+    Py_CLEAR(self->wake);
+    return 0;
+}
+
+static void wake_counter_dealloc(WakeCounter *self) {
+    PyObject_GC_UnTrack(self);
+    wake_counter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef wake_counter_members[] = {
+    {"every", T_LONGLONG, offsetof(WakeCounter, every), 0, NULL},
+    {"count", T_LONGLONG, offsetof(WakeCounter, count), 0, NULL},
+    {"wake", T_OBJECT_EX, offsetof(WakeCounter, wake), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject WakeCounterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_audit.delivery._wire.WakeCounter",
+    .tp_basicsize = sizeof(WakeCounter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = PyDoc_STR("WakeCounter(every, wake): calling it counts a queued record and calls wake() every `every` "
+                        "records (processor.py's Python class of the same name is the reference)."),
+    .tp_new = wake_counter_new,
+    .tp_traverse = (traverseproc)wake_counter_traverse,
+    .tp_clear = (inquiry)wake_counter_clear,
+    .tp_dealloc = (destructor)wake_counter_dealloc,
+    .tp_members = wake_counter_members,
+    .tp_vectorcall_offset = offsetof(WakeCounter, vectorcall),
     .tp_call = PyVectorcall_Call,
 };
 
@@ -1557,7 +1646,7 @@ PyMODINIT_FUNC PyInit__wire(void) {
             return NULL;
         }
     }
-    if (PyType_Ready(&SpoolWriterType) < 0 || PyType_Ready(&SpoolStageType) < 0) {
+    if (PyType_Ready(&SpoolWriterType) < 0 || PyType_Ready(&SpoolStageType) < 0 || PyType_Ready(&WakeCounterType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&module_definition);
@@ -1565,7 +1654,8 @@ PyMODINIT_FUNC PyInit__wire(void) {
         return NULL;
     }
     if (PyModule_AddObjectRef(module, "SpoolWriter", (PyObject *)&SpoolWriterType) < 0
-        || PyModule_AddObjectRef(module, "SpoolStage", (PyObject *)&SpoolStageType) < 0) {
+        || PyModule_AddObjectRef(module, "SpoolStage", (PyObject *)&SpoolStageType) < 0
+        || PyModule_AddObjectRef(module, "WakeCounter", (PyObject *)&WakeCounterType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -30,6 +30,27 @@ from .memory import MemoryQueue
 from .sender import HttpSender, SendResult
 from .spool import Spool, SpoolStage, SpoolWriter, write_failed
 
+
+class PythonWakeCounter:
+    """Counts queued records, calling `wake` every `every` of them (`_wire.WakeCounter` does the same in C)."""
+
+    def __init__(self, every: int, wake: Callable[[], object]) -> None:
+        self.every = every
+        self.wake = wake
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+        if self.count >= self.every:
+            self.count = 0
+            self.wake()
+
+
+try:  # compiled (optional, see _wire.c): counting a queued record costs no interpreter frame
+    from ._wire import WakeCounter
+except ImportError:
+    WakeCounter = PythonWakeCounter  # type: ignore[assignment,misc]
+
 _log = logging.getLogger("otel_audit.delivery")
 
 # HTTP statuses that reject the records themselves: bisect the batch, dead-letter what is still refused alone.
@@ -102,7 +123,8 @@ class DurableLogRecordProcessor(LogRecordProcessor):
         self._scopes_lock = threading.Lock()
         self.exported = 0
         self.retried = 0
-        self._unsignalled = 0
+        # Count each queued record; every max_batch_size records, wake the exporter (it also wakes on its interval).
+        self._appended = WakeCounter(self._max_batch, self._wake_exporter)
         self._after_full_batch = False
         self._inflight_since = 0
         self._stopping = False
@@ -174,12 +196,8 @@ class DurableLogRecordProcessor(LogRecordProcessor):
 
         return queue_stage
 
-    def _appended(self) -> None:
-        """Count a queued record; every max_batch_size records, wake the exporter (it also wakes on its interval)."""
-        self._unsignalled += 1
-        if self._unsignalled >= self._max_batch:
-            self._unsignalled = 0
-            self._wake.set()
+    def _wake_exporter(self) -> None:
+        self._wake.set()  # the exporter thread's event of the moment: a forked child makes its own
 
     # -- exporter thread ---------------------------------------------------------------------------------------
 
