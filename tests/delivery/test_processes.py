@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from otel_audit.delivery.spool import SpoolStage
 from otel_audit.testing.receiver import OTLPReceiver
 
 from .conftest import HERE, free_port, start_emitter, wait_until
@@ -46,9 +47,10 @@ def test_kill_9_mid_stream_then_restart_delivers_every_returned_emit(receiver, s
     emitter.wait(10)
     returned.update(read_uids(emitter, 10**9, timeout=5))  # emits that returned just before the kill
     assert len(returned) >= 400
-    (lane,) = [path for path in spool_dir.iterdir() if path.name.startswith("w-")]
-    newest = sorted(lane.glob("seg-*.log"))[-1].read_bytes()
-    assert newest.endswith(bytes(4096))  # the mapped writer's allocated room, never cut back: the process was killed
+    if SpoolStage is not None:  # the compiled writer maps its segment
+        (lane,) = [path for path in spool_dir.iterdir() if path.name.startswith("w-")]
+        newest = sorted(lane.glob("seg-*.log"))[-1].read_bytes()
+        assert newest.endswith(bytes(4096))  # the mapped writer's allocated room, never cut back: it was killed
 
     restarted = start_emitter(receiver.endpoint, str(spool_dir), "0", "--drain", "60")
     out, err = restarted.communicate(timeout=90)
