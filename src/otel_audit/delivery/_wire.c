@@ -939,6 +939,12 @@ static int mapped_room(SpoolWriter *self, Py_ssize_t size) {
     }
 #ifdef __linux__
     if (fallocate(self->segment_fd, 0, (off_t)self->map_ready, (off_t)(ready - self->map_ready)) == 0) {
+#ifdef MADV_POPULATE_WRITE
+        /* Fault the step's pages in now, in one call, rather than one page fault per page in later appends (when
+         * the kernel does not know the advice, they fault as they are reached). */
+        long long first_page = self->map_ready / 4096 * 4096;
+        madvise(self->map + first_page, (size_t)(ready - first_page), MADV_POPULATE_WRITE);
+#endif
         self->map_ready = ready;
         return 1;
     }
