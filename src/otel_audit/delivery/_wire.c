@@ -922,6 +922,17 @@ static int remember(SpoolWriter *self, PyObject *scope, PyObject *record, PyObje
  * segment's rotation size (a segment's last frame starts before that size and may end after it). */
 #define MAP_STEP (256 << 10)
 
+static long page_size = 4096; /* sysconf's, at import */
+
+/* Unmap the segment (its file stays as it is). */
+static void drop_map(SpoolWriter *self) {
+    if (self->map != NULL) {
+        munmap(self->map, (size_t)self->map_length);
+    }
+    self->map = NULL;
+    self->map_length = self->map_ready = 0;
+}
+
 /* 1 when the segment's mapping can take `size` more bytes: they end within its allocated part, or the file could
  * be allocated up to a step past them. 0: write them instead (that also reports a full disk as an OSError, where a
  * store into an unallocated page would end the process with SIGBUS). */
@@ -942,11 +953,14 @@ static int mapped_room(SpoolWriter *self, Py_ssize_t size) {
 #ifdef MADV_POPULATE_WRITE
         /* Fault the step's pages in now, in one call, rather than one page fault per page in later appends (when
          * the kernel does not know the advice, they fault as they are reached). */
-        long long first_page = self->map_ready / 4096 * 4096;
+        long long first_page = self->map_ready / page_size * page_size;
         madvise(self->map + first_page, (size_t)(ready - first_page), MADV_POPULATE_WRITE);
 #endif
         self->map_ready = ready;
         return 1;
+    }
+    if (errno == EOPNOTSUPP || errno == ENOSYS) {
+        drop_map(self); /* a file system that cannot allocate ahead: this segment is written */
     }
 #endif
     return 0;
@@ -1139,22 +1153,18 @@ static PyObject *map_segment(SpoolWriter *self, PyObject *unused) {
 PyDoc_STRVAR(unmap_segment_doc,
 "_unmap_segment(truncate: bool) -> None\n\n"
 "Unmap the segment; with truncate, cut its file back to the data's length (at rotation and close; never in a\n"
-"forked child, whose parent still writes that file).");
+"forked child, whose parent still writes that file). A file that cannot be cut keeps its zero room, which\n"
+"readers skip, so that is not an error.");
 
 static PyObject *unmap_segment(SpoolWriter *self, PyObject *truncate) {
     int cut = PyObject_IsTrue(truncate);
     if (cut < 0) {
         return NULL;
     }
-    if (self->map == NULL) {
-        Py_RETURN_NONE;
-    }
-    munmap(self->map, (size_t)self->map_length);
-    self->map = NULL;
     long long allocated = self->map_ready;
-    self->map_length = self->map_ready = 0;
+    drop_map(self);
     if (cut && allocated > self->segment_size && ftruncate(self->segment_fd, (off_t)self->segment_size) < 0) {
-        return PyErr_SetFromErrno(PyExc_OSError);
+        /* the zero room stays; see above */
     }
     Py_RETURN_NONE;
 }
@@ -1175,9 +1185,7 @@ static int writer_clear(SpoolWriter *self) {
 
 static void writer_dealloc(SpoolWriter *self) {
     PyObject_GC_UnTrack(self);
-    if (self->map != NULL) {
-        munmap(self->map, (size_t)self->map_length);
-    }
+    drop_map(self);
     writer_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -1618,6 +1626,10 @@ static struct PyModuleDef module_definition = {
 
 PyMODINIT_FUNC PyInit__wire(void) {
     build_crc_table();
+    long size = sysconf(_SC_PAGESIZE);
+    if (size > 0) {
+        page_size = size;
+    }
     name_value = PyUnicode_InternFromString("value");
     PyObject *enum_module = PyImport_ImportModule("enum");
     enum_type = enum_module == NULL ? NULL : PyObject_GetAttrString(enum_module, "Enum");

@@ -462,9 +462,9 @@ class Spool(SpoolWriter):
         self._segment = number
         self._segment_size = os.fstat(self._segment_fd).st_size
         self._segment_scopes = set()
-        if self.fsync != "always":  # `always` writes with O_DSYNC: each record is on the disk before emit returns
+        if self.fsync != "always":
             self._map_segment()
-        if self.fsync == "always":
+        else:  # written with O_DSYNC, each record on the disk before emit returns, so the new name must be too
             directory_fd = os.open(self._lane.path, os.O_RDONLY)
             try:
                 os.fsync(directory_fd)
