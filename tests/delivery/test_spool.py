@@ -12,7 +12,7 @@ from otel_audit.delivery.encoder import ScopeDef
 from otel_audit.delivery.spool import HEADER, MAGIC, SpoolStage
 from otel_audit.testing import OTLPReceiver
 
-from .conftest import free_port
+from .conftest import free_port, wait_until
 
 
 def lanes(spool_dir: Path) -> list[Path]:
@@ -166,6 +166,39 @@ def test_a_forked_child_leaves_the_parents_mapped_segment_alone(tmp_path, make_s
     spool.close()
     parsed = spool._lane._parse(spool._segment, 0, segment.stat().st_size, {}, 1 << 30, 1 << 30)
     assert [emit_ns for _, _, emit_ns in parsed.records] == list(range(20)) * 2
+
+
+MAP_STEP = 256 << 10  # _wire.c's step of allocation ahead of a mapped writer
+
+
+@pytest.mark.skipif(SpoolStage is None, reason="the mapped writer is compiled (_wire)")
+def test_room_is_prepared_a_step_ahead_of_the_writer_and_no_further(tmp_path, make_spool) -> None:
+    spool = make_spool(tmp_path, max_bytes=1 << 24, segment_bytes=4 << 20)
+    append_records(spool, 5)
+    segment = spool._lane.segment_path(spool._segment)
+    assert segment.stat().st_size - spool._segment_size < MAP_STEP  # the writer allocated its first step itself
+    spool.prepare_room()
+    prepared = segment.stat().st_size
+    assert prepared - spool._segment_size >= MAP_STEP
+    spool.prepare_room()
+    assert segment.stat().st_size == prepared  # a step is left ahead: nothing more
+    append_records(spool, 600)  # into the prepared room and past it
+    spool.close()
+    spool.prepare_room()  # closed: nothing to prepare
+    size = segment.stat().st_size
+    parsed = spool._lane._parse(spool._segment, 0, size, {}, 1 << 30, 1 << 30)
+    assert len(parsed.records) == 605 and parsed.consumed == size
+
+
+@pytest.mark.skipif(SpoolStage is None, reason="the mapped writer is compiled (_wire)")
+def test_the_exporter_prepares_room_when_it_wakes(receiver, make_pipeline, spool_dir) -> None:
+    pipeline = make_pipeline(endpoint=receiver.endpoint, flush_interval=30)
+    spool = pipeline.processor._source
+    append_records(spool, 3)
+    pipeline.processor._appended()
+    assert pipeline.processor.force_flush(20_000)
+    segment = spool._lane.segment_path(spool._segment)
+    assert wait_until(lambda: segment.stat().st_size - spool._segment_size >= MAP_STEP, 10)
 
 
 @pytest.mark.skipif(SpoolStage is None, reason="the mapped writer is compiled (_wire)")

@@ -933,37 +933,35 @@ static void drop_map(SpoolWriter *self) {
     self->map_length = self->map_ready = 0;
 }
 
-/* 1 when the segment's mapping can take `size` more bytes: they end within its allocated part, or the file could
- * be allocated up to a step past them. 0: write them instead (that also reports a full disk as an OSError, where a
- * store into an unallocated page would end the process with SIGBUS). */
-static int mapped_room(SpoolWriter *self, Py_ssize_t size) {
-    long long end = self->segment_size + size;
-    if (end <= self->map_ready) {
-        return 1;
-    }
-    if (end > self->map_length) {
-        return 0;
-    }
-    long long ready = (end + MAP_STEP - 1) / MAP_STEP * MAP_STEP;
-    if (ready > self->map_length) {
-        ready = self->map_length;
-    }
+/* Allocate the segment's file up to `ready` (within the mapping); 0, or -1 when it cannot be (errno set). */
+static int allocate_to(SpoolWriter *self, long long ready) {
 #ifdef __linux__
     if (fallocate(self->segment_fd, 0, (off_t)self->map_ready, (off_t)(ready - self->map_ready)) == 0) {
-#ifdef MADV_POPULATE_WRITE
-        /* Fault the step's pages in now, in one call, rather than one page fault per page in later appends (when
-         * the kernel does not know the advice, they fault as they are reached). */
-        long long first_page = self->map_ready / page_size * page_size;
-        madvise(self->map + first_page, (size_t)(ready - first_page), MADV_POPULATE_WRITE);
-#endif
         self->map_ready = ready;
-        return 1;
+        return 0;
     }
     if (errno == EOPNOTSUPP || errno == ENOSYS) {
         drop_map(self); /* a file system that cannot allocate ahead: this segment is written */
     }
 #endif
-    return 0;
+    return -1;
+}
+
+/* The end of the step after the one `end` falls in, within the mapping. */
+static long long step_end(SpoolWriter *self, long long end) {
+    long long ready = (end + MAP_STEP - 1) / MAP_STEP * MAP_STEP;
+    return ready < self->map_length ? ready : self->map_length;
+}
+
+/* 1 when the segment's mapping can take `size` more bytes: they end within its allocated part, or the file could
+ * be allocated up to the end of their step. 0: write them instead (that also reports a full disk as an OSError,
+ * where a store into an unallocated page would end the process with SIGBUS). */
+static int mapped_room(SpoolWriter *self, Py_ssize_t size) {
+    long long end = self->segment_size + size;
+    if (end <= self->map_ready) {
+        return 1;
+    }
+    return end <= self->map_length && allocate_to(self, step_end(self, end)) == 0;
 }
 
 /* Write the whole frame at the segment's end; the state counts what was written even when a write fails. */
@@ -1169,6 +1167,51 @@ static PyObject *unmap_segment(SpoolWriter *self, PyObject *truncate) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(allocate_ahead_doc,
+"_allocate_ahead() -> tuple[int, int] | None\n\n"
+"Allocate the mapped segment's next step when less than a step is left ahead of its data (call with the spool's\n"
+"lock held); the answer is the new room's offset and length, for _populate. None: nothing to do or it failed (the\n"
+"writer then allocates, or writes, as it needs).");
+
+static PyObject *allocate_ahead(SpoolWriter *self, PyObject *unused) {
+    long long start = self->map_ready;
+    if (self->map == NULL || self->closed || start - self->segment_size >= MAP_STEP || start >= self->map_length) {
+        Py_RETURN_NONE;
+    }
+    if (allocate_to(self, step_end(self, start + 1)) < 0) {
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(LL)", start, self->map_ready - start);
+}
+
+PyDoc_STRVAR(populate_doc,
+"_populate(offset: int, length: int) -> None\n\n"
+"Fault in those bytes of the mapped segment (MADV_POPULATE_WRITE, Linux 5.14+) without holding the GIL, so the\n"
+"appends that reach them copy without a page fault each. Best effort: the mapping may have moved on meanwhile\n"
+"(the kernel then faults nothing, or pages of the next segment within its file).");
+
+static PyObject *populate(SpoolWriter *self, PyObject *const *args, Py_ssize_t count) {
+    long long offset = count == 2 ? PyLong_AsLongLong(args[0]) : -1;
+    long long length = count == 2 ? PyLong_AsLongLong(args[1]) : -1;
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (offset < 0 || length < 0) {
+        PyErr_SetString(PyExc_ValueError, "_populate(offset, length): both at least 0");
+        return NULL;
+    }
+#ifdef MADV_POPULATE_WRITE
+    char *map = self->map;
+    long long first_page = offset / page_size * page_size;
+    if (map != NULL && offset + length <= self->map_length) {
+        Py_BEGIN_ALLOW_THREADS
+        madvise(map + first_page, (size_t)(offset + length - first_page), MADV_POPULATE_WRITE);
+        Py_END_ALLOW_THREADS
+    }
+#endif
+    Py_RETURN_NONE;
+}
+
 static int writer_traverse(SpoolWriter *self, visitproc visit, void *arg) {
     Py_VISIT(self->segment_scopes);
     Py_VISIT(self->tail);
@@ -1215,6 +1258,8 @@ static PyMethodDef writer_methods[] = {
     {"append_parts", (PyCFunction)(void (*)(void))append_parts, METH_FASTCALL, append_parts_doc},
     {"_map_segment", (PyCFunction)map_segment, METH_NOARGS, map_segment_doc},
     {"_unmap_segment", (PyCFunction)unmap_segment, METH_O, unmap_segment_doc},
+    {"_allocate_ahead", (PyCFunction)allocate_ahead, METH_NOARGS, allocate_ahead_doc},
+    {"_populate", (PyCFunction)(void (*)(void))populate, METH_FASTCALL, populate_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -79,6 +79,9 @@ class MemoryQueue:
     def sync(self) -> None:
         """Nothing to make durable in memory."""
 
+    def prepare_room(self) -> None:
+        """Nothing to allocate ahead in memory."""
+
     def adopt_orphans(self) -> int:
         return 0
 

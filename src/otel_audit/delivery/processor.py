@@ -235,6 +235,7 @@ class DurableLogRecordProcessor(LogRecordProcessor):
                 self._inflight_since = 0
                 if self._stopping or not self._pause(self.retry_max):
                     break  # at shutdown an unexpected error ends the drain; the spool keeps the records for the next start
+            self._source.prepare_room()  # on every wake-up: the writer's room for what comes next
             now = time.monotonic()
             if now >= next_sync:
                 next_sync = now + self.settings.flush_interval

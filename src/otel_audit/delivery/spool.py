@@ -103,6 +103,9 @@ except ImportError:
         def _unmap_segment(self, truncate: bool) -> None:
             return None
 
+        def _allocate_ahead(self) -> tuple[int, int] | None:
+            return None
+
 
 @dataclass
 class Batch:
@@ -524,6 +527,14 @@ class Spool(SpoolWriter):
             f"audit spool full ({self._unacked + self._orphan_bytes} of max_spool_bytes={self.max_bytes} bytes unacknowledged, "
             f"policy {self.full_policy!r}); the event was not recorded"
         )
+
+    def prepare_room(self) -> None:
+        """Allocate and fault in the mapped segment's next step ahead of the writer (the exporter thread calls this
+        whenever it wakes), so an emit rarely allocates, or takes a page fault, itself."""
+        with self._cond:
+            room = self._allocate_ahead()
+        if room is not None:
+            self._populate(*room)
 
     def sync(self) -> None:
         """fsync what was appended since the last call (the `interval` policy calls this once per flush_interval)."""
