@@ -1170,8 +1170,8 @@ static PyObject *unmap_segment(SpoolWriter *self, PyObject *truncate) {
 PyDoc_STRVAR(allocate_ahead_doc,
 "_allocate_ahead() -> tuple[int, int] | None\n\n"
 "Allocate the mapped segment's next step when less than a step is left ahead of its data (call with the spool's\n"
-"lock held); the answer is the new room's offset and length, for _populate. None: nothing to do or it failed (the\n"
-"writer then allocates, or writes, as it needs).");
+"lock held); the answer is the offset and length of the room after the data, for _populate. None: nothing to do\n"
+"or it failed (the writer then allocates, or writes, as it needs).");
 
 static PyObject *allocate_ahead(SpoolWriter *self, PyObject *unused) {
     long long start = self->map_ready;
@@ -1181,7 +1181,8 @@ static PyObject *allocate_ahead(SpoolWriter *self, PyObject *unused) {
     if (allocate_to(self, step_end(self, start + 1)) < 0) {
         Py_RETURN_NONE;
     }
-    return Py_BuildValue("(LL)", start, self->map_ready - start);
+    /* From the writer's position: what it allocated itself is faulted in too (pages already in cost little). */
+    return Py_BuildValue("(LL)", self->segment_size, self->map_ready - self->segment_size);
 }
 
 PyDoc_STRVAR(populate_doc,
