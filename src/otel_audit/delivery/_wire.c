@@ -947,7 +947,7 @@ static int allocate_to(SpoolWriter *self, long long ready) {
     return -1;
 }
 
-/* The end of the step after the one `end` falls in, within the mapping. */
+/* The end of the step that byte offset `end` falls in (`end` rounded up to a step), within the mapping. */
 static long long step_end(SpoolWriter *self, long long end) {
     long long ready = (end + MAP_STEP - 1) / MAP_STEP * MAP_STEP;
     return ready < self->map_length ? ready : self->map_length;

@@ -739,8 +739,7 @@ class Spool(SpoolWriter):
             if self._closed:
                 return
             self._closed = True
-            if self._segment_fd >= 0:
-                self._unmap_segment(True)
+            self._unmap_segment(True)  # nothing to do when no segment is open (nothing is mapped then)
             fd, self._segment_fd = self._segment_fd, -1
             self._cond.notify_all()
         if fd >= 0:
