@@ -29,6 +29,7 @@ enum {
 static PyObject *keys[KEY_COUNT];
 static PyObject *outcomes, *outcome_class, *known_actions, *actor_class, *resource_class, *make_uid;
 static Py_ssize_t max_id_len, max_type_len, max_reason_len;
+static int max_depth;
 static PyObject *name_type, *name_id, *name_name, *name_email, *name_roles, *name_impersonator_id, *name_value_;
 
 static int is_str_within(PyObject *value, Py_ssize_t most) {
@@ -64,6 +65,55 @@ static int flat_and_plain(PyObject *mapping) {
         return 0;
     }
     return 1;
+}
+
+/* model.is_plain_any_value and to_any_value's copy in one walk: a new reference to the copy (dicts copied, lists and
+ * tuples as lists, scalars themselves), or NULL: with an exception when the copy fails, without one when `value` is
+ * not plain (the AuditEvent path then converts it or names what is wrong). No Python code runs during the walk. */
+static PyObject *plain_copy(PyObject *value, int depth) {
+    if (PyUnicode_CheckExact(value) || PyBool_Check(value) || value == Py_None) {
+        return Py_NewRef(value);
+    }
+    if (PyLong_CheckExact(value)) {
+        int overflow = 0;
+        PyLong_AsLongLongAndOverflow(value, &overflow);
+        return overflow == 0 ? Py_NewRef(value) : NULL;
+    }
+    if (PyFloat_CheckExact(value)) {
+        return isfinite(PyFloat_AS_DOUBLE(value)) ? Py_NewRef(value) : NULL;
+    }
+    if (depth >= max_depth) {
+        return NULL;
+    }
+    if (PyDict_CheckExact(value)) {
+        PyObject *copy = _PyDict_NewPresized(PyDict_GET_SIZE(value));
+        Py_ssize_t position = 0;
+        PyObject *key, *item;
+        while (copy != NULL && PyDict_Next(value, &position, &key, &item)) {
+            PyObject *item_copy = PyUnicode_CheckExact(key) ? plain_copy(item, depth + 1) : NULL;
+            if (item_copy == NULL || PyDict_SetItem(copy, key, item_copy) < 0) {
+                Py_XDECREF(item_copy);
+                Py_CLEAR(copy);
+                break;
+            }
+            Py_DECREF(item_copy);
+        }
+        return copy;
+    }
+    if (PyList_CheckExact(value) || PyTuple_CheckExact(value)) {
+        Py_ssize_t count = PySequence_Fast_GET_SIZE(value);
+        PyObject *copy = PyList_New(count);
+        for (Py_ssize_t index = 0; copy != NULL && index < count; index++) {
+            PyObject *item_copy = plain_copy(PySequence_Fast_GET_ITEM(value, index), depth + 1);
+            if (item_copy == NULL) {
+                Py_CLEAR(copy);
+                break;
+            }
+            PyList_SET_ITEM(copy, index, item_copy);
+        }
+        return copy;
+    }
+    return NULL;
 }
 
 /* The Outcome members among `outcomes`' keys and their fields, found by identity (configure_fast_attributes). */
@@ -227,6 +277,7 @@ static PyObject *build_attributes(PyObject *const *args) {
     PyObject *resource_type = Py_None, *resource_id = Py_None, *resource_name = Py_None;
     PyObject *owned[3] = {NULL, NULL, NULL}; /* a Resource's fields, read as new references */
     PyObject *answer = NULL, *attributes = NULL, *uid = NULL;
+    PyObject *metadata_copy = NULL; /* nested metadata, copied while it is checked */
     if (resource != Py_None) {
         if (PyTuple_CheckExact(resource) && PyTuple_GET_SIZE(resource) == 2) {
             resource_type = PyTuple_GET_ITEM(resource, 0);
@@ -270,8 +321,15 @@ static PyObject *build_attributes(PyObject *const *args) {
         long status_value = PyLong_AsLongAndOverflow(status_code, &overflow);
         status_ok = overflow == 0 && status_value >= 100 && status_value <= 599;
     }
-    if (has_changes
-        || !(metadata == Py_None || (PyDict_CheckExact(metadata) && flat_and_plain(metadata)))
+    int metadata_ok = metadata == Py_None || (PyDict_CheckExact(metadata) && flat_and_plain(metadata));
+    if (!metadata_ok && PyDict_CheckExact(metadata)) {
+        metadata_copy = plain_copy(metadata, 0);
+        if (metadata_copy == NULL && PyErr_Occurred()) {
+            goto done;
+        }
+        metadata_ok = metadata_copy != NULL;
+    }
+    if (has_changes || !metadata_ok
         || !(resource == Py_None
              || (PyUnicode_CheckExact(resource_type) && PyUnicode_GET_LENGTH(resource_type) > 0
                  && PyUnicode_GET_LENGTH(resource_type) <= max_type_len))
@@ -302,7 +360,7 @@ static PyObject *build_attributes(PyObject *const *args) {
         goto done;
     }
     if (metadata != Py_None && PyDict_GET_SIZE(metadata) > 0
-        && put_new(attributes, KEY_METADATA, PyDict_Copy(metadata)) < 0) {
+        && put_new(attributes, KEY_METADATA, metadata_copy ? Py_NewRef(metadata_copy) : PyDict_Copy(metadata)) < 0) {
         goto done;
     }
     answer = PyTuple_Pack(4, uid, attributes, PyTuple_GET_ITEM(fields, 1), PyTuple_GET_ITEM(fields, 2));
@@ -312,6 +370,7 @@ done:
     }
     Py_XDECREF(uid);
     Py_XDECREF(attributes);
+    Py_XDECREF(metadata_copy);
     return answer;
 }
 
@@ -325,25 +384,29 @@ static PyObject *fast_attributes(PyObject *module, PyObject *const *args, Py_ssi
 
 PyDoc_STRVAR(configure_doc,
 "configure_fast_attributes(keys: tuple[str, ...], outcomes: dict, outcome_class: type, known_actions: set,\n"
-"                          actor_class: type, resource_class: type, limits: tuple[int, int, int], new_uid) -> None\n\n"
+"                          actor_class: type, resource_class: type, limits: tuple[int, int, int, int], new_uid) -> None\n\n"
 "What fast_attributes compares with (see logger._FAST_KEYS and logger.python_fast_attributes); limits are the\n"
-"id, type and reason lengths.");
+"id, type and reason lengths and the metadata's nesting depth (at most 64).");
 
 static PyObject *configure_fast_attributes(PyObject *module, PyObject *const *args, Py_ssize_t count) {
     if (count != 8 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != KEY_COUNT
         || !PyDict_CheckExact(args[1]) || !PyType_Check(args[2]) || !PyAnySet_Check(args[3]) || !PyType_Check(args[4])
-        || !PyType_Check(args[5]) || !PyTuple_CheckExact(args[6]) || PyTuple_GET_SIZE(args[6]) != 3
+        || !PyType_Check(args[5]) || !PyTuple_CheckExact(args[6]) || PyTuple_GET_SIZE(args[6]) != 4
         || !PyCallable_Check(args[7])) {
         PyErr_SetString(PyExc_TypeError, "configure_fast_attributes(keys, outcomes, outcome_class, known_actions, "
-                                         "actor_class, resource_class, (id, type, reason limits), new_uid)");
+                                         "actor_class, resource_class, (id, type, reason, depth limits), new_uid)");
         return NULL;
     }
-    Py_ssize_t limits[3];
-    for (int index = 0; index < 3; index++) {
+    Py_ssize_t limits[4];
+    for (int index = 0; index < 4; index++) {
         limits[index] = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[6], index));
         if (limits[index] == -1 && PyErr_Occurred()) {
             return NULL;
         }
+    }
+    if (limits[3] < 0 || limits[3] > 64) { /* plain_copy recurses once per level */
+        PyErr_SetString(PyExc_ValueError, "configure_fast_attributes: the depth limit must be 0-64");
+        return NULL;
     }
     for (int index = 0; index < KEY_COUNT; index++) {
         PyObject *key = PyTuple_GET_ITEM(args[0], index);
@@ -376,6 +439,7 @@ static PyObject *configure_fast_attributes(PyObject *module, PyObject *const *ar
     Py_XSETREF(resource_class, Py_NewRef(args[5]));
     Py_XSETREF(make_uid, Py_NewRef(args[7]));
     max_id_len = limits[0], max_type_len = limits[1], max_reason_len = limits[2];
+    max_depth = (int)limits[3];
     Py_RETURN_NONE;
 }
 

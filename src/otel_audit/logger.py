@@ -32,6 +32,7 @@ from . import semconv
 from .context import AuditContext
 from .context import _current as _audit_context_var
 from .model import (
+    MAX_DEPTH,
     MAX_ID_LEN,
     MAX_REASON_LEN,
     MAX_TYPE_LEN,
@@ -41,7 +42,8 @@ from .model import (
     AuditEventError,
     Outcome,
     Resource,
-    is_flat_and_plain,
+    is_plain_any_value,
+    to_any_value,
     validated_actions,
 )
 from .semconv import (
@@ -299,7 +301,7 @@ def python_fast_attributes(
         or severity is not None
         or timestamp is not None
         or changes
-        or not (metadata is None or (metadata.__class__ is dict and is_flat_and_plain(metadata)))
+        or not (metadata is None or (metadata.__class__ is dict and is_plain_any_value(metadata)))
         or not (resource is None or (resource_type.__class__ is str and 0 < len(resource_type) <= MAX_TYPE_LEN))
         or not (resource_id is None or (resource_id.__class__ is str and len(resource_id) <= MAX_ID_LEN))
         or not (http_status_code is None or (http_status_code.__class__ is int and 100 <= http_status_code <= 599))
@@ -344,7 +346,7 @@ def python_fast_attributes(
     if http_status_code is not None:
         attributes[HTTP_RESPONSE_STATUS_CODE] = http_status_code
     if metadata:
-        attributes[AUDIT_METADATA] = metadata.copy()
+        attributes[AUDIT_METADATA] = to_any_value(metadata)
     return uid, attributes, severity_number, severity_text
 
 
@@ -354,8 +356,8 @@ except ImportError:  # built without a C compiler
     fast_attributes = python_fast_attributes
 else:
     configure_fast_attributes(
-        _FAST_KEYS, _OUTCOMES, Outcome, validated_actions, Actor, Resource, (MAX_ID_LEN, MAX_TYPE_LEN, MAX_REASON_LEN),
-        new_uid,
+        _FAST_KEYS, _OUTCOMES, Outcome, validated_actions, Actor, Resource,
+        (MAX_ID_LEN, MAX_TYPE_LEN, MAX_REASON_LEN, MAX_DEPTH), new_uid,
     )
 
 

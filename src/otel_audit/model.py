@@ -27,7 +27,7 @@ validated_actions: set[str] = set()
 MAX_ID_LEN = 1024
 MAX_TYPE_LEN = 128
 MAX_REASON_LEN = 4096
-_MAX_DEPTH = 16
+MAX_DEPTH = 16
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -156,6 +156,26 @@ def is_flat_and_plain(mapping: dict[Any, Any]) -> bool:
     return True
 
 
+def is_plain_any_value(value: Any, _depth: int = 0) -> bool:
+    """Whether `value` is AnyValue that to_any_value only copies: exact str, bool, None, int64 or finite float, or an
+    exact dict (string keys), list or tuple of such, containers fewer than MAX_DEPTH levels deep. emit's fast path
+    takes these; anything else goes through to_any_value, which converts it or names what is wrong."""
+    value_type = type(value)
+    if value_type is str or value_type is bool or value is None:
+        return True
+    if value_type is int:
+        return _INT64_MIN <= value <= _INT64_MAX
+    if value_type is float:
+        return math.isfinite(value)
+    if _depth >= MAX_DEPTH:
+        return False
+    if value_type is dict:
+        return all(type(key) is str and is_plain_any_value(item, _depth + 1) for key, item in value.items())
+    if value_type is list or value_type is tuple:
+        return all(is_plain_any_value(item, _depth + 1) for item in value)
+    return False
+
+
 def to_any_value(value: Any, field_name: str = "metadata", _depth: int = 0) -> AnyValue:
     """Reduce `value` to an OpenTelemetry AnyValue, predictably, or raise AuditEventError naming the path.
 
@@ -178,8 +198,8 @@ def to_any_value(value: Any, field_name: str = "metadata", _depth: int = 0) -> A
         if math.isnan(value) or math.isinf(value):
             raise AuditEventError(field_name, "NaN and infinity are not allowed")
         return value
-    if _depth >= _MAX_DEPTH:
-        raise AuditEventError(field_name, f"nesting deeper than {_MAX_DEPTH} levels")
+    if _depth >= MAX_DEPTH:
+        raise AuditEventError(field_name, f"nesting deeper than {MAX_DEPTH} levels")
     if isinstance(value, Mapping):
         reduced: dict[str, AnyValue] = {}
         for key, item in value.items():

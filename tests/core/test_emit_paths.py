@@ -3,8 +3,12 @@ paths must produce the same record, and inputs the fast path skips must still be
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from datetime import date, datetime, timezone
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,11 +26,22 @@ from otel_audit import (
     shutdown,
 )
 from otel_audit.logger import AuditLogger
+from otel_audit.model import MAX_DEPTH
 from otel_audit.testing import AuditCapture
 
 from .strategies import actions, actors, ids, plain_values, resources
 
-nested_values = st.lists(plain_values, max_size=3) | st.dictionaries(st.text(max_size=6), plain_values, max_size=3)
+nested_values = st.recursive(
+    plain_values,
+    lambda inner: st.lists(inner, max_size=3) | st.lists(inner, max_size=3).map(tuple)
+    | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+# Values to_any_value converts (the AuditEvent path), alone or inside a container.
+converted_values = st.sampled_from([
+    datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), {3, 1, 2}, UUID(int=7), Decimal("1.50"), Outcome.DENIED,
+    [1, frozenset({"x"})], {"at": date(2026, 1, 2)},
+])
 calls = st.fixed_dictionaries(
     {
         "action": actions,
@@ -46,8 +61,8 @@ calls = st.fixed_dictionaries(
         "http_status_code": st.none() | st.integers(100, 599),
         "error_type": ids,
         "reason": ids,
-        # flat metadata takes the fast path, nested metadata the AuditEvent path
-        "metadata": st.dictionaries(st.text(max_size=8), plain_values | nested_values, max_size=4),
+        # plain metadata, flat or nested, takes the fast path; metadata to convert takes the AuditEvent path
+        "metadata": st.dictionaries(st.text(max_size=8), nested_values | converted_values, max_size=4),
     }
 )
 
@@ -94,6 +109,14 @@ def _expected(call: dict[str, Any], ambient_actor: Actor | None = None) -> dict[
     return semconv.event_to_attributes(event, "uid")
 
 
+def _needs_conversion(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_needs_conversion(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_needs_conversion(item) for item in value)
+    return not (value is None or type(value) in (str, bool, int, float))
+
+
 def _received(capture: AuditCapture) -> dict[str, Any]:
     (attributes,) = capture.attributes
     assert attributes.pop(semconv.LOG_RECORD_UID)
@@ -113,8 +136,8 @@ def test_both_paths_give_the_same_record(
     monkeypatch.setattr(AuditLogger, "_emit_validated", lambda self, *args: validated.append(args[0]) or original(self, *args))
     logger.emit(call["action"], **_emit_arguments(call))
     monkeypatch.undo()
-    flat = all(not isinstance(value, (list, dict)) for value in call["metadata"].values())
-    assert validated == ([] if flat else [call["action"]])
+    plain = not any(_needs_conversion(value) for value in call["metadata"].values())
+    assert validated == ([] if plain else [call["action"]])
     expected = _expected(call)
     expected.pop(semconv.LOG_RECORD_UID)
     received = _received(capture)
@@ -137,6 +160,10 @@ def test_context_fills_the_fast_path_like_the_event_path(capture: AuditCapture) 
     assert fast[semconv.AUDIT_TENANT_ID] == "acme" and fast[semconv.CLIENT_ADDRESS] == "10.0.0.1"
 
 
+_LOOP: dict[str, Any] = {}
+_LOOP["self"] = _LOOP
+
+
 @pytest.mark.parametrize(
     ("arguments", "field"),
     [
@@ -153,6 +180,10 @@ def test_context_fills_the_fast_path_like_the_event_path(capture: AuditCapture) 
         ({"outcome": ["success"]}, "outcome"),
         ({"metadata": {"when": object()}}, "metadata.when"),
         ({"metadata": {1: "one"}}, "metadata"),
+        ({"metadata": {"a": {"b": math.nan}}}, "metadata.a.b"),
+        ({"metadata": {"tags": ["x", 2**64]}}, "metadata.tags[1]"),
+        ({"metadata": {"a": [{1: "one"}]}}, "metadata.a[0]"),
+        ({"metadata": _LOOP}, "metadata" + ".self" * MAX_DEPTH),  # refused at the depth limit, never followed forever
         ({"actor": 3}, "actor"),
     ],
 )

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_audit import Outcome, Resource, logger
-from otel_audit.model import validated_actions
+from otel_audit.model import to_any_value, validated_actions
 
 from .strategies import actors, ids, plain_values, resources
 
@@ -37,6 +37,18 @@ def _limits(*bounds: int) -> st.SearchStrategy[str]:
     return st.sampled_from(bounds).flatmap(lambda size: st.integers(max(0, size - 1), size + 1)).map(lambda n: "x" * n)
 
 
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=2) | st.lists(inner, max_size=2).map(tuple) | st.dictionaries(st.text(max_size=3), inner, max_size=2)
+
+
+def _nested(levels: int, innermost: Any) -> dict[str, Any]:
+    """Metadata whose innermost value sits inside `levels` containers below the metadata dict (lists and dicts in turn)."""
+    value = innermost
+    for level in range(levels):
+        value = [value] if level % 2 else {"k": value}
+    return {"m": value}
+
+
 odd = (
     st.builds(Text, st.text(max_size=4)) | st.integers(-3, 3) | st.booleans() | st.floats() | st.binary(max_size=3)
     | st.just(math.nan) | st.just(2**63) | st.just(-(2**63) - 1) | st.just(Other.SUCCESS) | st.just(["x"])
@@ -48,7 +60,8 @@ VALID = {
     "actor": st.none() | actors,
     "resource": st.none() | resources | st.tuples(st.text(min_size=1, max_size=8), ids),
     "outcome": st.sampled_from([*Outcome, *(member.value for member in Outcome)]),
-    "metadata": st.none() | st.dictionaries(st.text(max_size=6), plain_values, max_size=4),
+    "metadata": st.none() | st.dictionaries(st.text(max_size=6), plain_values, max_size=4)
+    | st.dictionaries(st.text(max_size=6), st.recursive(plain_values, _containers, max_leaves=6), max_size=3),
     "changes": st.none() | st.just({}),
     "reason": ids,
     "error_type": ids,
@@ -83,9 +96,11 @@ EDGES = {
     "metadata": odd | st.dictionaries(
         st.text(max_size=3) | st.integers(0, 2),
         st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, math.nan, math.inf]) | odd
-        | st.lists(plain_values, max_size=2),
+        | st.lists(plain_values, max_size=2) | st.recursive(plain_values | odd, _containers, max_leaves=4),
         min_size=1, max_size=2,
-    ),
+    ) | st.integers(0, logger.MAX_DEPTH + 1).flatmap(lambda levels: st.sampled_from([
+        _nested(levels, 1), _nested(levels, []), _nested(levels, {"a": 1}), _nested(levels, {}), _nested(levels, (1,)),
+    ])),
     "changes": st.sampled_from([{"a": 1}, ("x",), 1]),
     "reason": _limits(logger.MAX_REASON_LEN) | odd,
     "error_type": id_edges,
@@ -134,7 +149,7 @@ def same_uids() -> Iterator[None]:
 def _configure(new_uid: Any) -> None:
     _attributes.configure_fast_attributes(
         logger._FAST_KEYS, logger._OUTCOMES, Outcome, validated_actions, logger.Actor, Resource,
-        (logger.MAX_ID_LEN, logger.MAX_TYPE_LEN, logger.MAX_REASON_LEN), new_uid,
+        (logger.MAX_ID_LEN, logger.MAX_TYPE_LEN, logger.MAX_REASON_LEN, logger.MAX_DEPTH), new_uid,
     )
 
 
@@ -191,6 +206,10 @@ EDGE_CASES = [
     *(("metadata", value) for value in (
         {"n": 2**63 - 1}, {"n": 2**63}, {"n": -(2**63)}, {"n": -(2**63) - 1}, {"n": math.nan}, {"n": math.inf},
         {"n": 1.5}, {"n": [1]}, {"n": {"m": 1}}, {1: "one"}, {Text("k"): 1}, {"n": Text("v")}, {}, [("n", 1)],
+        {"n": (1, "a")}, {"n": {"m": [{"k": None}]}}, {"n": [2**63]}, {"n": {"m": math.nan}}, {"n": {1: "one"}},
+        {"n": {Text("k"): 1}}, {"n": [Text("v")]}, {"n": {"m": b"x"}}, {"n": [{1, 2}]},
+        *(_nested(levels, innermost) for levels in (logger.MAX_DEPTH - 2, logger.MAX_DEPTH - 1, logger.MAX_DEPTH)
+          for innermost in (1, [], {"a": 1})),
     )),
     *(("action", value) for value in ("never.seen", Text(KNOWN_ACTION), [KNOWN_ACTION])),
     *(("outcome", value) for value in ("success", "denied", Other.SUCCESS, Text("success"), "won")),
@@ -211,3 +230,19 @@ def test_each_edge_gets_the_reference_answer(field: str, value: Any) -> None:
     assert compiled == reference
     if reference is not None:
         assert list(compiled[1]) == list(reference[1])
+
+
+def test_nested_plain_metadata_takes_the_fast_path_as_to_any_value_copies_it() -> None:
+    """Plain nested metadata is copied (tuples as lists), not handed to the AuditEvent path; one level too deep is."""
+    metadata = {"shared_with": {"id": "user-7", "roles": ("read", "comment")}, "sizes": [1, 2.5, None, True]}
+    call = {**_base_call(), "metadata": metadata}
+    answer = _attributes.fast_attributes(*call.values())
+    assert answer is not None
+    copied = answer[1]["audit.metadata"]
+    assert copied == {"shared_with": {"id": "user-7", "roles": ["read", "comment"]}, "sizes": [1, 2.5, None, True]}
+    assert copied == to_any_value(metadata)
+    assert copied["shared_with"] is not metadata["shared_with"]
+    deepest_taken = _nested(logger.MAX_DEPTH - 2, [])  # its innermost list is MAX_DEPTH - 1 levels down
+    assert _attributes.fast_attributes(*{**call, "metadata": deepest_taken}.values()) is not None
+    too_deep = _nested(logger.MAX_DEPTH - 1, [])
+    assert _attributes.fast_attributes(*{**call, "metadata": too_deep}.values()) is None
