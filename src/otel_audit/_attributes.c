@@ -19,7 +19,7 @@
 enum {
     KEY_ACTION, KEY_OUTCOME, KEY_UID, KEY_RESOURCE_TYPE, KEY_RESOURCE_ID, KEY_RESOURCE_NAME, KEY_TENANT,
     KEY_CLIENT_ADDRESS, KEY_USER_AGENT, KEY_SESSION_ID, KEY_REQUEST_ID, KEY_HTTP_METHOD, KEY_HTTP_ROUTE, KEY_URL_PATH,
-    KEY_ERROR_TYPE, KEY_REASON, KEY_STATUS_CODE, KEY_METADATA, KEY_ACTOR_TYPE, KEY_USER_ID, KEY_USER_EMAIL,
+    KEY_ERROR_TYPE, KEY_REASON, KEY_STATUS_CODE, KEY_CHANGES, KEY_METADATA, KEY_ACTOR_TYPE, KEY_USER_ID, KEY_USER_EMAIL,
     KEY_USER_NAME, KEY_USER_ROLES, KEY_IMPERSONATOR, KEY_COUNT
 };
 
@@ -27,10 +27,11 @@ enum {
 #define PLAIN_STRINGS 9
 
 static PyObject *keys[KEY_COUNT];
-static PyObject *outcomes, *outcome_class, *known_actions, *actor_class, *resource_class, *make_uid;
+static PyObject *outcomes, *outcome_class, *known_actions, *actor_class, *resource_class, *change_class, *make_uid;
 static Py_ssize_t max_id_len, max_type_len, max_reason_len;
 static int max_depth;
 static PyObject *name_type, *name_id, *name_name, *name_email, *name_roles, *name_impersonator_id, *name_value_;
+static PyObject *name_old, *name_new;
 
 static int is_str_within(PyObject *value, Py_ssize_t most) {
     return PyUnicode_CheckExact(value) && PyUnicode_GET_LENGTH(value) <= most;
@@ -114,6 +115,75 @@ static PyObject *plain_copy(PyObject *value, int depth) {
         return copy;
     }
     return NULL;
+}
+
+/* {"old": old, "new": new} of one change in a form the fast path takes (model.plain_change: an exact Change, an exact
+ * dict with no keys but "old" and "new", an exact (old, new) tuple or list), its values copied by plain_copy; NULL as
+ * plain_copy answers. */
+static PyObject *change_entry(PyObject *change) {
+    PyObject *old = NULL, *new = NULL, *entry = NULL;
+    if (Py_IS_TYPE(change, (PyTypeObject *)change_class)) {
+        if ((old = PyObject_GetAttr(change, name_old)) == NULL || (new = PyObject_GetAttr(change, name_new)) == NULL) {
+            goto done;
+        }
+    } else if (PyDict_CheckExact(change)) {
+        Py_ssize_t position = 0;
+        PyObject *key, *item;
+        while (PyDict_Next(change, &position, &key, &item)) {
+            if (!PyUnicode_CheckExact(key) || (PyUnicode_Compare(key, name_old) != 0 && PyUnicode_Compare(key, name_new) != 0)) {
+                return NULL;
+            }
+        }
+        PyObject *found_old = PyDict_GetItemWithError(change, name_old);
+        PyObject *found_new = found_old == NULL && PyErr_Occurred() ? NULL : PyDict_GetItemWithError(change, name_new);
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        old = Py_NewRef(found_old ? found_old : Py_None);
+        new = Py_NewRef(found_new ? found_new : Py_None);
+    } else if ((PyTuple_CheckExact(change) || PyList_CheckExact(change)) && PySequence_Fast_GET_SIZE(change) == 2) {
+        old = Py_NewRef(PySequence_Fast_GET_ITEM(change, 0));
+        new = Py_NewRef(PySequence_Fast_GET_ITEM(change, 1));
+    } else {
+        return NULL;
+    }
+    Py_SETREF(old, plain_copy(old, 0));
+    if (old == NULL) {
+        goto done;
+    }
+    Py_SETREF(new, plain_copy(new, 0));
+    if (new == NULL) {
+        goto done;
+    }
+    entry = _PyDict_NewPresized(2);
+    if (entry != NULL && (PyDict_SetItem(entry, name_old, old) < 0 || PyDict_SetItem(entry, name_new, new) < 0)) {
+        Py_CLEAR(entry);
+    }
+done:
+    Py_XDECREF(old);
+    Py_XDECREF(new);
+    return entry;
+}
+
+/* audit.changes of plain changes (logger.plain_changes: an exact dict of non-empty exact-string names to changes
+ * change_entry takes), as event_to_attributes writes it; NULL as plain_copy answers. */
+static PyObject *plain_changes(PyObject *changes) {
+    if (!PyDict_CheckExact(changes)) {
+        return NULL;
+    }
+    PyObject *copy = _PyDict_NewPresized(PyDict_GET_SIZE(changes));
+    Py_ssize_t position = 0;
+    PyObject *name, *change;
+    while (copy != NULL && PyDict_Next(changes, &position, &name, &change)) {
+        PyObject *entry = PyUnicode_CheckExact(name) && PyUnicode_GET_LENGTH(name) > 0 ? change_entry(change) : NULL;
+        if (entry == NULL || PyDict_SetItem(copy, name, entry) < 0) {
+            Py_XDECREF(entry);
+            Py_CLEAR(copy);
+            break;
+        }
+        Py_DECREF(entry);
+    }
+    return copy;
 }
 
 /* The Outcome members among `outcomes`' keys and their fields, found by identity (configure_fast_attributes). */
@@ -277,7 +347,7 @@ static PyObject *build_attributes(PyObject *const *args) {
     PyObject *resource_type = Py_None, *resource_id = Py_None, *resource_name = Py_None;
     PyObject *owned[3] = {NULL, NULL, NULL}; /* a Resource's fields, read as new references */
     PyObject *answer = NULL, *attributes = NULL, *uid = NULL;
-    PyObject *metadata_copy = NULL; /* nested metadata, copied while it is checked */
+    PyObject *metadata_copy = NULL, *changes_copy = NULL; /* copied while they are checked */
     if (resource != Py_None) {
         if (PyTuple_CheckExact(resource) && PyTuple_GET_SIZE(resource) == 2) {
             resource_type = PyTuple_GET_ITEM(resource, 0);
@@ -315,6 +385,9 @@ static PyObject *build_attributes(PyObject *const *args) {
     if (has_changes < 0) {
         goto done;
     }
+    if (has_changes && (changes_copy = plain_changes(args[ARG_CHANGES])) == NULL && PyErr_Occurred()) {
+        goto done;
+    }
     int status_ok = status_code == Py_None;
     if (!status_ok && PyLong_CheckExact(status_code)) {
         int overflow = 0;
@@ -329,7 +402,7 @@ static PyObject *build_attributes(PyObject *const *args) {
         }
         metadata_ok = metadata_copy != NULL;
     }
-    if (has_changes || !metadata_ok
+    if ((has_changes && changes_copy == NULL) || !metadata_ok
         || !(resource == Py_None
              || (PyUnicode_CheckExact(resource_type) && PyUnicode_GET_LENGTH(resource_type) > 0
                  && PyUnicode_GET_LENGTH(resource_type) <= max_type_len))
@@ -356,7 +429,8 @@ static PyObject *build_attributes(PyObject *const *args) {
             goto done;
         }
     }
-    if (put(attributes, KEY_REASON, args[ARG_REASON]) < 0 || put(attributes, KEY_STATUS_CODE, status_code) < 0) {
+    if (put(attributes, KEY_REASON, args[ARG_REASON]) < 0 || put(attributes, KEY_STATUS_CODE, status_code) < 0
+        || (changes_copy != NULL && PyDict_SetItem(attributes, keys[KEY_CHANGES], changes_copy) < 0)) {
         goto done;
     }
     if (metadata != Py_None && PyDict_GET_SIZE(metadata) > 0
@@ -371,6 +445,7 @@ done:
     Py_XDECREF(uid);
     Py_XDECREF(attributes);
     Py_XDECREF(metadata_copy);
+    Py_XDECREF(changes_copy);
     return answer;
 }
 
@@ -384,22 +459,24 @@ static PyObject *fast_attributes(PyObject *module, PyObject *const *args, Py_ssi
 
 PyDoc_STRVAR(configure_doc,
 "configure_fast_attributes(keys: tuple[str, ...], outcomes: dict, outcome_class: type, known_actions: set,\n"
-"                          actor_class: type, resource_class: type, limits: tuple[int, int, int, int], new_uid) -> None\n\n"
+"                          actor_class: type, resource_class: type, change_class: type,\n"
+"                          limits: tuple[int, int, int, int], new_uid) -> None\n\n"
 "What fast_attributes compares with (see logger._FAST_KEYS and logger.python_fast_attributes); limits are the\n"
 "id, type and reason lengths and the metadata's nesting depth (at most 64).");
 
 static PyObject *configure_fast_attributes(PyObject *module, PyObject *const *args, Py_ssize_t count) {
-    if (count != 8 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != KEY_COUNT
+    if (count != 9 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != KEY_COUNT
         || !PyDict_CheckExact(args[1]) || !PyType_Check(args[2]) || !PyAnySet_Check(args[3]) || !PyType_Check(args[4])
-        || !PyType_Check(args[5]) || !PyTuple_CheckExact(args[6]) || PyTuple_GET_SIZE(args[6]) != 4
-        || !PyCallable_Check(args[7])) {
+        || !PyType_Check(args[5]) || !PyType_Check(args[6]) || !PyTuple_CheckExact(args[7])
+        || PyTuple_GET_SIZE(args[7]) != 4 || !PyCallable_Check(args[8])) {
         PyErr_SetString(PyExc_TypeError, "configure_fast_attributes(keys, outcomes, outcome_class, known_actions, "
-                                         "actor_class, resource_class, (id, type, reason, depth limits), new_uid)");
+                                         "actor_class, resource_class, change_class, (id, type, reason, depth limits), "
+                                         "new_uid)");
         return NULL;
     }
     Py_ssize_t limits[4];
     for (int index = 0; index < 4; index++) {
-        limits[index] = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[6], index));
+        limits[index] = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[7], index));
         if (limits[index] == -1 && PyErr_Occurred()) {
             return NULL;
         }
@@ -437,7 +514,8 @@ static PyObject *configure_fast_attributes(PyObject *module, PyObject *const *ar
     }
     Py_XSETREF(actor_class, Py_NewRef(args[4]));
     Py_XSETREF(resource_class, Py_NewRef(args[5]));
-    Py_XSETREF(make_uid, Py_NewRef(args[7]));
+    Py_XSETREF(change_class, Py_NewRef(args[6]));
+    Py_XSETREF(make_uid, Py_NewRef(args[8]));
     max_id_len = limits[0], max_type_len = limits[1], max_reason_len = limits[2];
     max_depth = (int)limits[3];
     Py_RETURN_NONE;
@@ -821,6 +899,7 @@ PyMODINIT_FUNC PyInit__attributes(void) {
     } names[] = {
         {&name_type, "type"}, {&name_id, "id"}, {&name_name, "name"}, {&name_email, "email"},
         {&name_roles, "roles"}, {&name_impersonator_id, "impersonator_id"}, {&name_value_, "_value_"},
+        {&name_old, "old"}, {&name_new, "new"},
         {&name_otel_logger, "_otel_logger"}, {&name_generation, "_generation"},
         {&name_binding_generation, "generation"}, {&name_direct, "_direct"},
         {&name_processors, "_log_record_processors"}, {&name_logger_config, "_logger_config"},

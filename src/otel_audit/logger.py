@@ -40,9 +40,11 @@ from .model import (
     AnyValue,
     AuditEvent,
     AuditEventError,
+    Change,
     Outcome,
     Resource,
     is_plain_any_value,
+    plain_change,
     to_any_value,
     validated_actions,
 )
@@ -50,6 +52,7 @@ from .semconv import (
     AUDIT_ACTION,
     AUDIT_ACTOR_IMPERSONATOR_ID,
     AUDIT_ACTOR_TYPE,
+    AUDIT_CHANGES,
     AUDIT_METADATA,
     AUDIT_OUTCOME,
     AUDIT_REASON,
@@ -270,9 +273,23 @@ except ImportError:  # built without a C compiler
 _FAST_KEYS = (
     AUDIT_ACTION, AUDIT_OUTCOME, LOG_RECORD_UID, AUDIT_RESOURCE_TYPE, AUDIT_RESOURCE_ID, AUDIT_RESOURCE_NAME,
     AUDIT_TENANT_ID, CLIENT_ADDRESS, USER_AGENT_ORIGINAL, SESSION_ID, AUDIT_REQUEST_ID, HTTP_REQUEST_METHOD,
-    HTTP_ROUTE, URL_PATH, ERROR_TYPE, AUDIT_REASON, HTTP_RESPONSE_STATUS_CODE, AUDIT_METADATA,
+    HTTP_ROUTE, URL_PATH, ERROR_TYPE, AUDIT_REASON, HTTP_RESPONSE_STATUS_CODE, AUDIT_CHANGES, AUDIT_METADATA,
     AUDIT_ACTOR_TYPE, USER_ID, USER_EMAIL, USER_NAME, USER_ROLES, AUDIT_ACTOR_IMPERSONATOR_ID,
 )
+
+
+def plain_changes(changes: Any) -> dict[str, dict[str, AnyValue]] | None:
+    """audit.changes of changes emit's fast path takes (an exact dict of non-empty string names to the forms
+    model.plain_change takes), as event_to_attributes writes it; None for anything else."""
+    if changes.__class__ is not dict:
+        return None
+    attribute: dict[str, dict[str, AnyValue]] = {}
+    for name, change in changes.items():
+        pair = plain_change(change) if name.__class__ is str and name else None
+        if pair is None:
+            return None
+        attribute[name] = {"old": to_any_value(pair[0]), "new": to_any_value(pair[1])}
+    return attribute
 
 
 def python_fast_attributes(
@@ -285,6 +302,7 @@ def python_fast_attributes(
     in event_to_attributes' order (tests compare both paths); None for anything else, which takes the AuditEvent
     path, where it is validated and the failing field named. `_attributes.fast_attributes` is the same, compiled."""
     outcome_fields = _OUTCOMES.get(outcome) if outcome.__class__ is Outcome or outcome.__class__ is str else None
+    changes_attribute = None  # audit.changes, made by the checks below when changes are given
     resource_type = resource_id = resource_name = None
     if resource is not None:
         if resource.__class__ is tuple and len(resource) == 2:
@@ -300,7 +318,7 @@ def python_fast_attributes(
         or not (actor is None or actor.__class__ is Actor)
         or severity is not None
         or timestamp is not None
-        or changes
+        or (changes and (changes_attribute := plain_changes(changes)) is None)
         or not (metadata is None or (metadata.__class__ is dict and is_plain_any_value(metadata)))
         or not (resource is None or (resource_type.__class__ is str and 0 < len(resource_type) <= MAX_TYPE_LEN))
         or not (resource_id is None or (resource_id.__class__ is str and len(resource_id) <= MAX_ID_LEN))
@@ -345,6 +363,8 @@ def python_fast_attributes(
         attributes[AUDIT_REASON] = reason
     if http_status_code is not None:
         attributes[HTTP_RESPONSE_STATUS_CODE] = http_status_code
+    if changes_attribute is not None:
+        attributes[AUDIT_CHANGES] = changes_attribute
     if metadata:
         attributes[AUDIT_METADATA] = to_any_value(metadata)
     return uid, attributes, severity_number, severity_text
@@ -356,7 +376,7 @@ except ImportError:  # built without a C compiler
     fast_attributes = python_fast_attributes
 else:
     configure_fast_attributes(
-        _FAST_KEYS, _OUTCOMES, Outcome, validated_actions, Actor, Resource,
+        _FAST_KEYS, _OUTCOMES, Outcome, validated_actions, Actor, Resource, Change,
         (MAX_ID_LEN, MAX_TYPE_LEN, MAX_REASON_LEN, MAX_DEPTH), new_uid,
     )
 

@@ -230,6 +230,22 @@ def to_any_value(value: Any, field_name: str = "metadata", _depth: int = 0) -> A
     raise AuditEventError(field_name, f"unsupported type {type(value).__name__} (use str, number, bool, list or dict)")
 
 
+def plain_change(change: Any) -> tuple[AnyValue, AnyValue] | None:
+    """(old, new) of a change in a form emit's fast path takes, with plain values (is_plain_any_value): an exact
+    Change, an exact dict with no keys but "old" and "new", or an exact (old, new) tuple or list. None for anything
+    else, which _check_changes converts or refuses, naming the field."""
+    change_type = type(change)
+    if change_type is Change:
+        old, new = change.old, change.new
+    elif change_type is dict and all(type(key) is str and key in ("old", "new") for key in change):
+        old, new = change.get("old"), change.get("new")
+    elif (change_type is tuple or change_type is list) and len(change) == 2:
+        old, new = change
+    else:
+        return None
+    return (old, new) if is_plain_any_value(old) and is_plain_any_value(new) else None
+
+
 def _check_changes(changes: Any) -> dict[str, Change]:
     if not isinstance(changes, Mapping):
         raise AuditEventError("changes", "must be a mapping of field -> Change or {'old', 'new'}")

@@ -26,7 +26,7 @@ from otel_audit import (
     shutdown,
 )
 from otel_audit.logger import AuditLogger
-from otel_audit.model import MAX_DEPTH
+from otel_audit.model import MAX_DEPTH, Change
 from otel_audit.testing import AuditCapture
 
 from .strategies import actions, actors, ids, plain_values, resources
@@ -63,6 +63,14 @@ calls = st.fixed_dictionaries(
         "reason": ids,
         # plain metadata, flat or nested, takes the fast path; metadata to convert takes the AuditEvent path
         "metadata": st.dictionaries(st.text(max_size=8), nested_values | converted_values, max_size=4),
+        # changes in each form, plain (the fast path) or holding a value to convert (the AuditEvent path)
+        "changes": st.dictionaries(
+            st.text(min_size=1, max_size=6),
+            st.builds(Change, nested_values | converted_values, nested_values)
+            | st.tuples(nested_values, nested_values | converted_values)
+            | st.fixed_dictionaries({}, optional={"old": nested_values, "new": nested_values}),
+            max_size=2,
+        ),
     }
 )
 
@@ -104,6 +112,7 @@ def _expected(call: dict[str, Any], ambient_actor: Actor | None = None) -> dict[
         http_status_code=call["http_status_code"],
         error_type=call["error_type"],
         reason=call["reason"],
+        changes=call["changes"],
         metadata=call["metadata"],
     )
     return semconv.event_to_attributes(event, "uid")
@@ -115,6 +124,14 @@ def _needs_conversion(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return any(_needs_conversion(item) for item in value)
     return not (value is None or type(value) in (str, bool, int, float))
+
+
+def _change_values(change: Any) -> tuple[Any, Any]:
+    if isinstance(change, Change):
+        return change.old, change.new
+    if isinstance(change, dict):
+        return change.get("old"), change.get("new")
+    return change
 
 
 def _received(capture: AuditCapture) -> dict[str, Any]:
@@ -136,7 +153,8 @@ def test_both_paths_give_the_same_record(
     monkeypatch.setattr(AuditLogger, "_emit_validated", lambda self, *args: validated.append(args[0]) or original(self, *args))
     logger.emit(call["action"], **_emit_arguments(call))
     monkeypatch.undo()
-    plain = not any(_needs_conversion(value) for value in call["metadata"].values())
+    changed = [value for change in call["changes"].values() for value in _change_values(change)]
+    plain = not any(_needs_conversion(value) for value in [*call["metadata"].values(), *changed])
     assert validated == ([] if plain else [call["action"]])
     expected = _expected(call)
     expected.pop(semconv.LOG_RECORD_UID)
@@ -184,6 +202,11 @@ _LOOP["self"] = _LOOP
         ({"metadata": {"tags": ["x", 2**64]}}, "metadata.tags[1]"),
         ({"metadata": {"a": [{1: "one"}]}}, "metadata.a[0]"),
         ({"metadata": _LOOP}, "metadata" + ".self" * MAX_DEPTH),  # refused at the depth limit, never followed forever
+        ({"changes": {"title": Change(math.inf, "x")}}, "changes.title.old"),
+        ({"changes": {"tags": (["a"], ["b", object()])}}, "changes.tags.new[1]"),
+        ({"changes": {"": ("a", "b")}}, "changes"),
+        ({"changes": {"title": ("a", "b", "c")}}, "changes.title"),
+        ({"changes": {"title": {"old": "a", "was": "b"}}}, "changes.title"),
         ({"actor": 3}, "actor"),
     ],
 )

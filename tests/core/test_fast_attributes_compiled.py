@@ -6,6 +6,8 @@ from __future__ import annotations
 import enum
 import itertools
 import math
+from collections import OrderedDict
+from datetime import date
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_audit import Outcome, Resource, logger
-from otel_audit.model import to_any_value, validated_actions
+from otel_audit.model import Change, to_any_value, validated_actions
 
 from .strategies import actors, ids, plain_values, resources
 
@@ -30,6 +32,10 @@ class Other(str, enum.Enum):
 
 class Text(str):
     pass
+
+
+class OtherChange(Change):
+    __slots__ = ()
 
 
 def _limits(*bounds: int) -> st.SearchStrategy[str]:
@@ -49,6 +55,13 @@ def _nested(levels: int, innermost: Any) -> dict[str, Any]:
     return {"m": value}
 
 
+_nested_plain = st.recursive(plain_values, _containers, max_leaves=4)
+# The forms of one change the fast path takes, with plain values.
+plain_changes = (
+    st.builds(Change, _nested_plain, _nested_plain) | st.tuples(_nested_plain, _nested_plain)
+    | st.lists(_nested_plain, min_size=2, max_size=2)
+    | st.fixed_dictionaries({}, optional={"old": _nested_plain, "new": _nested_plain})
+)
 odd = (
     st.builds(Text, st.text(max_size=4)) | st.integers(-3, 3) | st.booleans() | st.floats() | st.binary(max_size=3)
     | st.just(math.nan) | st.just(2**63) | st.just(-(2**63) - 1) | st.just(Other.SUCCESS) | st.just(["x"])
@@ -62,7 +75,7 @@ VALID = {
     "outcome": st.sampled_from([*Outcome, *(member.value for member in Outcome)]),
     "metadata": st.none() | st.dictionaries(st.text(max_size=6), plain_values, max_size=4)
     | st.dictionaries(st.text(max_size=6), st.recursive(plain_values, _containers, max_leaves=6), max_size=3),
-    "changes": st.none() | st.just({}),
+    "changes": st.none() | st.just({}) | st.dictionaries(st.text(min_size=1, max_size=6), plain_changes, max_size=3),
     "reason": ids,
     "error_type": ids,
     "severity": st.none(),
@@ -101,7 +114,12 @@ EDGES = {
     ) | st.integers(0, logger.MAX_DEPTH + 1).flatmap(lambda levels: st.sampled_from([
         _nested(levels, 1), _nested(levels, []), _nested(levels, {"a": 1}), _nested(levels, {}), _nested(levels, (1,)),
     ])),
-    "changes": st.sampled_from([{"a": 1}, ("x",), 1]),
+    "changes": st.sampled_from([{"a": 1}, ("x",), 1]) | st.dictionaries(
+        st.text(max_size=3) | st.builds(Text, st.text(min_size=1, max_size=3)) | st.integers(0, 2),
+        plain_changes | odd | st.fixed_dictionaries({}, optional={"old": odd, "new": odd, "other": plain_values})
+        | st.tuples(odd, odd) | st.lists(plain_values, max_size=3) | st.builds(OtherChange, plain_values, plain_values),
+        min_size=1, max_size=2,
+    ),
     "reason": _limits(logger.MAX_REASON_LEN) | odd,
     "error_type": id_edges,
     "severity": st.just(9),
@@ -148,7 +166,7 @@ def same_uids() -> Iterator[None]:
 
 def _configure(new_uid: Any) -> None:
     _attributes.configure_fast_attributes(
-        logger._FAST_KEYS, logger._OUTCOMES, Outcome, validated_actions, logger.Actor, Resource,
+        logger._FAST_KEYS, logger._OUTCOMES, Outcome, validated_actions, logger.Actor, Resource, Change,
         (logger.MAX_ID_LEN, logger.MAX_TYPE_LEN, logger.MAX_REASON_LEN, logger.MAX_DEPTH), new_uid,
     )
 
@@ -214,7 +232,13 @@ EDGE_CASES = [
     *(("action", value) for value in ("never.seen", Text(KNOWN_ACTION), [KNOWN_ACTION])),
     *(("outcome", value) for value in ("success", "denied", Other.SUCCESS, Text("success"), "won")),
     *(("actor", value) for value in (None, "alice", logger.Actor(id="bob", impersonator_id=""))),
-    *(("changes", value) for value in ({}, {"a": 1}, (), ("x",))),
+    *(("changes", value) for value in (
+        {}, {"a": 1}, (), ("x",), {"a": Change("x", "y")}, {"a": {"old": 1}}, {"a": {}}, {"a": (1, [2])},
+        {"a": [None, {"b": 2}]}, {"": Change(1, 2)}, {Text("a"): Change(1, 2)}, {1: Change(1, 2)},
+        {"a": {"old": 1, "other": 2}}, {"a": {Text("old"): 1}}, {"a": (1, 2, 3)}, {"a": [1]}, {"a": OtherChange(1, 2)},
+        {"a": Change(math.nan, 1)}, {"a": Change(1, {3, 4})}, {"a": (_nested(logger.MAX_DEPTH - 1, []), 1)},
+        {"a": Change(1, 2), "b": 5}, OrderedDict(a=Change(1, 2)),
+    )),
     *(("impersonator_id", value) for value in ("", None)),
     ("severity", 9),
     ("timestamp", 1),
@@ -246,3 +270,21 @@ def test_nested_plain_metadata_takes_the_fast_path_as_to_any_value_copies_it() -
     assert _attributes.fast_attributes(*{**call, "metadata": deepest_taken}.values()) is not None
     too_deep = _nested(logger.MAX_DEPTH - 1, [])
     assert _attributes.fast_attributes(*{**call, "metadata": too_deep}.values()) is None
+
+
+def test_plain_changes_take_the_fast_path_as_event_to_attributes_writes_them() -> None:
+    """Each form of a change with plain values is built in place (audit.changes between the status code and the
+    metadata, as event_to_attributes orders them); a value to convert sends the call to the AuditEvent path."""
+    changes = {"title": Change("Draft", "Final"), "pages": {"new": 4}, "tags": (("a",), ["a", "b"]), "owner": ["u-1", None]}
+    call = {**_base_call(), "changes": changes}
+    answer = _attributes.fast_attributes(*call.values())
+    assert answer is not None
+    attributes = answer[1]
+    assert attributes["audit.changes"] == {
+        "title": {"old": "Draft", "new": "Final"}, "pages": {"old": None, "new": 4},
+        "tags": {"old": ["a"], "new": ["a", "b"]}, "owner": {"old": "u-1", "new": None},
+    }
+    keys = list(attributes)
+    assert keys.index("audit.changes") == keys.index("http.response.status_code") + 1
+    assert keys.index("audit.metadata") == keys.index("audit.changes") + 1
+    assert _attributes.fast_attributes(*{**call, "changes": {"due": Change(None, date(2026, 1, 2))}}.values()) is None
