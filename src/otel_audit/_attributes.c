@@ -28,6 +28,7 @@ enum {
 
 static PyObject *keys[KEY_COUNT];
 static PyObject *outcomes, *outcome_class, *known_actions, *actor_class, *resource_class, *change_class, *make_uid;
+static PyObject *string_actor_type; /* audit.actor.type of an actor given by its id, as Actor(id=...) has it */
 static Py_ssize_t max_id_len, max_type_len, max_reason_len;
 static int max_depth;
 static PyObject *name_type, *name_id, *name_name, *name_email, *name_roles, *name_impersonator_id, *name_value_;
@@ -317,6 +318,19 @@ done:
     return status;
 }
 
+/* add_actor for an actor given by its id: the attributes of Actor(id=actor_id), without making one. */
+static int add_actor_id(PyObject *attributes, PyObject *actor_id, PyObject *ambient_impersonator) {
+    if (PyDict_SetItem(attributes, keys[KEY_ACTOR_TYPE], string_actor_type) < 0
+        || PyDict_SetItem(attributes, keys[KEY_USER_ID], actor_id) < 0) {
+        return -1;
+    }
+    int ambient = PyObject_IsTrue(ambient_impersonator);
+    if (ambient < 0) {
+        return -1;
+    }
+    return ambient ? PyDict_SetItem(attributes, keys[KEY_IMPERSONATOR], ambient_impersonator) : 0;
+}
+
 enum {
     ARG_ACTION, ARG_ACTOR, ARG_RESOURCE, ARG_OUTCOME, ARG_METADATA, ARG_CHANGES, ARG_REASON, ARG_ERROR_TYPE,
     ARG_SEVERITY, ARG_TENANT, ARG_CLIENT_ADDRESS, ARG_USER_AGENT, ARG_SESSION_ID, ARG_REQUEST_ID, ARG_HTTP_METHOD,
@@ -376,7 +390,8 @@ static PyObject *build_attributes(PyObject *const *args) {
     if (known_action < 0) {
         goto done;
     }
-    if (!known_action || !(actor == Py_None || Py_IS_TYPE(actor, (PyTypeObject *)actor_class))
+    if (!known_action
+        || !(actor == Py_None || Py_IS_TYPE(actor, (PyTypeObject *)actor_class) || is_str_within(actor, max_id_len))
         || args[ARG_SEVERITY] != Py_None || args[ARG_TIMESTAMP] != Py_None) {
         answer = Py_NewRef(Py_None);
         goto done;
@@ -415,7 +430,8 @@ static PyObject *build_attributes(PyObject *const *args) {
         || PyDict_SetItem(attributes, keys[KEY_ACTION], action) < 0
         || PyDict_SetItem(attributes, keys[KEY_OUTCOME], PyTuple_GET_ITEM(fields, 0)) < 0
         || PyDict_SetItem(attributes, keys[KEY_UID], uid) < 0
-        || (actor != Py_None && add_actor(attributes, actor, args[ARG_IMPERSONATOR]) < 0)) {
+        || (PyUnicode_CheckExact(actor) && add_actor_id(attributes, actor, args[ARG_IMPERSONATOR]) < 0)
+        || (actor != Py_None && !PyUnicode_CheckExact(actor) && add_actor(attributes, actor, args[ARG_IMPERSONATOR]) < 0)) {
         goto done;
     }
     if (resource_type != Py_None) {
@@ -459,24 +475,24 @@ static PyObject *fast_attributes(PyObject *module, PyObject *const *args, Py_ssi
 
 PyDoc_STRVAR(configure_doc,
 "configure_fast_attributes(keys: tuple[str, ...], outcomes: dict, outcome_class: type, known_actions: set,\n"
-"                          actor_class: type, resource_class: type, change_class: type,\n"
+"                          actor_class: type, resource_class: type, change_class: type, string_actor_type: str,\n"
 "                          limits: tuple[int, int, int, int], new_uid) -> None\n\n"
 "What fast_attributes compares with (see logger._FAST_KEYS and logger.python_fast_attributes); limits are the\n"
 "id, type and reason lengths and the metadata's nesting depth (at most 64).");
 
 static PyObject *configure_fast_attributes(PyObject *module, PyObject *const *args, Py_ssize_t count) {
-    if (count != 9 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != KEY_COUNT
+    if (count != 10 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != KEY_COUNT
         || !PyDict_CheckExact(args[1]) || !PyType_Check(args[2]) || !PyAnySet_Check(args[3]) || !PyType_Check(args[4])
-        || !PyType_Check(args[5]) || !PyType_Check(args[6]) || !PyTuple_CheckExact(args[7])
-        || PyTuple_GET_SIZE(args[7]) != 4 || !PyCallable_Check(args[8])) {
+        || !PyType_Check(args[5]) || !PyType_Check(args[6]) || !PyUnicode_CheckExact(args[7])
+        || !PyTuple_CheckExact(args[8]) || PyTuple_GET_SIZE(args[8]) != 4 || !PyCallable_Check(args[9])) {
         PyErr_SetString(PyExc_TypeError, "configure_fast_attributes(keys, outcomes, outcome_class, known_actions, "
-                                         "actor_class, resource_class, change_class, (id, type, reason, depth limits), "
-                                         "new_uid)");
+                                         "actor_class, resource_class, change_class, string_actor_type, "
+                                         "(id, type, reason, depth limits), new_uid)");
         return NULL;
     }
     Py_ssize_t limits[4];
     for (int index = 0; index < 4; index++) {
-        limits[index] = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[7], index));
+        limits[index] = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[8], index));
         if (limits[index] == -1 && PyErr_Occurred()) {
             return NULL;
         }
@@ -515,7 +531,8 @@ static PyObject *configure_fast_attributes(PyObject *module, PyObject *const *ar
     Py_XSETREF(actor_class, Py_NewRef(args[4]));
     Py_XSETREF(resource_class, Py_NewRef(args[5]));
     Py_XSETREF(change_class, Py_NewRef(args[6]));
-    Py_XSETREF(make_uid, Py_NewRef(args[8]));
+    Py_XSETREF(string_actor_type, Py_NewRef(args[7]));
+    Py_XSETREF(make_uid, Py_NewRef(args[9]));
     max_id_len = limits[0], max_type_len = limits[1], max_reason_len = limits[2];
     max_depth = (int)limits[3];
     Py_RETURN_NONE;

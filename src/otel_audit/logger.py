@@ -315,7 +315,7 @@ def python_fast_attributes(
         outcome_fields is None
         or action.__class__ is not str
         or action not in validated_actions
-        or not (actor is None or actor.__class__ is Actor)
+        or not (actor is None or actor.__class__ is Actor or (actor.__class__ is str and len(actor) <= MAX_ID_LEN))
         or severity is not None
         or timestamp is not None
         or (changes and (changes_attribute := plain_changes(changes)) is None)
@@ -334,7 +334,8 @@ def python_fast_attributes(
     outcome_value, severity_number, severity_text = outcome_fields
     attributes: dict[str, Any] = {AUDIT_ACTION: action, AUDIT_OUTCOME: outcome_value, LOG_RECORD_UID: uid}
     if actor is not None:
-        add_actor_attributes(attributes, actor, impersonator_id)
+        # a string is an actor's id: the attributes of the Actor _as_actor makes of it
+        add_actor_attributes(attributes, Actor(id=actor) if actor.__class__ is str else actor, impersonator_id)
     if resource_type is not None:
         attributes[AUDIT_RESOURCE_TYPE] = resource_type
         if resource_id is not None:
@@ -376,7 +377,7 @@ except ImportError:  # built without a C compiler
     fast_attributes = python_fast_attributes
 else:
     configure_fast_attributes(
-        _FAST_KEYS, _OUTCOMES, Outcome, validated_actions, Actor, Resource, Change,
+        _FAST_KEYS, _OUTCOMES, Outcome, validated_actions, Actor, Resource, Change, Actor(id="").type.value,
         (MAX_ID_LEN, MAX_TYPE_LEN, MAX_REASON_LEN, MAX_DEPTH), new_uid,
     )
 

@@ -70,7 +70,7 @@ odd = (
 # something at or past an edge.
 VALID = {
     "action": st.just(KNOWN_ACTION),
-    "actor": st.none() | actors,
+    "actor": st.none() | actors | st.text(max_size=8),
     "resource": st.none() | resources | st.tuples(st.text(min_size=1, max_size=8), ids),
     "outcome": st.sampled_from([*Outcome, *(member.value for member in Outcome)]),
     "metadata": st.none() | st.dictionaries(st.text(max_size=6), plain_values, max_size=4)
@@ -102,7 +102,7 @@ id_edges = _limits(logger.MAX_ID_LEN) | odd
 # For each argument, values at or past the edge of what the fast path takes.
 EDGES = {
     "action": odd | st.just("never.seen"),
-    "actor": odd,
+    "actor": odd | _limits(logger.MAX_ID_LEN),
     "resource": odd | st.just(("document",)) | resources.map(_overlong_name)
     | st.tuples(_limits(0, logger.MAX_TYPE_LEN) | odd | st.none(), id_edges | st.none()),
     "outcome": odd | st.just("won"),
@@ -167,6 +167,7 @@ def same_uids() -> Iterator[None]:
 def _configure(new_uid: Any) -> None:
     _attributes.configure_fast_attributes(
         logger._FAST_KEYS, logger._OUTCOMES, Outcome, validated_actions, logger.Actor, Resource, Change,
+        logger.Actor(id="").type.value,
         (logger.MAX_ID_LEN, logger.MAX_TYPE_LEN, logger.MAX_REASON_LEN, logger.MAX_DEPTH), new_uid,
     )
 
@@ -231,7 +232,9 @@ EDGE_CASES = [
     )),
     *(("action", value) for value in ("never.seen", Text(KNOWN_ACTION), [KNOWN_ACTION])),
     *(("outcome", value) for value in ("success", "denied", Other.SUCCESS, Text("success"), "won")),
-    *(("actor", value) for value in (None, "alice", logger.Actor(id="bob", impersonator_id=""))),
+    *(("actor", value) for value in (
+        None, "alice", "", "x" * _ID, "x" * (_ID + 1), Text("alice"), logger.Actor(id="bob", impersonator_id=""),
+    )),
     *(("changes", value) for value in (
         {}, {"a": 1}, (), ("x",), {"a": Change("x", "y")}, {"a": {"old": 1}}, {"a": {}}, {"a": (1, [2])},
         {"a": [None, {"b": 2}]}, {"": Change(1, 2)}, {Text("a"): Change(1, 2)}, {1: Change(1, 2)},
@@ -288,3 +291,15 @@ def test_plain_changes_take_the_fast_path_as_event_to_attributes_writes_them() -
     assert keys.index("audit.changes") == keys.index("http.response.status_code") + 1
     assert keys.index("audit.metadata") == keys.index("audit.changes") + 1
     assert _attributes.fast_attributes(*{**call, "changes": {"due": Change(None, date(2026, 1, 2))}}.values()) is None
+
+
+def test_an_actor_given_by_its_id_takes_the_fast_path_as_the_actor_it_names() -> None:
+    """A string actor gives the attributes of Actor(id=...), the ambient impersonator included, without the
+    AuditEvent path; one past the id limit goes there, to be refused."""
+    by_id = _attributes.fast_attributes(*{**_base_call(), "actor": "alice"}.values())
+    as_actor = _attributes.fast_attributes(*{**_base_call(), "actor": logger.Actor(id="alice")}.values())
+    assert by_id is not None and as_actor is not None
+    assert {key: value for key, value in by_id[1].items() if key != "log.record.uid"} == {
+        key: value for key, value in as_actor[1].items() if key != "log.record.uid"}
+    assert by_id[1]["audit.actor.type"] == "user" and by_id[1]["audit.actor.impersonator.id"] == "root"
+    assert _attributes.fast_attributes(*{**_base_call(), "actor": "x" * (logger.MAX_ID_LEN + 1)}.values()) is None
