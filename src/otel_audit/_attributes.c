@@ -131,7 +131,8 @@ static PyObject *change_entry(PyObject *change) {
         Py_ssize_t position = 0;
         PyObject *key, *item;
         while (PyDict_Next(change, &position, &key, &item)) {
-            if (!PyUnicode_CheckExact(key) || (PyUnicode_Compare(key, name_old) != 0 && PyUnicode_Compare(key, name_new) != 0)) {
+            if (!PyUnicode_CheckExact(key)
+                || (PyUnicode_Compare(key, name_old) != 0 && PyUnicode_Compare(key, name_new) != 0)) {
                 return NULL;
             }
         }
@@ -430,8 +431,9 @@ static PyObject *build_attributes(PyObject *const *args) {
         || PyDict_SetItem(attributes, keys[KEY_ACTION], action) < 0
         || PyDict_SetItem(attributes, keys[KEY_OUTCOME], PyTuple_GET_ITEM(fields, 0)) < 0
         || PyDict_SetItem(attributes, keys[KEY_UID], uid) < 0
-        || (PyUnicode_CheckExact(actor) && add_actor_id(attributes, actor, args[ARG_IMPERSONATOR]) < 0)
-        || (actor != Py_None && !PyUnicode_CheckExact(actor) && add_actor(attributes, actor, args[ARG_IMPERSONATOR]) < 0)) {
+        || (actor != Py_None
+            && (PyUnicode_CheckExact(actor) ? add_actor_id(attributes, actor, args[ARG_IMPERSONATOR])
+                                            : add_actor(attributes, actor, args[ARG_IMPERSONATOR])) < 0)) {
         goto done;
     }
     if (resource_type != Py_None) {

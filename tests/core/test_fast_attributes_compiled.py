@@ -44,11 +44,15 @@ def _limits(*bounds: int) -> st.SearchStrategy[str]:
 
 
 def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.lists(inner, max_size=2) | st.lists(inner, max_size=2).map(tuple) | st.dictionaries(st.text(max_size=3), inner, max_size=2)
+    return (
+        st.lists(inner, max_size=2) | st.lists(inner, max_size=2).map(tuple)
+        | st.dictionaries(st.text(max_size=3), inner, max_size=2)
+    )
 
 
 def _nested(levels: int, innermost: Any) -> dict[str, Any]:
-    """Metadata whose innermost value sits inside `levels` containers below the metadata dict (lists and dicts in turn)."""
+    """Metadata whose innermost value sits inside `levels` containers below the metadata dict (dicts and lists in
+    turn)."""
     value = innermost
     for level in range(levels):
         value = [value] if level % 2 else {"k": value}
@@ -278,7 +282,9 @@ def test_nested_plain_metadata_takes_the_fast_path_as_to_any_value_copies_it() -
 def test_plain_changes_take_the_fast_path_as_event_to_attributes_writes_them() -> None:
     """Each form of a change with plain values is built in place (audit.changes between the status code and the
     metadata, as event_to_attributes orders them); a value to convert sends the call to the AuditEvent path."""
-    changes = {"title": Change("Draft", "Final"), "pages": {"new": 4}, "tags": (("a",), ["a", "b"]), "owner": ["u-1", None]}
+    changes = {
+        "title": Change("Draft", "Final"), "pages": {"new": 4}, "tags": (("a",), ["a", "b"]), "owner": ["u-1", None],
+    }
     call = {**_base_call(), "changes": changes}
     answer = _attributes.fast_attributes(*call.values())
     assert answer is not None
