@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from opentelemetry._logs import SeverityNumber
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.sdk._logs import LogRecordLimits, ReadWriteLogRecord
 
 from otel_audit.delivery import encoder
 from otel_audit.delivery.encoder import encode_any_value, encode_log_record
@@ -96,6 +97,29 @@ def test_the_compiled_encoder_takes_the_records_emit_builds() -> None:
         traced = _api_record(1, 2, SeverityNumber.INFO, "INFO", attributes, "audit.document.read")
     encoded = _wire.encode_log_record(traced)
     assert encoded is not None and decoded(encoded).trace_id == span.get_span_context().trace_id.to_bytes(16, "big")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    attributes=st.dictionaries(st.text(max_size=6), values, max_size=6),
+    max_attributes=st.none() | st.integers(0, 4),
+    max_length=st.none() | st.integers(0, 5),
+)
+def test_sdk_records_are_encoded_from_their_bounded_attributes_as_the_python_encoder_reads_them(
+    attributes: dict[str, Any], max_attributes: int | None, max_length: int | None
+) -> None:
+    """A record through the SDK carries BoundedAttributes (values made immutable, some dropped or truncated by the
+    limits): the compiled encoder writes its items and dropped count exactly as encoder.py does, instead of
+    declining every SDK record."""
+    limits = LogRecordLimits(max_attributes=max_attributes, max_attribute_length=max_length)
+    record = ReadWriteLogRecord(LogRecord(timestamp=1, attributes=attributes, event_name="audit.x.y"), limits=limits)
+    compiled = _wire.encode_log_record(record.log_record)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encoder, "native_record", None)
+        reference = encode_log_record(record)
+    assert compiled == reference
+    bounded = record.log_record.attributes
+    assert decoded(compiled).dropped_attributes_count == (bounded.dropped if bounded else 0)  # none without items
 
 
 @settings(max_examples=300, deadline=None)

@@ -349,11 +349,35 @@ static PyObject *member_value_of(PyObject *member) {
 /* One LogRecord message from its field values (borrowed), given in field-number order: timestamp, severity number,
  * severity text, body, attributes, trace flags, trace id, span id, observed timestamp, event name (encoder.py's
  * encode_log_record, in C). */
+/* The SDK's attribute container (opentelemetry.attributes.BoundedAttributes), set by encoder.py; NULL until then. */
+static PyObject *bounded_attributes;
+static PyObject *name_dict_, *name_dropped;
+
+/* The items and dropped count of a BoundedAttributes, as encoder.py reads them through its mapping interface (its
+ * `_dict`, in order, and `dropped`): 0 with a new reference in `items`, or UNSUPPORTED when they are not an exact
+ * dict and an unsigned 64-bit int (encoder.py then reads the container itself). */
+static int bounded_items(PyObject *attributes, PyObject **items, unsigned long long *dropped) {
+    PyObject *found = PyObject_GetAttr(attributes, name_dict_);
+    PyObject *count = found == NULL ? NULL : PyObject_GetAttr(attributes, name_dropped);
+    int status = UNSUPPORTED;
+    if (count != NULL && PyDict_CheckExact(found) && PyLong_CheckExact(count)) {
+        *dropped = PyLong_AsUnsignedLongLong(count);
+        if (!PyErr_Occurred()) {
+            *items = Py_NewRef(found);
+            status = 0;
+        }
+    }
+    PyErr_Clear(); /* a missing attribute or a count out of range: encoder.py's answer */
+    Py_XDECREF(found);
+    Py_XDECREF(count);
+    return status;
+}
+
 static int log_record_fields(Buffer *buffer, PyObject *const *fields) {
     PyObject *timestamp = fields[0], *number = fields[1], *text = fields[2], *body = fields[3],
              *attributes = fields[4], *flags = fields[5], *trace_id = fields[6], *span_id = fields[7],
              *observed = fields[8], *event_name = fields[9];
-    PyObject *member_value = NULL;
+    PyObject *member_value = NULL, *bounded_items_dict = NULL;
     int status = 0;
     uint64_t value = 0;
     if ((status = truth(timestamp)) == 1) {
@@ -405,7 +429,14 @@ static int log_record_fields(Buffer *buffer, PyObject *const *fields) {
         }
     }
     if (attributes != Py_None) {
-        if (!PyDict_CheckExact(attributes)) { /* BoundedAttributes and other mappings (dropped counts): Python */
+        unsigned long long dropped = 0;
+        if (bounded_attributes != NULL && Py_IS_TYPE(attributes, (PyTypeObject *)bounded_attributes)) {
+            if ((status = bounded_items(attributes, &bounded_items_dict, &dropped)) != 0) {
+                goto done;
+            }
+            attributes = bounded_items_dict;
+        }
+        if (!PyDict_CheckExact(attributes)) { /* other mappings: encoder.py */
             status = UNSUPPORTED;
             goto done;
         }
@@ -415,6 +446,11 @@ static int log_record_fields(Buffer *buffer, PyObject *const *fields) {
             if ((status = key_value_field(buffer, 0x32, key, item, 0)) != 0) {
                 goto done;
             }
+        }
+        if (dropped > 0 && PyDict_GET_SIZE(attributes) > 0 /* encoder.py counts the drops of a non-empty container */
+            && (put_byte(buffer, 0x38) < 0 || put_varint(buffer, dropped) < 0)) {
+            status = -1;
+            goto done;
         }
     }
     if ((status = truth(flags)) < 0) {
@@ -490,6 +526,7 @@ static int log_record_fields(Buffer *buffer, PyObject *const *fields) {
     }
 done:
     Py_XDECREF(member_value);
+    Py_XDECREF(bounded_items_dict);
     return status;
 }
 
@@ -1655,7 +1692,22 @@ static PyObject *frame_request(PyObject *module, PyObject *records) {
     return result;
 }
 
+PyDoc_STRVAR(set_bounded_attributes_doc,
+"set_bounded_attributes(container: type) -> None\n\n"
+"The SDK's attribute container class (opentelemetry.attributes.BoundedAttributes): records whose attributes are one\n"
+"are encoded from its items and dropped count, as encoder.py reads them, instead of being declined.");
+
+static PyObject *set_bounded_attributes(PyObject *Py_UNUSED(module), PyObject *container) {
+    if (!PyType_Check(container)) {
+        PyErr_SetString(PyExc_TypeError, "set_bounded_attributes: a class");
+        return NULL;
+    }
+    Py_XSETREF(bounded_attributes, Py_NewRef(container));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"set_bounded_attributes", set_bounded_attributes, METH_O, set_bounded_attributes_doc},
     {"write_held", (PyCFunction)(void (*)(void))write_held, METH_FASTCALL, write_held_doc},
     {"delimited_join", (PyCFunction)(void (*)(void))delimited_join, METH_FASTCALL, delimited_join_doc},
     {"frame_request", frame_request, METH_O, frame_request_doc},
@@ -1677,10 +1729,12 @@ PyMODINIT_FUNC PyInit__wire(void) {
         page_size = size;
     }
     name_value = PyUnicode_InternFromString("value");
+    name_dict_ = PyUnicode_InternFromString("_dict");
+    name_dropped = PyUnicode_InternFromString("dropped");
     PyObject *enum_module = PyImport_ImportModule("enum");
     enum_type = enum_module == NULL ? NULL : PyObject_GetAttrString(enum_module, "Enum");
     Py_XDECREF(enum_module);
-    if (name_value == NULL || enum_type == NULL) {
+    if (name_value == NULL || name_dict_ == NULL || name_dropped == NULL || enum_type == NULL) {
         return NULL;
     }
     const char *names[10] = {"timestamp", "observed_timestamp", "severity_number", "severity_text", "body",

@@ -13,6 +13,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -24,6 +25,7 @@ try:  # the compiled encoder of plain records (optional; see _wire.c): the same 
     from ._wire import encode_log_parts as native_parts
     from ._wire import encode_log_record as native_record
     from ._wire import frame_request as native_request
+    from ._wire import set_bounded_attributes
 except ImportError:
     native_parts = native_record = native_request = None
 
@@ -31,6 +33,9 @@ except ImportError:
         """Each item as a length-delimited field with `tag`, concatenated (what _wire.delimited_join writes)."""
         prefix = bytes((tag,))
         return b"".join([prefix + _length(len(item)) + item for item in items])
+
+else:
+    set_bounded_attributes(BoundedAttributes)  # SDK records: their items and dropped count, as read below
 
 _FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
