@@ -346,9 +346,6 @@ static PyObject *member_value_of(PyObject *member) {
     return value;
 }
 
-/* One LogRecord message from its field values (borrowed), given in field-number order: timestamp, severity number,
- * severity text, body, attributes, trace flags, trace id, span id, observed timestamp, event name (encoder.py's
- * encode_log_record, in C). */
 /* The SDK's attribute container (opentelemetry.attributes.BoundedAttributes), set by encoder.py; NULL until then. */
 static PyObject *bounded_attributes;
 static PyObject *name_dict_, *name_dropped;
@@ -373,6 +370,9 @@ static int bounded_items(PyObject *attributes, PyObject **items, unsigned long l
     return status;
 }
 
+/* One LogRecord message from its field values (borrowed), given in field-number order: timestamp, severity number,
+ * severity text, body, attributes, trace flags, trace id, span id, observed timestamp, event name (encoder.py's
+ * encode_log_record, in C). */
 static int log_record_fields(Buffer *buffer, PyObject *const *fields) {
     PyObject *timestamp = fields[0], *number = fields[1], *text = fields[2], *body = fields[3],
              *attributes = fields[4], *flags = fields[5], *trace_id = fields[6], *span_id = fields[7],
