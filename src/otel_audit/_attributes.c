@@ -42,29 +42,27 @@ static int none_or_str_within(PyObject *value, Py_ssize_t most) {
     return value == Py_None || is_str_within(value, most);
 }
 
-/* model.is_flat_and_plain: string keys; str, bool, None, int64 or finite float values. */
+/* A plain scalar AnyValue: exact str, bool, None, an int that fits in 64 bits or a finite float. */
+static int plain_scalar(PyObject *value) {
+    if (PyUnicode_CheckExact(value) || PyBool_Check(value) || value == Py_None) {
+        return 1;
+    }
+    if (PyLong_CheckExact(value)) {
+        int overflow = 0;
+        PyLong_AsLongLongAndOverflow(value, &overflow);
+        return overflow == 0;
+    }
+    return PyFloat_CheckExact(value) && isfinite(PyFloat_AS_DOUBLE(value));
+}
+
+/* model.is_flat_and_plain: string keys and plain scalar values. */
 static int flat_and_plain(PyObject *mapping) {
     Py_ssize_t position = 0;
     PyObject *key, *item;
     while (PyDict_Next(mapping, &position, &key, &item)) {
-        if (!PyUnicode_CheckExact(key)) {
+        if (!PyUnicode_CheckExact(key) || !plain_scalar(item)) {
             return 0;
         }
-        if (PyUnicode_CheckExact(item) || PyBool_Check(item) || item == Py_None) {
-            continue;
-        }
-        if (PyLong_CheckExact(item)) {
-            int overflow = 0;
-            PyLong_AsLongLongAndOverflow(item, &overflow);
-            if (overflow == 0) {
-                continue;
-            }
-            return 0;
-        }
-        if (PyFloat_CheckExact(item) && isfinite(PyFloat_AS_DOUBLE(item))) {
-            continue;
-        }
-        return 0;
     }
     return 1;
 }
@@ -72,35 +70,37 @@ static int flat_and_plain(PyObject *mapping) {
 /* model.is_plain_any_value and to_any_value's copy in one walk: a new reference to the copy (dicts copied, lists and
  * tuples as lists, scalars themselves), or NULL: with an exception when the copy fails, without one when `value` is
  * not plain (the AuditEvent path then converts it or names what is wrong). No Python code runs during the walk. */
+static PyObject *plain_copy(PyObject *value, int depth);
+
+/* A copy of an exact dict whose keys are exact strings at least `shortest_key` long, each value copied by
+ * `copy_value(value, depth)`; NULL as plain_copy answers (also for any other key). */
+static PyObject *copy_entries(PyObject *mapping, Py_ssize_t shortest_key, PyObject *(*copy_value)(PyObject *, int),
+                              int depth) {
+    PyObject *copy = _PyDict_NewPresized(PyDict_GET_SIZE(mapping));
+    Py_ssize_t position = 0;
+    PyObject *key, *item;
+    while (copy != NULL && PyDict_Next(mapping, &position, &key, &item)) {
+        PyObject *item_copy =
+            PyUnicode_CheckExact(key) && PyUnicode_GET_LENGTH(key) >= shortest_key ? copy_value(item, depth) : NULL;
+        if (item_copy == NULL || PyDict_SetItem(copy, key, item_copy) < 0) {
+            Py_XDECREF(item_copy);
+            Py_CLEAR(copy);
+            break;
+        }
+        Py_DECREF(item_copy);
+    }
+    return copy;
+}
+
 static PyObject *plain_copy(PyObject *value, int depth) {
-    if (PyUnicode_CheckExact(value) || PyBool_Check(value) || value == Py_None) {
+    if (plain_scalar(value)) {
         return Py_NewRef(value);
-    }
-    if (PyLong_CheckExact(value)) {
-        int overflow = 0;
-        PyLong_AsLongLongAndOverflow(value, &overflow);
-        return overflow == 0 ? Py_NewRef(value) : NULL;
-    }
-    if (PyFloat_CheckExact(value)) {
-        return isfinite(PyFloat_AS_DOUBLE(value)) ? Py_NewRef(value) : NULL;
     }
     if (depth >= max_depth) {
         return NULL;
     }
     if (PyDict_CheckExact(value)) {
-        PyObject *copy = _PyDict_NewPresized(PyDict_GET_SIZE(value));
-        Py_ssize_t position = 0;
-        PyObject *key, *item;
-        while (copy != NULL && PyDict_Next(value, &position, &key, &item)) {
-            PyObject *item_copy = PyUnicode_CheckExact(key) ? plain_copy(item, depth + 1) : NULL;
-            if (item_copy == NULL || PyDict_SetItem(copy, key, item_copy) < 0) {
-                Py_XDECREF(item_copy);
-                Py_CLEAR(copy);
-                break;
-            }
-            Py_DECREF(item_copy);
-        }
-        return copy;
+        return copy_entries(value, 0, plain_copy, depth + 1);
     }
     if (PyList_CheckExact(value) || PyTuple_CheckExact(value)) {
         Py_ssize_t count = PySequence_Fast_GET_SIZE(value);
@@ -119,41 +119,43 @@ static PyObject *plain_copy(PyObject *value, int depth) {
 }
 
 /* {"old": old, "new": new} of one change in a form the fast path takes (model.plain_change: an exact Change, an exact
- * dict with no keys but "old" and "new", an exact (old, new) tuple or list), its values copied by plain_copy; NULL as
- * plain_copy answers. */
-static PyObject *change_entry(PyObject *change) {
+ * dict with no keys but "old" and "new", an exact (old, new) tuple or list), its values copied by plain_copy from
+ * `depth`; NULL as plain_copy answers. */
+static PyObject *change_entry(PyObject *change, int depth) {
     PyObject *old = NULL, *new = NULL, *entry = NULL;
     if (Py_IS_TYPE(change, (PyTypeObject *)change_class)) {
         if ((old = PyObject_GetAttr(change, name_old)) == NULL || (new = PyObject_GetAttr(change, name_new)) == NULL) {
             goto done;
         }
     } else if (PyDict_CheckExact(change)) {
+        PyObject *found[2] = {Py_None, Py_None}; /* old, new: None when absent */
         Py_ssize_t position = 0;
         PyObject *key, *item;
         while (PyDict_Next(change, &position, &key, &item)) {
-            if (!PyUnicode_CheckExact(key)
-                || (PyUnicode_Compare(key, name_old) != 0 && PyUnicode_Compare(key, name_new) != 0)) {
+            if (!PyUnicode_CheckExact(key)) {
+                return NULL;
+            }
+            if (PyUnicode_Compare(key, name_old) == 0) {
+                found[0] = item;
+            } else if (PyUnicode_Compare(key, name_new) == 0) {
+                found[1] = item;
+            } else {
                 return NULL;
             }
         }
-        PyObject *found_old = PyDict_GetItemWithError(change, name_old);
-        PyObject *found_new = found_old == NULL && PyErr_Occurred() ? NULL : PyDict_GetItemWithError(change, name_new);
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        old = Py_NewRef(found_old ? found_old : Py_None);
-        new = Py_NewRef(found_new ? found_new : Py_None);
+        old = Py_NewRef(found[0]);
+        new = Py_NewRef(found[1]);
     } else if ((PyTuple_CheckExact(change) || PyList_CheckExact(change)) && PySequence_Fast_GET_SIZE(change) == 2) {
         old = Py_NewRef(PySequence_Fast_GET_ITEM(change, 0));
         new = Py_NewRef(PySequence_Fast_GET_ITEM(change, 1));
     } else {
         return NULL;
     }
-    Py_SETREF(old, plain_copy(old, 0));
+    Py_SETREF(old, plain_copy(old, depth));
     if (old == NULL) {
         goto done;
     }
-    Py_SETREF(new, plain_copy(new, 0));
+    Py_SETREF(new, plain_copy(new, depth));
     if (new == NULL) {
         goto done;
     }
@@ -170,22 +172,7 @@ done:
 /* audit.changes of plain changes (logger.plain_changes: an exact dict of non-empty exact-string names to changes
  * change_entry takes), as event_to_attributes writes it; NULL as plain_copy answers. */
 static PyObject *plain_changes(PyObject *changes) {
-    if (!PyDict_CheckExact(changes)) {
-        return NULL;
-    }
-    PyObject *copy = _PyDict_NewPresized(PyDict_GET_SIZE(changes));
-    Py_ssize_t position = 0;
-    PyObject *name, *change;
-    while (copy != NULL && PyDict_Next(changes, &position, &name, &change)) {
-        PyObject *entry = PyUnicode_CheckExact(name) && PyUnicode_GET_LENGTH(name) > 0 ? change_entry(change) : NULL;
-        if (entry == NULL || PyDict_SetItem(copy, name, entry) < 0) {
-            Py_XDECREF(entry);
-            Py_CLEAR(copy);
-            break;
-        }
-        Py_DECREF(entry);
-    }
-    return copy;
+    return PyDict_CheckExact(changes) ? copy_entries(changes, 1, change_entry, 0) : NULL;
 }
 
 /* The Outcome members among `outcomes`' keys and their fields, found by identity (configure_fast_attributes). */

@@ -7,9 +7,9 @@ import enum
 import itertools
 import math
 from collections import OrderedDict
-from datetime import date
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from typing import Any
 
 import pytest
@@ -78,7 +78,7 @@ VALID = {
     "resource": st.none() | resources | st.tuples(st.text(min_size=1, max_size=8), ids),
     "outcome": st.sampled_from([*Outcome, *(member.value for member in Outcome)]),
     "metadata": st.none() | st.dictionaries(st.text(max_size=6), plain_values, max_size=4)
-    | st.dictionaries(st.text(max_size=6), st.recursive(plain_values, _containers, max_leaves=6), max_size=3),
+    | st.dictionaries(st.text(max_size=6), _nested_plain, max_size=3),
     "changes": st.none() | st.just({}) | st.dictionaries(st.text(min_size=1, max_size=6), plain_changes, max_size=3),
     "reason": ids,
     "error_type": ids,
