@@ -59,7 +59,8 @@ from benchmarks.harness import (
     sink_process,
 )
 
-VARIANTS = ("plain", "otel-audit", "otel-audit, no event", "stock ASGI + SDK log", "FastAPIInstrumentor")
+INTERLEAVED = "plain and otel-audit, interleaved"
+VARIANTS = ("plain", "otel-audit", "otel-audit, no event", "stock ASGI + SDK log", "FastAPIInstrumentor", INTERLEAVED)
 FACTORIES = {
     "plain": "plain_app",
     "otel-audit": "audited_app",
@@ -73,6 +74,8 @@ WARMUP_SECONDS = 1
 CONNECTIONS = 16
 START_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 60.0
+INTERLEAVED_SLICES = {"smoke": 2, "quick": 4, "full": 10}
+INTERLEAVED_SLICE_SECONDS = {"smoke": 1, "quick": 1, "full": 2}
 _WRK_SCRIPT = 'wrk.method = "POST"\nwrk.body = "{}"\nwrk.headers["Content-Type"] = "application/json"\n'
 
 
@@ -235,29 +238,43 @@ def _drain(sink: Sink, expected: int, deadline: float) -> int:
     return received
 
 
+@contextmanager
+def _server(variant: str, sink: Sink, tmp: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The variant's app under uvicorn (its own process, one worker, 127.0.0.1), ready: (process, base URL)."""
+    port = _free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
+    env.update({
+        "BENCH_SINK": sink.endpoint,
+        "OTEL_AUDIT_ENDPOINT": sink.endpoint,
+        "OTEL_AUDIT_PROTOCOL": "http/protobuf",
+        "OTEL_AUDIT_SPOOL_DIR": str(tmp / f"spool-{port}"),
+        "OTEL_SERVICE_NAME": "bench-fastapi",
+    })
+    server = subprocess.Popen(
+        python_command("-m", "uvicorn", "--factory", f"benchmarks.bench_fastapi:{FACTORIES[variant]}",
+                       "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+                       "--loop", "asyncio", "--http", "h11"),
+        cwd=REPO_ROOT, env=env,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base_url, server)
+        yield server, base_url
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(15)
+
+
 def measure(variant: str, size: str) -> dict[str, Any]:
     """Throughput of one variant; for audited variants also how many events reached the sink."""
     with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(_WRK_SCRIPT)
-        port = _free_port()
-        env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
-        env.update({
-            "BENCH_SINK": sink.endpoint,
-            "OTEL_AUDIT_ENDPOINT": sink.endpoint,
-            "OTEL_AUDIT_PROTOCOL": "http/protobuf",
-            "OTEL_AUDIT_SPOOL_DIR": str(Path(tmp) / "spool"),
-            "OTEL_SERVICE_NAME": "bench-fastapi",
-        })
-        server = subprocess.Popen(
-            python_command("-m", "uvicorn", "--factory", f"benchmarks.bench_fastapi:{FACTORIES[variant]}",
-                           "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
-                           "--loop", "asyncio", "--http", "h11"),
-            cwd=REPO_ROOT, env=env,
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_ready(base_url, server)
+        with _server(variant, sink, Path(tmp)) as (server, base_url):
             _, warmup_requests = _wrk(base_url, WARMUP_SECONDS, script)
             deadline = time.monotonic() + DRAIN_TIMEOUT_S
             if variant in AUDITED:
@@ -269,13 +286,6 @@ def measure(variant: str, size: str) -> dict[str, Any]:
             received = _drain(sink, expected, deadline) if variant in AUDITED else 0
             cpu_per_request_us = (_cpu_seconds(server.pid) - cpu_before) / requests * 1e6
             loop_cpu_per_request_us = (_cpu_seconds(server.pid, server.pid) - loop_cpu_before) / requests * 1e6
-        finally:
-            server.terminate()
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(15)
     result: dict[str, Any] = {"rps": rps, "requests": requests, "server_cpu_us_per_request": cpu_per_request_us,
                               "event_loop_cpu_us_per_request": loop_cpu_per_request_us,
                               "other_threads_cpu_us_per_request": cpu_per_request_us - loop_cpu_per_request_us,
@@ -284,6 +294,33 @@ def measure(variant: str, size: str) -> dict[str, Any]:
         result.update({"events_expected": expected, "events_received": received,
                        "events_missing": max(0, expected - received)})
     return result
+
+
+def measure_interleaved(size: str) -> dict[str, Any]:
+    """plain and otel-audit side by side: both servers up at once, wrk alternating between them in short slices
+    (ABBA order), so the two are measured seconds apart rather than a whole run apart; totals over the slices."""
+    with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(_WRK_SCRIPT)
+        with _server("plain", sink, Path(tmp)) as plain, _server("otel-audit", sink, Path(tmp)) as audited:
+            servers = {"plain": plain, "otel-audit": audited}
+            warmup_events = _wrk(audited[1], WARMUP_SECONDS, script)[1]
+            _wrk(plain[1], WARMUP_SECONDS, script)
+            received = _drain(sink, warmup_events, time.monotonic() + DRAIN_TIMEOUT_S)
+            requests = dict.fromkeys(servers, 0)
+            cpu = {name: -_cpu_seconds(process.pid) for name, (process, _) in servers.items()}
+            for slice_number in range(INTERLEAVED_SLICES[size]):
+                for name in rotated(tuple(servers), slice_number):
+                    requests[name] += _wrk(servers[name][1], INTERLEAVED_SLICE_SECONDS[size], script)[1]
+                    if name == "otel-audit":
+                        # Its exports are done before the next slice starts, so they slow neither server's slice.
+                        received = _drain(sink, warmup_events + requests[name], time.monotonic() + DRAIN_TIMEOUT_S)
+            for name, (process, _) in servers.items():
+                cpu[name] += _cpu_seconds(process.pid)
+    plain_cpu_us, audited_cpu_us = (cpu[name] / requests[name] * 1e6 for name in servers)
+    return {"rps_ratio": requests["otel-audit"] / requests["plain"], "cpu_capacity_ratio": plain_cpu_us / audited_cpu_us,
+            "plain_server_cpu_us_per_request": plain_cpu_us, "audited_server_cpu_us_per_request": audited_cpu_us,
+            "events_missing": max(0, warmup_events + requests["otel-audit"] - received)}
 
 
 def _wrk_missing() -> str | None:
@@ -311,6 +348,15 @@ BENCHMARK = Benchmark(
         Figure("FastAPIInstrumentor: server CPU per request", "FastAPIInstrumentor", "server_cpu_us_per_request", "us"),
         Figure("otel-audit events missing at the sink", "otel-audit", "events_missing", "events",
                Target("0", "<=", 0.0)),
+        Figure("side by side: otel-audit / plain throughput", INTERLEAVED, "rps_ratio", "x",
+               Target(">= 0.90", ">=", 0.90)),
+        Figure("side by side: otel-audit / plain, from server CPU per request", INTERLEAVED, "cpu_capacity_ratio", "x",
+               Target(">= 0.90", ">=", 0.90)),
+        Figure("side by side: plain server CPU per request", INTERLEAVED, "plain_server_cpu_us_per_request", "us"),
+        Figure("side by side: otel-audit server CPU per request", INTERLEAVED, "audited_server_cpu_us_per_request",
+               "us"),
+        Figure("side by side: otel-audit events missing at the sink", INTERLEAVED, "events_missing", "events",
+               Target("0", "<=", 0.0)),
     ),
     ratios=(
         Ratio("otel-audit / plain throughput", ("otel-audit", "rps"), ("plain", "rps"), Target(">= 0.90", ">=", 0.90)),
@@ -325,7 +371,8 @@ BENCHMARK = Benchmark(
         Ratio("stock ASGI + SDK log / plain", ("stock ASGI + SDK log", "rps"), ("plain", "rps")),
         Ratio("FastAPIInstrumentor / plain", ("FastAPIInstrumentor", "rps"), ("plain", "rps")),
     ),
-    timeout=lambda size: SECONDS[size] + WARMUP_SECONDS + START_TIMEOUT_S + DRAIN_TIMEOUT_S + 60,
+    timeout=lambda size: (max(SECONDS[size], INTERLEAVED_SLICES[size] * (2 * INTERLEAVED_SLICE_SECONDS[size] + 2))
+                          + 2 * (WARMUP_SECONDS + START_TIMEOUT_S) + DRAIN_TIMEOUT_S + 60),
     unavailable=_wrk_missing,
 )
 
@@ -336,8 +383,8 @@ def compare(repetitions: int, size: str) -> dict[str, Any]:
     if result.get("status") == "not measured yet":
         return result
     for key in ("rps", "cpu_capacity_rps"):
-        medians = {variant: statistics.median(run[key] for run in runs if run)
-                   for variant, runs in result["samples"].items() if any(runs)}
+        medians = {variant: statistics.median(run[key] for run in runs if run and key in run)
+                   for variant, runs in result["samples"].items() if any(run and key in run for run in runs)}
         plain = medians.get("plain")
         result[f"median_{key}"] = {variant: round(value) for variant, value in medians.items()}
         result[f"ratio_of_medians_{key}"] = {variant: round(value / plain, 3) for variant, value in medians.items()
@@ -368,11 +415,17 @@ class _PassThrough:
         await self.app(scope, receive, send)
 
 
-class _NoOpLogger:
-    """Stands in for the middleware's audit logger: the event's arguments are built, nothing is emitted."""
+@contextmanager
+def _emit_is_a_no_op() -> Iterator[None]:
+    """Within the block the middleware builds its event's arguments and emits nothing."""
+    from otel_audit.instrumentation import _http
 
-    def emit(self, action: str, **fields: Any) -> str:
-        return ""
+    emit_positional = _http.emit_positional
+    _http.emit_positional = lambda *arguments: ""
+    try:
+        yield
+    finally:
+        _http.emit_positional = emit_positional
 
 
 @contextmanager
@@ -395,18 +448,6 @@ def _delivery_is_a_no_op() -> Iterator[None]:
         binding.bind(binding.provider, binding.chain)
 
 
-def _audit_layer(app: Any) -> Any:
-    """The AuditMiddleware instance instrument_app put into `app` (its middleware stack is built on first use)."""
-    from otel_audit.instrumentation.asgi import AuditMiddleware
-
-    layer = app.middleware_stack
-    while layer is not None and not isinstance(layer, AuditMiddleware):
-        layer = getattr(layer, "app", None)
-    if layer is None:
-        raise RuntimeError("no AuditMiddleware in the app's middleware stack")
-    return layer
-
-
 def _other_threads_cpu() -> float:
     """CPU seconds of every thread of this process but the calling one (Linux /proc)."""
     own = threading.get_native_id()
@@ -426,13 +467,13 @@ def breakdown(size: str) -> dict[str, Any]:
         pipeline = otel_audit.configure()
         passthrough = plain_app()
         passthrough.add_middleware(_PassThrough)
-        no_op_emit, stock = instrument_app(plain_app()), stock_log_app()
+        stock = stock_log_app()
         delivery_no_op = instrument_app(plain_app())
         stages: dict[str, tuple[Any, Callable[[], AbstractContextManager[None]]]] = {
             "plain": (plain_app(), nullcontext),
             "+ pass-through ASGI middleware": (passthrough, nullcontext),
             "+ otel-audit middleware, no event": (instrument_app(plain_app(), methods=["DELETE"]), nullcontext),
-            "+ event, emit a no-op": (no_op_emit, nullcontext),
+            "+ event, emit a no-op": (instrument_app(plain_app()), _emit_is_a_no_op),
             "+ emit through logger, filter, redaction; delivery a no-op": (delivery_no_op, _delivery_is_a_no_op),
             "+ encoding and spool write (otel-audit, full)": (instrument_app(plain_app()), nullcontext),
             "stock ASGI + SDK log": (stock, nullcontext),
@@ -451,7 +492,6 @@ def breakdown(size: str) -> dict[str, Any]:
         loop = asyncio.new_event_loop()
         for app, _ in stages.values():
             loop.run_until_complete(drive(app, 200))  # builds the middleware stacks, warms up
-        _audit_layer(no_op_emit)._logger = _NoOpLogger()
         loop_cpu: dict[str, list[float]] = {name: [] for name in stages}
         other_cpu = dict.fromkeys(stages, 0.0)
         for round_number in range(BREAKDOWN_ROUNDS[size]):
@@ -504,7 +544,7 @@ def main() -> None:
     reason = _wrk_missing()
     if reason:
         sys.exit(reason)
-    print_result(measure(args.variant, args.size))
+    print_result(measure_interleaved(args.size) if args.variant == INTERLEAVED else measure(args.variant, args.size))
 
 
 if __name__ == "__main__":
