@@ -239,8 +239,11 @@ def _drain(sink: Sink, expected: int, deadline: float) -> int:
 
 
 @contextmanager
-def _server(variant: str, sink: Sink, tmp: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """The variant's app under uvicorn (its own process, one worker, 127.0.0.1), ready: (process, base URL)."""
+def _server(
+    factory: str, sink: Sink, tmp: Path, extra_env: dict[str, str] | None = None,
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The app of a factory in this module under uvicorn (its own process, one worker, 127.0.0.1), ready:
+    (process, base URL). `extra_env` is added to the server's environment last."""
     port = _free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
     env.update({
@@ -250,8 +253,9 @@ def _server(variant: str, sink: Sink, tmp: Path) -> Iterator[tuple[subprocess.Po
         "OTEL_AUDIT_SPOOL_DIR": str(tmp / f"spool-{port}"),
         "OTEL_SERVICE_NAME": "bench-fastapi",
     })
+    env.update(extra_env or {})
     server = subprocess.Popen(
-        python_command("-m", "uvicorn", "--factory", f"benchmarks.bench_fastapi:{FACTORIES[variant]}",
+        python_command("-m", "uvicorn", "--factory", f"benchmarks.bench_fastapi:{factory}",
                        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
                        "--loop", "asyncio", "--http", "h11"),
         cwd=REPO_ROOT, env=env,
@@ -274,7 +278,7 @@ def measure(variant: str, size: str) -> dict[str, Any]:
     with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(_WRK_SCRIPT)
-        with _server(variant, sink, Path(tmp)) as (server, base_url):
+        with _server(FACTORIES[variant], sink, Path(tmp)) as (server, base_url):
             _, warmup_requests = _wrk(base_url, WARMUP_SECONDS, script)
             deadline = time.monotonic() + DRAIN_TIMEOUT_S
             if variant in AUDITED:
@@ -302,7 +306,8 @@ def measure_interleaved(size: str) -> dict[str, Any]:
     with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(_WRK_SCRIPT)
-        with _server("plain", sink, Path(tmp)) as plain, _server("otel-audit", sink, Path(tmp)) as audited:
+        with _server(FACTORIES["plain"], sink, Path(tmp)) as plain, \
+                _server(FACTORIES["otel-audit"], sink, Path(tmp)) as audited:
             servers = {"plain": plain, "otel-audit": audited}
             warmup_events = _wrk(audited[1], WARMUP_SECONDS, script)[1]
             _wrk(plain[1], WARMUP_SECONDS, script)
@@ -522,6 +527,155 @@ def breakdown(size: str) -> dict[str, Any]:
     return report
 
 
+# -- where the time goes in the server (one uvicorn process, stages switched under load) ------------------------
+
+SERVER_BREAKDOWN_SECONDS = {"smoke": 4, "quick": 40, "full": 120}
+SERVER_BREAKDOWN_PERIOD_S = 0.1
+_SWITCH_PREFIX = "/__stage/"
+_STATS_PATH = "/__stats"
+
+
+class _ConstantEvent:
+    """The floor of auditing a request: a pass-through middleware emitting one constant event per POST, through
+    emit's compiled positional entry, `repeat` times (twice: what a second, warm emit costs after the first). Each
+    emit call's own thread CPU time is summed by its place in the request (the timer adds about 0.3 us a call)."""
+
+    def __init__(self, app: Any, repeat: int) -> None:
+        from otel_audit import get_audit_logger
+        from otel_audit.logger import emit_positional
+        from otel_audit.model import Actor, Outcome
+
+        self.app, self.repeat, self.emit = app, repeat, emit_positional
+        self.emit_ns = [0] * repeat
+        self.posts = 0
+        logger = get_audit_logger("otel_audit.instrumentation.asgi")
+        self.arguments = (
+            logger, "document.update", Actor.anonymous(), ("document", "doc-42"), Outcome.SUCCESS,
+            {"duration_ms": 0.1}, None, None, None, None, None, "127.0.0.1", None, None, "bench-request-id", "POST",
+            "/documents/{document_id}", "/documents/doc-42", 200, None,
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+        if scope["type"] == "http" and scope["method"] == "POST":
+            for place in range(self.repeat):
+                started = time.thread_time_ns()
+                self.emit(*self.arguments)
+                self.emit_ns[place] += time.thread_time_ns() - started
+            self.posts += 1
+
+
+class _StageSwitch:
+    """One app, every stage's middleware stack around it; `GET /__stage/<n>` makes stage n answer what follows,
+    booking the event-loop thread's CPU time and requests since the last switch to the stage that had them."""
+
+    def __init__(self, stages: dict[str, Any]) -> None:
+        self.stages = list(stages.values())
+        self.current = 0
+        self.totals = [[0, 0.0] for _ in self.stages]  # requests, event-loop thread CPU seconds
+        self.requests, self.cpu_mark = 0, time.thread_time()
+
+    def _book(self) -> None:
+        now = time.thread_time()
+        self.totals[self.current][0] += self.requests
+        self.totals[self.current][1] += now - self.cpu_mark
+        self.requests, self.cpu_mark = 0, now
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith((_SWITCH_PREFIX, _STATS_PATH)):
+            self._book()
+            if path.startswith(_SWITCH_PREFIX):
+                self.current = int(path[len(_SWITCH_PREFIX):])
+            emits = {index: (stage.posts, stage.emit_ns) for index, stage in enumerate(self.stages)
+                     if isinstance(stage, _ConstantEvent)}
+            body = json.dumps({"totals": self.totals, "process_cpu": time.process_time(), "emits": emits}).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.stages[self.current](scope, receive, send)
+        self.requests += 1
+
+
+SERVER_STAGES = (
+    "plain",
+    "+ pass-through ASGI middleware",
+    "+ otel-audit middleware, no event",
+    "+ otel-audit middleware (full)",
+    "+ one constant event per POST, no request work",
+    "+ the same event twice per POST",
+)
+
+
+def server_breakdown_app() -> Any:
+    """SERVER_STAGES around one plain app, for `--server-breakdown` (uvicorn imports this in the server)."""
+    import otel_audit
+    from otel_audit.instrumentation.asgi import AuditMiddleware
+
+    otel_audit.configure()
+    app = plain_app()
+    return _StageSwitch(dict(zip(SERVER_STAGES, (
+        app, _PassThrough(app), AuditMiddleware(app, methods=["DELETE"]), AuditMiddleware(app),
+        _ConstantEvent(app, 1), _ConstantEvent(app, 2),
+    ))))
+
+
+def server_breakdown(size: str, server_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Event-loop thread CPU per request of each stage in one uvicorn process under continuous wrk load, the stage
+    switched every SERVER_BREAKDOWN_PERIOD_S: the stages are measured milliseconds apart in the same process, so
+    the machine's drift and the process's memory layout cancel out. The other threads' CPU (the exporter) is given
+    per event of the stages that emit; the constant-event stages also give the emit calls' own CPU, first and
+    second, so what an emit costs inside the call and what it costs the rest of the request can be told apart.
+    `server_env` is added to the server's environment (OTEL_AUDIT_* settings, for example)."""
+    import http.client
+
+    seconds = SERVER_BREAKDOWN_SECONDS[size]
+    with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(_WRK_SCRIPT)
+        with _server("server_breakdown_app", sink, Path(tmp), server_env) as (_, base_url):
+            control = http.client.HTTPConnection("127.0.0.1", int(base_url.rsplit(":", 1)[1]), timeout=10)
+
+            def get(path: str) -> dict[str, Any]:
+                control.request("GET", path)
+                return json.loads(control.getresponse().read())
+
+            load = subprocess.Popen(
+                ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds + WARMUP_SECONDS + 2}s", "-s", str(script),
+                 f"{base_url}/documents/doc-42"], stdout=subprocess.DEVNULL,
+            )
+            try:
+                for stage in range(len(SERVER_STAGES)):  # warm-up, not counted
+                    get(f"{_SWITCH_PREFIX}{stage}")
+                    time.sleep(WARMUP_SECONDS / len(SERVER_STAGES))
+                before = get(_STATS_PATH)
+                end, switches = time.monotonic() + seconds, 0
+                while time.monotonic() < end:
+                    get(f"{_SWITCH_PREFIX}{switches % len(SERVER_STAGES)}")
+                    switches += 1
+                    time.sleep(SERVER_BREAKDOWN_PERIOD_S)
+                after = get(_STATS_PATH)
+            finally:
+                load.wait(seconds + WARMUP_SECONDS + 60)
+    report: dict[str, Any] = {"loop_thread_us_per_request": {}, "difference_from_plain_us": {}}
+    requests = [a[0] - b[0] for a, b in zip(after["totals"], before["totals"])]
+    cpu = [a[1] - b[1] for a, b in zip(after["totals"], before["totals"])]
+    for stage, name in enumerate(SERVER_STAGES):
+        value = cpu[stage] / requests[stage] * 1e6
+        report["loop_thread_us_per_request"][name] = round(value, 1)
+        report["difference_from_plain_us"][name] = round(value - cpu[0] / requests[0] * 1e6, 1)
+    emitting = requests[3] + requests[4] + 2 * requests[5]
+    report["other_threads_us_per_event"] = round(
+        ((after["process_cpu"] - before["process_cpu"]) - sum(cpu)) / emitting * 1e6, 1)
+    report["emit_call_us"] = {}
+    for index, (posts, emit_ns) in after["emits"].items():
+        posts_before, emit_ns_before = before["emits"][index]
+        report["emit_call_us"][SERVER_STAGES[int(index)]] = [
+            round((now - then) / (posts - posts_before) / 1e3, 1) for now, then in zip(emit_ns, emit_ns_before)]
+    report.update({"seconds": seconds, "switch_period_s": SERVER_BREAKDOWN_PERIOD_S, "requests": requests})
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--variant", choices=VARIANTS)
@@ -529,9 +683,17 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true", help="run every variant, interleaved, and compare")
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--breakdown", action="store_true", help="where an audited request's CPU goes (in process)")
+    parser.add_argument("--server-breakdown", action="store_true",
+                        help="where an audited request's CPU goes in one uvicorn server, stages switched under load")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="with --server-breakdown: add to the server's environment; repeatable")
     args = parser.parse_args()
     if args.breakdown:
         print(json.dumps(breakdown(args.size), indent=2))
+        return
+    if args.server_breakdown:
+        server_env = dict(item.split("=", 1) for item in args.server_env)
+        print(json.dumps(server_breakdown(args.size, server_env), indent=2))
         return
     if args.compare:
         report = compare(args.repetitions, args.size)
