@@ -273,12 +273,19 @@ def _server(
             server.wait(15)
 
 
-def measure(variant: str, size: str) -> dict[str, Any]:
-    """Throughput of one variant; for audited variants also how many events reached the sink."""
+@contextmanager
+def _load_setup() -> Iterator[tuple[Sink, Path, Path]]:
+    """The sink, a scratch directory and wrk's POST script in it: (sink, directory, script)."""
     with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(_WRK_SCRIPT)
-        with _server(FACTORIES[variant], sink, Path(tmp)) as (server, base_url):
+        yield sink, Path(tmp), script
+
+
+def measure(variant: str, size: str) -> dict[str, Any]:
+    """Throughput of one variant; for audited variants also how many events reached the sink."""
+    with _load_setup() as (sink, tmp, script):
+        with _server(FACTORIES[variant], sink, tmp) as (server, base_url):
             _, warmup_requests = _wrk(base_url, WARMUP_SECONDS, script)
             deadline = time.monotonic() + DRAIN_TIMEOUT_S
             if variant in AUDITED:
@@ -303,11 +310,8 @@ def measure(variant: str, size: str) -> dict[str, Any]:
 def measure_interleaved(size: str) -> dict[str, Any]:
     """plain and otel-audit side by side: both servers up at once, wrk alternating between them in short slices
     (ABBA order), so the two are measured seconds apart rather than a whole run apart; totals over the slices."""
-    with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
-        script = Path(tmp) / "post.lua"
-        script.write_text(_WRK_SCRIPT)
-        with _server(FACTORIES["plain"], sink, Path(tmp)) as plain, \
-                _server(FACTORIES["otel-audit"], sink, Path(tmp)) as audited:
+    with _load_setup() as (sink, tmp, script):
+        with _server(FACTORIES["plain"], sink, tmp) as plain, _server(FACTORIES["otel-audit"], sink, tmp) as audited:
             servers = {"plain": plain, "otel-audit": audited}
             warmup_events = _wrk(audited[1], WARMUP_SECONDS, script)[1]
             _wrk(plain[1], WARMUP_SECONDS, script)
@@ -570,8 +574,8 @@ class _StageSwitch:
     """One app, every stage's middleware stack around it; `GET /__stage/<n>` makes stage n answer what follows,
     booking the event-loop thread's CPU time and requests since the last switch to the stage that had them."""
 
-    def __init__(self, stages: dict[str, Any]) -> None:
-        self.stages = list(stages.values())
+    def __init__(self, stages: list[Any]) -> None:
+        self.stages = stages
         self.current = 0
         self.totals = [[0, 0.0] for _ in self.stages]  # requests, event-loop thread CPU seconds
         self.requests, self.cpu_mark = 0, time.thread_time()
@@ -598,14 +602,14 @@ class _StageSwitch:
         self.requests += 1
 
 
-SERVER_STAGES = (
-    "plain",
-    "+ pass-through ASGI middleware",
-    "+ otel-audit middleware, no event",
-    "+ otel-audit middleware (full)",
-    "+ one constant event per POST, no request work",
-    "+ the same event twice per POST",
-)
+SERVER_STAGES = {  # stage: events per request (every request of the load is a POST)
+    "plain": 0,
+    "+ pass-through ASGI middleware": 0,
+    "+ otel-audit middleware, no event": 0,
+    "+ otel-audit middleware (full)": 1,
+    "+ one constant event per POST, no request work": 1,
+    "+ the same event twice per POST": 2,
+}
 
 
 def server_breakdown_app() -> Any:
@@ -615,10 +619,10 @@ def server_breakdown_app() -> Any:
 
     otel_audit.configure()
     app = plain_app()
-    return _StageSwitch(dict(zip(SERVER_STAGES, (
+    return _StageSwitch([
         app, _PassThrough(app), AuditMiddleware(app, methods=["DELETE"]), AuditMiddleware(app),
         _ConstantEvent(app, 1), _ConstantEvent(app, 2),
-    ))))
+    ])
 
 
 def server_breakdown(size: str, server_env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -631,10 +635,8 @@ def server_breakdown(size: str, server_env: dict[str, str] | None = None) -> dic
     import http.client
 
     seconds = SERVER_BREAKDOWN_SECONDS[size]
-    with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
-        script = Path(tmp) / "post.lua"
-        script.write_text(_WRK_SCRIPT)
-        with _server("server_breakdown_app", sink, Path(tmp), server_env) as (_, base_url):
+    with _load_setup() as (sink, tmp, script):
+        with _server("server_breakdown_app", sink, tmp, server_env) as (_, base_url):
             control = http.client.HTTPConnection("127.0.0.1", int(base_url.rsplit(":", 1)[1]), timeout=10)
 
             def get(path: str) -> dict[str, Any]:
@@ -661,17 +663,18 @@ def server_breakdown(size: str, server_env: dict[str, str] | None = None) -> dic
     report: dict[str, Any] = {"loop_thread_us_per_request": {}, "difference_from_plain_us": {}}
     requests = [a[0] - b[0] for a, b in zip(after["totals"], before["totals"])]
     cpu = [a[1] - b[1] for a, b in zip(after["totals"], before["totals"])]
+    plain = cpu[0] / requests[0] * 1e6
     for stage, name in enumerate(SERVER_STAGES):
         value = cpu[stage] / requests[stage] * 1e6
         report["loop_thread_us_per_request"][name] = round(value, 1)
-        report["difference_from_plain_us"][name] = round(value - cpu[0] / requests[0] * 1e6, 1)
-    emitting = requests[3] + requests[4] + 2 * requests[5]
+        report["difference_from_plain_us"][name] = round(value - plain, 1)
+    events = sum(count * per_request for count, per_request in zip(requests, SERVER_STAGES.values()))
     report["other_threads_us_per_event"] = round(
-        ((after["process_cpu"] - before["process_cpu"]) - sum(cpu)) / emitting * 1e6, 1)
+        ((after["process_cpu"] - before["process_cpu"]) - sum(cpu)) / events * 1e6, 1)
     report["emit_call_us"] = {}
     for index, (posts, emit_ns) in after["emits"].items():
         posts_before, emit_ns_before = before["emits"][index]
-        report["emit_call_us"][SERVER_STAGES[int(index)]] = [
+        report["emit_call_us"][list(SERVER_STAGES)[int(index)]] = [
             round((now - then) / (posts - posts_before) / 1e3, 1) for now, then in zip(emit_ns, emit_ns_before)]
     report.update({"seconds": seconds, "switch_period_s": SERVER_BREAKDOWN_PERIOD_S, "requests": requests})
     return report
