@@ -201,6 +201,47 @@ def test_the_exporter_prepares_room_when_it_wakes(receiver, make_pipeline, spool
     assert wait_until(lambda: segment.stat().st_size - spool._segment_size >= MAP_STEP, 10)
 
 
+def mapped_file_offsets(path: Path) -> list[int]:
+    """The file offsets at which this process's mappings of `path` start (from /proc/self/maps)."""
+    offsets = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == str(path):
+            offsets.append(int(fields[2], 16))
+    return offsets
+
+
+@pytest.mark.skipif(SpoolStage is None, reason="the mapped writer is compiled (_wire)")
+def test_sync_unmaps_the_pages_the_writer_has_passed_and_loses_nothing(tmp_path, make_spool) -> None:
+    """Before fdatasync the writer's passed pages leave the mapping (writing back a mapped page costs a TLB
+    flush on every CPU running the process); the writer goes on storing after them, through rotations."""
+    spool = make_spool(tmp_path, max_bytes=1 << 24, segment_bytes=64 << 10)
+    append_records(spool, 60)
+    segment = spool._lane.segment_path(spool._segment).resolve()
+    assert mapped_file_offsets(segment) == [0]
+    spool.sync()
+    page = os.sysconf("SC_PAGE_SIZE")
+    (start,) = mapped_file_offsets(segment)
+    assert start == spool._segment_size // page * page > 0
+    append_records(spool, 40)
+    spool.sync()
+    spool.prepare_room()
+    assert mapped_file_offsets(segment)[0] > start
+    append_records(spool, 300)  # past the rotation size: a partly released mapping is dropped whole
+    spool.sync()
+    spool.close()
+    lane = spool._lane
+    assert len(lane.segments()) > 2
+    assert all(not mapped_file_offsets(lane.segment_path(number).resolve()) for number in lane.segments())
+    emitted = []
+    for number in lane.segments():
+        size = lane.segment_path(number).stat().st_size
+        parsed = lane._parse(number, 0, size, {}, 1 << 30, 1 << 30)
+        assert parsed.consumed == size
+        emitted += [emit_ns for _, _, emit_ns in parsed.records]
+    assert emitted == list(range(60)) + list(range(40)) + list(range(300))
+
+
 @pytest.mark.skipif(SpoolStage is None, reason="the mapped writer is compiled (_wire)")
 def test_strict_mode_writes_each_record_without_allocating_ahead(tmp_path, make_spool) -> None:
     spool = make_spool(tmp_path, max_bytes=1 << 24, fsync="always")

@@ -867,12 +867,14 @@ static PyObject *write_held(PyObject *module, PyObject *const *args, Py_ssize_t 
 /* The writer state of spool.Spool, kept in C fields so that append_log reads it without attribute lookups;
  * spool.py reads and writes the same fields as ordinary attributes (member descriptors). In `interval` mode the
  * segment is also mapped (see _map_segment): `map` covers `map_length` bytes of it, of which the first `map_ready`
- * are allocated in the file, so a frame that ends within them is stored with memcpy instead of a write. */
+ * are allocated in the file, so a frame that ends within them is stored with memcpy instead of a write. The first
+ * `map_released` bytes (whole pages the writer has passed) are no longer mapped, see _release_written. */
 typedef struct {
     PyObject_HEAD
     char *map;
     long long map_length;
     long long map_ready;
+    long long map_released;
     int segment_fd;
     long long segment;
     long long segment_size;
@@ -963,11 +965,11 @@ static long page_size = 4096; /* sysconf's, at import */
 
 /* Unmap the segment (its file stays as it is). */
 static void drop_map(SpoolWriter *self) {
-    if (self->map != NULL) {
-        munmap(self->map, (size_t)self->map_length);
+    if (self->map != NULL && self->map_released < self->map_length) {
+        munmap(self->map + self->map_released, (size_t)(self->map_length - self->map_released));
     }
     self->map = NULL;
-    self->map_length = self->map_ready = 0;
+    self->map_length = self->map_ready = self->map_released = 0;
 }
 
 /* Allocate the segment's file up to `ready` (within the mapping); 0, or -1 when it cannot be (errno set). */
@@ -1179,6 +1181,7 @@ static PyObject *map_segment(SpoolWriter *self, PyObject *unused) {
             self->map = map;
             self->map_length = length;
             self->map_ready = self->segment_size;
+            self->map_released = 0;
         }
     }
 #endif
@@ -1241,12 +1244,37 @@ static PyObject *populate(SpoolWriter *self, PyObject *const *args, Py_ssize_t c
 #ifdef MADV_POPULATE_WRITE
     char *map = self->map;
     long long first_page = offset / page_size * page_size;
-    if (map != NULL && offset + length <= self->map_length) {
+    if (first_page < self->map_released) {
+        first_page = self->map_released;
+    }
+    if (map != NULL && first_page < offset + length && offset + length <= self->map_length) {
         Py_BEGIN_ALLOW_THREADS
         madvise(map + first_page, (size_t)(offset + length - first_page), MADV_POPULATE_WRITE);
         Py_END_ALLOW_THREADS
     }
 #endif
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(release_written_doc,
+"_release_written() -> None\n\n"
+"Unmap the mapped segment's whole pages before the writer's position (call with the spool's lock held, before\n"
+"syncing). Writing back a page that is still mapped makes the kernel write-protect it and flush it from the TLB of\n"
+"every CPU running this process, one interrupt per page, which in a busy process on a virtual machine cost the\n"
+"sync ten times its own work (docs/delivery.md); an unmapped page is written back without that, and the writer\n"
+"never stores into those pages again.");
+
+static PyObject *release_written(SpoolWriter *self, PyObject *unused) {
+    long long end = self->segment_size / page_size * page_size;
+    if (end > self->map_length) {
+        end = self->map_length;
+    }
+    if (self->map != NULL && end > self->map_released) {
+        if (munmap(self->map + self->map_released, (size_t)(end - self->map_released)) < 0) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        self->map_released = end;
+    }
     Py_RETURN_NONE;
 }
 
@@ -1298,6 +1326,7 @@ static PyMethodDef writer_methods[] = {
     {"_unmap_segment", (PyCFunction)unmap_segment, METH_O, unmap_segment_doc},
     {"_allocate_ahead", (PyCFunction)allocate_ahead, METH_NOARGS, allocate_ahead_doc},
     {"_populate", (PyCFunction)(void (*)(void))populate, METH_FASTCALL, populate_doc},
+    {"_release_written", (PyCFunction)release_written, METH_NOARGS, release_written_doc},
     {NULL, NULL, 0, NULL},
 };
 

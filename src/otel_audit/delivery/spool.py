@@ -106,6 +106,9 @@ except ImportError:
         def _allocate_ahead(self) -> tuple[int, int] | None:
             return None
 
+        def _release_written(self) -> None:
+            return None
+
 
 @dataclass
 class Batch:
@@ -537,8 +540,10 @@ class Spool(SpoolWriter):
             self._populate(*room)
 
     def sync(self) -> None:
-        """fsync what was appended since the last call (the `interval` policy calls this once per flush_interval)."""
+        """fsync what was appended since the last call (the `interval` policy calls this once per flush_interval).
+        The mapped pages the writer has passed are unmapped first, so writing them back costs no TLB flushes."""
         with self._cond:
+            self._release_written()
             fd, dirty = self._segment_fd, self._dirty
             self._dirty = False
         if dirty and fd >= 0:
