@@ -547,10 +547,9 @@ class _ConstantEvent:
 
     def __init__(self, app: Any, repeat: int) -> None:
         from otel_audit import get_audit_logger
-        from otel_audit.logger import emit_positional
         from otel_audit.model import Actor, Outcome
 
-        self.app, self.repeat, self.emit = app, repeat, emit_positional
+        self.app, self.repeat = app, repeat
         self.emit_ns = [0] * repeat
         self.posts = 0
         logger = get_audit_logger("otel_audit.instrumentation.asgi")
@@ -563,7 +562,9 @@ class _ConstantEvent:
 
     def _bind(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         """What each POST calls, and with what (bound at the first POST, once the pipeline is configured)."""
-        return self.emit, self.arguments
+        from otel_audit.logger import emit_positional
+
+        return emit_positional, self.arguments
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.app(scope, receive, send)
@@ -598,9 +599,7 @@ class _PrebuiltEvent(_ConstantEvent):
         pipeline = current_pipeline()
         assert pipeline is not None
         *_, delivery = iter_chain(pipeline.chain)
-        stage = encode_log_parts
-        if self.write:
-            stage = delivery.direct_stage(pipeline.provider.get_logger(logger.name))
+        stage = delivery.direct_stage(logger._logger()) if self.write else encode_log_parts
         now = time.time_ns()
         return stage, (now, now, severity_number, severity_text, attributes, semconv.event_name(action), 0, 0, 0)
 
