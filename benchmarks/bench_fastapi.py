@@ -192,8 +192,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def _wait_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode}")
@@ -206,10 +206,10 @@ def _wait_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the server did not become ready")
 
 
-def _wrk(base_url: str, seconds: int, script: Path) -> tuple[float, int]:
-    """Requests per second and completed requests of one wrk run (1 thread, CONNECTIONS keep-alive connections)."""
+def _wrk(base_url: str, seconds: int, script: Path, connections: int = CONNECTIONS) -> tuple[float, int]:
+    """Requests per second and completed requests of one wrk run (1 thread, `connections` keep-alive connections)."""
     completed = subprocess.run(
-        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(script), f"{base_url}/documents/doc-42"],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), f"{base_url}/documents/doc-42"],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
     )
     rps = re.search(r"Requests/sec:\s+([\d.]+)", completed.stdout)
@@ -241,9 +241,10 @@ def _drain(sink: Sink, expected: int, deadline: float) -> int:
 @contextmanager
 def _server(
     factory: str, sink: Sink, tmp: Path, extra_env: dict[str, str] | None = None,
+    wrapper: tuple[str, ...] = (), start_timeout: float = START_TIMEOUT_S,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """The app of a factory in this module under uvicorn (its own process, one worker, 127.0.0.1), ready:
-    (process, base URL). `extra_env` is added to the server's environment last."""
+    (process, base URL). `extra_env` is added to the server's environment last; `wrapper` runs the server (valgrind)."""
     port = _free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
     env.update({
@@ -255,14 +256,14 @@ def _server(
     })
     env.update(extra_env or {})
     server = subprocess.Popen(
-        python_command("-m", "uvicorn", "--factory", f"benchmarks.bench_fastapi:{factory}",
+        [*wrapper] + python_command("-m", "uvicorn", "--factory", f"benchmarks.bench_fastapi:{factory}",
                        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
                        "--loop", "asyncio", "--http", "h11"),
         cwd=REPO_ROOT, env=env,
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base_url, server)
+        _wait_ready(base_url, server, start_timeout)
         yield server, base_url
     finally:
         server.terminate()
@@ -717,6 +718,58 @@ def server_breakdown(size: str, server_env: dict[str, str] | None = None) -> dic
     return report
 
 
+# -- instructions per request (callgrind) ------------------------------------------------------------------------
+
+INSTRUCTION_VARIANTS = ("plain", "otel-audit, no event", "otel-audit")
+INSTRUCTION_SECONDS = {"smoke": 3, "quick": 12, "full": 30}
+CALLGRIND_START_TIMEOUT_S = 600.0
+
+
+def _callgrind_control(pid: int, *options: str) -> None:
+    """Tell the callgrind running `pid` to start or stop counting (-i on/off), or to write its counts (-d)."""
+    subprocess.run(["callgrind_control", *options, str(pid)], check=True, capture_output=True, timeout=120)
+
+
+def _callgrind_totals(path_prefix: str, pid: int) -> dict[int, int]:
+    """Instructions counted by thread (1: the event loop), from the dump callgrind_control -d wrote."""
+    totals = {}
+    for path in sorted(Path(path_prefix).parent.glob(f"{Path(path_prefix).name}.{pid}.1-*")):
+        found = re.search(r"^totals: (\d+)", path.read_text(), re.MULTILINE)
+        totals[int(path.name.rsplit("-", 1)[1])] = int(found.group(1)) if found else 0
+    return totals
+
+
+def server_instructions(size: str) -> dict[str, Any]:
+    """Instructions per request of plain, the middleware auditing nothing and the middleware, each in its own uvicorn
+    server run by callgrind, counted only while one wrk connection drives POSTs after a warm-up. Counts, not seconds:
+    they repeat for the same code whatever else the machine is doing, so a change's cost can be read off one run."""
+    for tool in ("valgrind", "callgrind_control"):
+        if shutil.which(tool) is None:
+            sys.exit(f"--server-instructions needs {tool} (Debian package valgrind)")
+    report: dict[str, Any] = {"event_loop_instructions_per_request": {}, "other_threads_instructions_per_request": {}}
+    with _load_setup() as (sink, tmp, script):
+        for variant in INSTRUCTION_VARIANTS:
+            out = str(tmp / f"callgrind-{FACTORIES[variant]}")
+            wrapper = ("valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+                       f"--callgrind-out-file={out}.%p")
+            with _server(FACTORIES[variant], sink, tmp, wrapper=wrapper,
+                         start_timeout=CALLGRIND_START_TIMEOUT_S) as (server, base_url):
+                _wrk(base_url, WARMUP_SECONDS * 3, script, connections=1)
+                _callgrind_control(server.pid, "-i", "on")
+                _, requests = _wrk(base_url, INSTRUCTION_SECONDS[size], script, connections=1)
+                _callgrind_control(server.pid, "-i", "off")
+                _callgrind_control(server.pid, "-d")
+            totals = _callgrind_totals(out, server.pid)
+            report["event_loop_instructions_per_request"][variant] = round(totals.pop(1, 0) / requests)
+            report["other_threads_instructions_per_request"][variant] = round(sum(totals.values()) / requests)
+    plain = report["event_loop_instructions_per_request"]["plain"]
+    report["all_threads_ratio_to_plain"] = {
+        variant: round(plain / (loop + report["other_threads_instructions_per_request"][variant]), 4)
+        for variant, loop in report["event_loop_instructions_per_request"].items()}
+    report["seconds"] = INSTRUCTION_SECONDS[size]
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--variant", choices=VARIANTS)
@@ -726,11 +779,16 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true", help="where an audited request's CPU goes (in process)")
     parser.add_argument("--server-breakdown", action="store_true",
                         help="where an audited request's CPU goes in one uvicorn server, stages switched under load")
+    parser.add_argument("--server-instructions", action="store_true",
+                        help="instructions per request of plain, no event and otel-audit servers (callgrind)")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="with --server-breakdown: add to the server's environment; repeatable")
     args = parser.parse_args()
     if args.breakdown:
         print(json.dumps(breakdown(args.size), indent=2))
+        return
+    if args.server_instructions:
+        print(json.dumps(server_instructions(args.size), indent=2))
         return
     if args.server_breakdown:
         server_env = dict(item.split("=", 1) for item in args.server_env)

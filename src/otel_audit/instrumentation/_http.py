@@ -33,7 +33,7 @@ STATE_KEY = "otel_audit.request"
 TRUSTED_PROXIES_ENV = "OTEL_AUDIT_TRUSTED_PROXIES"
 
 _MAX_HEADER_VALUE = 512
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")  # fullmatch: `$` would let "id\n" through
 _PARAM_RE = re.compile(r"^(?:\{(?P<brace>[A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}|<(?:[^:>]+:)?(?P<angle>[A-Za-z_][A-Za-z0-9_]*)>)$")
 _WORD_RE = re.compile(r"[^a-z0-9_-]+")
 _ACTION_WORD_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -227,38 +227,40 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-class _RequestIds:
-    """Unique request ids without a syscall per request: a random per-process prefix (renewed after fork) and a
-    counter from a random start. Unique, not secret (they are echoed in logs anyway).
+def _request_id_seed() -> tuple[str, int]:
+    """A random per-process prefix and counter start for request ids, which need no syscall per request. Unique,
+    not secret (they are echoed in logs anyway); drawn again in every forked child.
 
     The prefix ends in a letter and holds no long run of decimal digits, and the counter does not start at zero:
     a run of nine digits looks like a card or phone number to the redaction processor, which must then run its
     number detectors on every event (a few microseconds) instead of its pre-screen.
     """
+    prefix = secrets.token_hex(8)
+    while _DIGIT_RUN_RE.search(prefix) or prefix[-1].isdigit():
+        prefix = secrets.token_hex(8)
+    return prefix + "-", secrets.randbits(44) + 1
+
+
+class _RequestIds:
+    """Request ids "<prefix><counter as 12+ hex digits>" from _request_id_seed (the reference of _request.c's)."""
 
     def __init__(self) -> None:
         self.renew()
         os.register_at_fork(after_in_child=self.renew)
 
     def renew(self) -> None:
-        prefix = secrets.token_hex(8)
-        while _DIGIT_RUN_RE.search(prefix) or prefix[-1].isdigit():
-            prefix = secrets.token_hex(8)
-        self._prefix = prefix + "-"
-        self._counter = itertools.count(secrets.randbits(44) + 1)
+        self._prefix, start = _request_id_seed()
+        self._counter = itertools.count(start)
 
     def next(self) -> str:
         return f"{self._prefix}{next(self._counter):012x}"
 
 
-_request_ids = _RequestIds()
-
-
-def request_id_from(header_value: str | None) -> str:
+def python_request_id_from(header_value: str | None) -> str:
     """The client's request id when it is a sane token (1-128 URL-safe characters), else a new unique one."""
-    if header_value and _REQUEST_ID_RE.match(header_value):
+    if header_value and _REQUEST_ID_RE.fullmatch(header_value):
         return header_value
-    return _request_ids.next()
+    return next_request_id()
 
 
 def session_id_from_cookie(cookie_header: str | None, cookie_name: str) -> str | None:
@@ -327,8 +329,9 @@ def report_failure(exc: BaseException, where: str) -> None:
 
 
 @dataclass(slots=True)
-class RequestState:
-    """What the middleware learns about one request, filled in as the request runs."""
+class PythonRequestState:
+    """What the middleware learns about one request, filled in as the request runs (_request.RequestState is the
+    same, compiled)."""
 
     method: str
     path: str
@@ -345,6 +348,20 @@ class RequestState:
     status: int | None = None
     error: BaseException | None = None
     emitted: bool = False
+
+
+try:  # compiled (optional, see _request.c): the state and the ids built in C by the ASGI middleware's begin_request
+    from ._request import RequestState, next_request_id, request_id_from, seed_request_ids
+except ImportError:  # built without a C compiler
+    RequestState = PythonRequestState  # type: ignore[misc]
+    next_request_id = _RequestIds().next
+    request_id_from = python_request_id_from
+else:
+    def _seed_request_ids() -> None:
+        seed_request_ids(*_request_id_seed())
+
+    _seed_request_ids()
+    os.register_at_fork(after_in_child=_seed_request_ids)
 
 
 @dataclass
@@ -438,8 +455,9 @@ class AuditOptions:
         return method in self.methods or status in DENIED_STATUSES
 
 
-def emit_request_event(logger: AuditLogger, options: AuditOptions, state: RequestState) -> None:
-    """Emit the audit event of a finished request, if it is one the options audit."""
+def python_emit_request_event(logger: AuditLogger, options: AuditOptions, state: RequestState) -> None:
+    """Emit the audit event of a finished request, if it is one the options audit (`_request.emit_request_event` is
+    the same, compiled, and hands requests that ended in an exception to this one)."""
     status = state.status or 500
     if state.emitted or not options.wants(state.method, status):
         return
@@ -470,4 +488,14 @@ def emit_request_event(logger: AuditLogger, options: AuditOptions, state: Reques
         {"duration_ms": (time.perf_counter_ns() - state.started_ns + 500) // 1000 / 1000},
         None, reason, error_type, None, state.tenant, state.client_address, state.user_agent, state.session_id,
         state.request_id, state.method, state.route_template, state.path, status, None,
+    )
+
+
+try:  # compiled (optional, see _request.c)
+    from ._request import configure_request_events, emit_request_event
+except ImportError:  # built without a C compiler
+    emit_request_event = python_emit_request_event
+else:
+    configure_request_events(
+        emit_positional, python_emit_request_event, Outcome.SUCCESS, Outcome.FAILURE, Outcome.DENIED, ANONYMOUS,
     )

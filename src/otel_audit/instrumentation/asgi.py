@@ -7,6 +7,7 @@ request id, session id, client address and user agent.
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
@@ -54,8 +55,9 @@ def default_actor(scope: Scope) -> Any:
     return user if from_state is None else from_state
 
 
-def route_of(scope: Scope, root_path: str) -> tuple[str | None, Mapping[str, Any] | None]:
-    """The matched route template (mount prefix included) and path parameters, once the router has run."""
+def python_route_of(scope: Scope, root_path: str) -> tuple[str | None, Mapping[str, Any] | None]:
+    """The matched route template (mount prefix included) and path parameters, once the router has run
+    (`_request.route_of` is the same, compiled)."""
     route = scope.get("route")
     if route is None:
         return None, scope.get("path_params")
@@ -103,11 +105,9 @@ class AuditMiddleware:
         self._actor_resolver = actor_resolver or default_actor
         self._request_id_header = options.request_id_header.encode("latin-1")
         self._trusted_proxies = options.trusted_proxies if options.trusted_proxies else None
-        # Only the headers this configuration reads are looked at; every other header costs one set lookup.
-        wanted = {self._request_id_header, b"user-agent"}
-        if options.session_resolver is None and options.session_cookie is not None:
-            wanted.add(b"cookie")
-        self._wanted_headers = frozenset(wanted)
+        self._resolves_more = self._trusted_proxies is not None or any(
+            value is not None for value in (options.session_resolver, options.session_cookie, options.tenant_resolver)
+        )
         self._excluded = options.excluded.search if options.excluded is not None else None
         self._logger = get_audit_logger(LOGGER_NAME, SCOPE_VERSION)
         if (
@@ -136,25 +136,8 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         scope[STATE_KEY] = state
-        strict = is_strict()
-
-        def send_with_status(message: Message) -> Awaitable[None]:
-            # A plain function handing back the server's own awaitable: no extra coroutine per message.
-            if message["type"] == "http.response.start":
-                state.status = message["status"]
-                if strict:
-                    # Persist the event before the status line leaves: a request that cannot be audited fails.
-                    self._finish(scope, state)
-            return send(message)
-
-        # The request's values become the audit context, as `audit_context(...)` would make them (the impersonator
-        # is inherited). They were built and checked by _begin (strings, an Actor), so audit_context's per-value
-        # validation, a few microseconds per request, is skipped. Positional, in AuditContext's field order (a test
-        # checks every field): half the cost of keywords.
-        token = _set_context(AuditContext(
-            state.actor, state.tenant, state.request_id, state.session_id, _get_context().impersonator_id,
-            state.client_address, state.user_agent,
-        ))
+        send_with_status = self._strict_send(scope, state, send) if is_strict() else status_recorder(send, state)
+        token = enter_request_context(state)
         try:
             try:
                 await self.app(scope, receive, send_with_status)
@@ -170,44 +153,35 @@ class AuditMiddleware:
             _reset_context(token)
 
     def _begin(self, scope: Scope) -> RequestState:
-        request_id = user_agent = cookie = None
-        request_id_header = self._request_id_header
-        wanted = self._wanted_headers
-        for name, value in scope["headers"]:
-            if name not in wanted:
-                continue
-            if name == request_id_header:
-                request_id = value.decode("latin-1")
-            elif name == b"user-agent":
-                user_agent = value.decode("latin-1")
-            else:
-                cookie = value.decode("latin-1")
-        client = scope.get("client")
-        client_address = client[0] if client else None
-        if self._trusted_proxies is not None:
-            client_address = self._client_behind_proxies(scope, client_address)
+        state = begin_request(scope, self._request_id_header)
+        if self._resolves_more:
+            self._resolve_more(scope, state)
+        state.actor = actor_of(self._actor_resolver, scope)
+        return state
+
+    def _resolve_more(self, scope: Scope, state: RequestState) -> None:
+        """What the configured options add: the client behind trusted proxies, the session id and the tenant."""
         options = self.options
+        if self._trusted_proxies is not None:
+            state.client_address = clip(self._client_behind_proxies(scope, state.client_address))
         if options.session_resolver is not None:
-            session_id = resolve_text(options.session_resolver, scope, "session_resolver")
+            state.session_id = resolve_text(options.session_resolver, scope, "session_resolver")
         elif options.session_cookie is not None:
-            session_id = session_id_from_cookie(cookie, options.session_cookie)
-        else:
-            session_id = None
-        tenant = None
+            state.session_id = session_id_from_cookie(_last_header(scope, b"cookie"), options.session_cookie)
         if options.tenant_resolver is not None:
-            tenant = resolve_text(options.tenant_resolver, scope, "tenant_resolver")
-        return RequestState(
-            scope["method"],
-            scope["path"],
-            request_id_from(request_id),
-            clip(client_address),
-            clip(user_agent),
-            session_id,
-            actor_of(self._actor_resolver, scope),
-            tenant,
-            time.perf_counter_ns(),
-            scope.get("root_path", ""),
-        )
+            state.tenant = resolve_text(options.tenant_resolver, scope, "tenant_resolver")
+
+    def _strict_send(self, scope: Scope, state: RequestState, send: Send) -> Send:
+        """The strict mode's send: the event is persisted before the status line leaves, so a request that cannot
+        be audited fails."""
+
+        def send_with_status(message: Message) -> Awaitable[None]:
+            if message["type"] == "http.response.start":
+                state.status = message["status"]
+                self._finish(scope, state)
+            return send(message)
+
+        return send_with_status
 
     def _client_behind_proxies(self, scope: Scope, peer: str | None) -> str | None:
         """The client address when the peer is a trusted proxy (read from its forwarding headers), else the peer."""
@@ -264,6 +238,76 @@ class ActorContextMiddleware:
             return
         with audit_context(actor=actor, tenant=tenant):
             await self.app(scope, receive, send)
+
+
+def python_begin_request(scope: Scope, request_id_header: bytes) -> RequestState:
+    """An ASGI request's method, path, request id, peer address, user agent and start time; the middleware adds
+    what its resolvers say. `_request.begin_request` is the same, compiled."""
+    request_id = user_agent = None
+    for name, value in scope["headers"]:
+        if name == request_id_header:
+            request_id = value
+        elif name == b"user-agent":
+            user_agent = value
+    client = scope.get("client")
+    return RequestState(
+        scope["method"],
+        scope["path"],
+        request_id_from(None if request_id is None else request_id.decode("latin-1")),
+        clip(client[0] if client else None),
+        clip(None if user_agent is None else user_agent.decode("latin-1")),
+        None,
+        None,
+        None,
+        time.perf_counter_ns(),
+        scope.get("root_path", ""),
+    )
+
+
+def python_enter_request_context(state: RequestState) -> contextvars.Token[AuditContext]:
+    """Make the request's values the audit context, as `audit_context(...)` would (the impersonator is inherited);
+    reset it with the token. `_request.enter_request_context` is the same, compiled.
+
+    The values were built and checked by _begin (strings, an Actor), so audit_context's per-value validation is
+    skipped. Positional, in AuditContext's field order (a test checks every field): half the cost of keywords.
+    """
+    return _set_context(AuditContext(
+        state.actor, state.tenant, state.request_id, state.session_id, _get_context().impersonator_id,
+        state.client_address, state.user_agent,
+    ))
+
+
+def python_status_recorder(send: Send, state: RequestState) -> Send:
+    """The app's `send`, noting the response status in the state on the way out. A plain function handing back the
+    server's own awaitable: no extra coroutine per message. `_request.StatusRecorder` is the same, compiled."""
+
+    def send_with_status(message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            state.status = message["status"]
+        return send(message)
+
+    return send_with_status
+
+
+def _last_header(scope: Scope, wanted: bytes) -> str | None:
+    """The last value of one request header, as text."""
+    found = None
+    for name, value in scope["headers"]:
+        if name == wanted:
+            found = value
+    return None if found is None else found.decode("latin-1")
+
+
+try:  # compiled (optional, see _request.c)
+    from ._request import StatusRecorder as status_recorder
+    from ._request import begin_request, configure_request_context, enter_request_context, route_of
+except ImportError:  # built without a C compiler
+    begin_request = python_begin_request
+    route_of = python_route_of
+    enter_request_context = python_enter_request_context
+    status_recorder = python_status_recorder
+else:
+    configure_request_context(_audit_context_var, AuditContext)
 
 
 def actor_of(resolver: ActorResolver, scope: Scope) -> Actor | None:
