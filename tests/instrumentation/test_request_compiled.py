@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from starlette.authentication import SimpleUser
 
 import otel_audit
 from otel_audit.context import AuditContext, audit_context, current_audit_context
@@ -25,6 +26,7 @@ from otel_audit.instrumentation._http import (
 )
 from otel_audit.logger import get_audit_logger
 from otel_audit.model import Actor
+from otel_audit.stats import STATS
 from otel_audit.testing import AuditCapture
 
 _request = pytest.importorskip("otel_audit.instrumentation._request", reason="the _request extension is not built here")
@@ -247,3 +249,103 @@ def test_emit_request_event_emits_what_the_python_reference_emits(status: Any, f
     if emitted:
         assert emitted[0] == emitted[1]
         assert emitted[0]["http.response.status_code"] == (status or 500)
+
+
+class _BrokenRoute:
+    @property
+    def path_format(self) -> str:
+        raise RuntimeError("route table gone")
+
+
+async def _endpoint(scope: Any, receive: Any, send: Any) -> None:
+    """The app behind the middleware in the finisher tests (never called: they finish states directly)."""
+
+
+@pytest.mark.parametrize(
+    ("scope_extra", "options", "status", "method"),
+    [
+        ({}, {}, 201, "POST"),
+        ({"user": SimpleUser("alice")}, {}, 200, "PUT"),
+        ({"state": {"user": "bob"}}, {}, 200, "DELETE"),
+        ({}, {"tenant_resolver": lambda scope: "acme"}, 200, "POST"),
+        ({}, {"actor_resolver": lambda scope: "carol"}, 200, "POST"),
+        ({}, {}, 403, "GET"),
+        ({}, {}, 200, "GET"),
+        ({"route": _BrokenRoute()}, {}, 200, "POST"),
+    ],
+    ids=["anonymous", "scope-user", "request-state-user", "tenant-resolver", "actor-resolver", "denied-get",
+         "unaudited-get", "failing-route"],
+)
+def test_the_compiled_finish_does_what_the_python_finish_does(
+    scope_extra: dict[str, Any], options: dict[str, Any], status: int, method: str,
+) -> None:
+    capture = AuditCapture()
+    otel_audit.configure(delivery_processor=capture)
+    try:
+        middleware = asgi.AuditMiddleware(_endpoint, **options)
+        assert isinstance(middleware._finish, _request.RequestFinisher)
+        outcomes = []
+        for finish in (middleware._finish, middleware._python_finish):
+            scope = {"type": "http", "method": method, "path": "/documents/7", "headers": [], "root_path": "",
+                     "route": _Route(path_format="/documents/{document_id}"), "path_params": {"document_id": "7"},
+                     **scope_extra}
+            state = _request.begin_request(scope, b"x-request-id")
+            middleware._resolve({**scope, "user": None, "state": {}}, state)
+            state.status = status
+            errors_before = STATS.snapshot()["instrumentation_errors"]
+            finish(scope, state)
+            finish(scope, state)  # once only
+            outcomes.append((
+                state.emitted, state.actor, state.tenant, state.route_template, state.path_params,
+                STATS.snapshot()["instrumentation_errors"] - errors_before,
+            ))
+        emitted = capture.attributes
+    finally:
+        otel_audit.shutdown()
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][5] == (1 if "route" in scope_extra else 0)  # a failure is reported once, by either
+    assert len(emitted) in (0, 2)
+    for event in emitted:
+        assert event.pop("log.record.uid") and event.pop("audit.request.id") and event.pop("audit.metadata")
+    if emitted:
+        assert emitted[0] == emitted[1]
+
+
+@pytest.mark.parametrize(
+    ("scope_extra", "options", "strict"),
+    [
+        ({}, {}, False),
+        ({"user": SimpleUser("alice")}, {}, False),
+        ({"headers": [(b"x-forwarded-for", b"198.51.100.7")]}, {"trusted_proxies": ["127.0.0.0/8"]}, False),
+        ({}, {"tenant_resolver": lambda scope: "acme", "session_cookie": "sid"}, False),
+        ({}, {}, True),
+    ],
+    ids=["plain", "scope-user", "trusted-proxy", "tenant-and-session", "strict"],
+)
+def test_the_compiled_start_does_what_the_python_start_does(
+    scope_extra: dict[str, Any], options: dict[str, Any], strict: bool,
+) -> None:
+    middleware = asgi.AuditMiddleware(_endpoint, **options)
+    assert isinstance(middleware._start, _request.RequestStarter)
+    started = []
+    for start in (middleware._start, middleware._python_start):
+        scope = {"type": "http", "method": "POST", "path": "/documents/7", "client": ("127.0.0.1", 9),
+                 "headers": [(b"cookie", b"sid=s3cret"), (b"x-request-id", b"req-1")], "state": {}}
+        scope.update(scope_extra, headers=scope["headers"] + scope_extra.get("headers", []))
+        outer = current_audit_context()
+        state, send, token = start(scope, print, strict)
+        context = current_audit_context()
+        asgi._reset_context(token)
+        assert current_audit_context() is outer and scope[asgi.STATE_KEY] is state
+        started.append(([getattr(state, name) for name in FIELDS + ["request_id"]], context, callable(send)))
+        assert (type(send) is _request.StatusRecorder) == (not strict)
+    assert started[0] == started[1]
+
+
+def test_a_request_the_compiled_start_cannot_read_leaves_no_state_and_no_context() -> None:
+    middleware = asgi.AuditMiddleware(_endpoint)
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"user-agent", "not bytes")]}
+    outer = current_audit_context()
+    with pytest.raises(TypeError):
+        middleware._start(scope, print, False)
+    assert asgi.STATE_KEY not in scope and current_audit_context() is outer

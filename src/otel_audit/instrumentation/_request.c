@@ -1,13 +1,17 @@
 /* The audit middlewares' per-request bookkeeping, compiled. The reference code, and the fallback without a C
- * compiler, is Python: RequestState and the request ids in _http.py, begin_request, enter_request_context and
- * status_recorder in asgi.py. Under uvicorn the Python versions executed about 15,000 instructions per request
- * (callgrind), a fifth of everything the middleware and its event add to a plain FastAPI request.
+ * compiler, is Python: RequestState, the request ids and emit_request_event in _http.py; begin_request,
+ * enter_request_context, status_recorder, route_of, AuditMiddleware._python_start and _python_finish in asgi.py.
+ * Under uvicorn the Python versions executed about 28,000 of the 71,000 instructions the middleware and its event
+ * added to a plain FastAPI request (callgrind; `python -m benchmarks.bench_fastapi --server-instructions`).
  *
  * - RequestState: what the middleware learns about one request (the dataclass's fields, positional or keyword).
  * - next_request_id / request_id_from: ids "<random prefix><12+ hex digits of a counter>", seeded by Python.
  * - begin_request(scope, request_id_header): method, path, request id, peer address, user agent, start time.
  * - enter_request_context(state): the request's AuditContext set in the audit context variable; the token.
  * - StatusRecorder(send, state): the ASGI `send` that notes the response status on the way out.
+ * - RequestStarter: the start of a request in AuditMiddleware.__call__ (state, send, token), Python resolvers
+ *   called only when the options or the scope give them work.
+ * - route_of, emit_request_event and RequestFinisher: the route template, the event, and the end of a request.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -212,6 +216,7 @@ static PyObject *request_id_from(PyObject *module, PyObject *value) {
 
 /* -- begin_request ------------------------------------------------------------------------------------------- */
 
+static PyObject *str_user, *str_state;
 static PyObject *str_method, *str_path, *str_headers, *str_client, *str_root_path, *str_type, *str_status,
     *str_response_start;
 static PyObject *perf_counter_ns;
@@ -531,6 +536,132 @@ static PyTypeObject StatusRecorderType = {
     .tp_dealloc = (destructor)recorder_dealloc,
 };
 
+/* -- RequestStarter ------------------------------------------------------------------------------------------ */
+
+/* The start of AuditMiddleware.__call__, compiled: the request's state (begin_request), completed by the Python
+ * `resolve` where the options or the scope give a resolver work (asgi.AuditMiddleware._resolve), the `send` that
+ * notes the status (the Python `strict_send` in strict mode), the audit context entered and the state put into
+ * the scope: (state, send, token), as AuditMiddleware._python_start answers. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *request_id_header, *state_key, *resolve, *strict_send;
+    int resolves_early; /* trusted proxies, a session or tenant resolver, a session cookie, or a custom actor resolver */
+    vectorcallfunc vectorcall;
+} RequestStarter;
+
+/* Whether the default actor resolver finds anything: scope["user"] or a non-empty scope["state"] (asgi.actor_of). */
+static int has_user(PyObject *scope) {
+    PyObject *user = PyDict_GetItemWithError(scope, str_user);
+    if (user != NULL && user != Py_None) {
+        return 1;
+    }
+    PyObject *request_state = user == NULL && PyErr_Occurred() ? NULL : PyDict_GetItemWithError(scope, str_state);
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    return request_state == NULL ? 0 : PyObject_IsTrue(request_state);
+}
+
+static PyObject *starter_call(RequestStarter *starter, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    if (PyVectorcall_NARGS(nargsf) != 3 || kwnames != NULL || !PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "RequestStarter(scope: dict, send, strict)");
+        return NULL;
+    }
+    PyObject *scope = args[0], *send = args[1];
+    int strict = PyObject_IsTrue(args[2]);
+    int resolve = strict < 0 ? -1 : starter->resolves_early ? 1 : has_user(scope);
+    if (resolve < 0) {
+        return NULL;
+    }
+    PyObject *state = begin_request(NULL, (PyObject *[]){scope, starter->request_id_header}, 2);
+    if (state == NULL) {
+        return NULL;
+    }
+    PyObject *done = resolve ? PyObject_Vectorcall(starter->resolve, (PyObject *[]){scope, state}, 2, NULL)
+                             : Py_NewRef(Py_None);
+    PyObject *wrapper = NULL, *token = NULL, *result = NULL;
+    if (done != NULL) {
+        wrapper = strict ? PyObject_Vectorcall(starter->strict_send, (PyObject *[]){scope, state, send}, 3, NULL)
+                         : make_recorder(&StatusRecorderType, send, state);
+    }
+    if (wrapper != NULL) {
+        token = enter_request_context(NULL, state);
+    }
+    if (token != NULL && PyDict_SetItem(scope, starter->state_key, state) == 0) {
+        result = PyTuple_Pack(3, state, wrapper, token);
+    }
+    if (result == NULL && token != NULL) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        if (PyContextVar_Reset(context_var, token) < 0) {
+            PyErr_Clear();
+        }
+        PyErr_Restore(type, value, traceback);
+    }
+    Py_XDECREF(done);
+    Py_XDECREF(wrapper);
+    Py_XDECREF(token);
+    Py_DECREF(state);
+    return result;
+}
+
+static PyObject *starter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *request_id_header, *state_key, *resolve, *strict_send;
+    int resolves_early;
+    if (!PyArg_ParseTuple(args, "O!UOOp:RequestStarter", &PyBytes_Type, &request_id_header, &state_key, &resolve,
+                          &strict_send, &resolves_early)) {
+        return NULL;
+    }
+    RequestStarter *starter = (RequestStarter *)type->tp_alloc(type, 0);
+    if (starter == NULL) {
+        return NULL;
+    }
+    starter->request_id_header = Py_NewRef(request_id_header);
+    starter->state_key = Py_NewRef(state_key);
+    starter->resolve = Py_NewRef(resolve);
+    starter->strict_send = Py_NewRef(strict_send);
+    starter->resolves_early = resolves_early;
+    starter->vectorcall = (vectorcallfunc)starter_call;
+    return (PyObject *)starter;
+}
+
+static int starter_traverse(RequestStarter *starter, visitproc visit, void *arg) {
+    Py_VISIT(starter->request_id_header);
+    Py_VISIT(starter->state_key);
+    Py_VISIT(starter->resolve);
+    Py_VISIT(starter->strict_send);
+    return 0;
+}
+
+static int starter_clear(RequestStarter *starter) {
+    Py_CLEAR(starter->request_id_header);
+    Py_CLEAR(starter->state_key);
+    Py_CLEAR(starter->resolve);
+    Py_CLEAR(starter->strict_send);
+    return 0;
+}
+
+static void starter_dealloc(RequestStarter *starter) {
+    PyObject_GC_UnTrack(starter);
+    starter_clear(starter);
+    Py_TYPE(starter)->tp_free((PyObject *)starter);
+}
+
+static PyTypeObject RequestStarterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_audit.instrumentation._request.RequestStarter",
+    .tp_doc = PyDoc_STR("RequestStarter(request_id_header, state_key, resolve, strict_send, resolves_early)"
+                        "(scope, send, strict) -> (state, send, token): AuditMiddleware._python_start, compiled."),
+    .tp_basicsize = sizeof(RequestStarter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = starter_new,
+    .tp_vectorcall_offset = offsetof(RequestStarter, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_traverse = (traverseproc)starter_traverse,
+    .tp_clear = (inquiry)starter_clear,
+    .tp_dealloc = (destructor)starter_dealloc,
+};
+
 /* -- route_of and emit_request_event ------------------------------------------------------------------------ */
 
 static PyObject *str_route, *str_path_params, *str_path_format, *str_methods, *str_routes, *str_action,
@@ -785,6 +916,149 @@ static PyObject *emit_request_event(PyObject *module, PyObject *const *args, Py_
     return result;
 }
 
+/* -- RequestFinisher ----------------------------------------------------------------------------------------- */
+
+/* AuditMiddleware._finish, compiled for the common case: the request's route, then its event. A request whose
+ * actor or tenant a resolver may still supply goes to the Python method (`fallback`); a failure is handed to
+ * `report` (which marks the state emitted, logs and counts it, and raises in strict mode). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *logger, *options, *methods, *fallback, *report;
+    int resolves_late; /* a custom actor resolver or a tenant resolver */
+    vectorcallfunc vectorcall;
+} RequestFinisher;
+
+static int needs_resolver(RequestFinisher *finisher, PyObject *scope, RequestState *state) {
+    if (state->fields[F_ACTOR] != Py_None && state->fields[F_TENANT] != Py_None) {
+        return 0;
+    }
+    if (finisher->resolves_late) {
+        return 1;
+    }
+    if (state->fields[F_ACTOR] != Py_None) {
+        return 0;
+    }
+    return has_user(scope);
+}
+
+/* The event of a finished request, or None; sets *slow (and answers NULL, no error) when a resolver is needed. */
+static PyObject *finish_fast(RequestFinisher *finisher, PyObject *scope, RequestState *state, int *slow) {
+    PyObject **fields = state->fields;
+    int emitted = PyObject_IsTrue(fields[F_EMITTED]);
+    if (emitted != 0) {
+        return emitted < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    long code = fields[F_STATUS] == Py_None ? 500 : PyLong_AsLong(fields[F_STATUS]);
+    if (code == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!is_denied(code == 0 ? 500 : code)) {
+        int audited = PySequence_Contains(finisher->methods, fields[F_METHOD]);
+        if (audited <= 0) {
+            return audited < 0 ? NULL : Py_NewRef(Py_None);
+        }
+    }
+    int needed = needs_resolver(finisher, scope, state);
+    if (needed != 0) {
+        *slow = needed > 0;
+        return NULL;
+    }
+    PyObject *route = route_of(NULL, (PyObject *[]){scope, fields[F_ROOT_PATH]}, 2);
+    if (route == NULL) {
+        return NULL;
+    }
+    Py_SETREF(fields[F_ROUTE_TEMPLATE], Py_NewRef(PyTuple_GET_ITEM(route, 0)));
+    Py_SETREF(fields[F_PATH_PARAMS], Py_NewRef(PyTuple_GET_ITEM(route, 1)));
+    Py_DECREF(route);
+    return emit_request_event(NULL, (PyObject *[]){finisher->logger, finisher->options, (PyObject *)state}, 3);
+}
+
+static PyObject *finisher_call(RequestFinisher *finisher, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL || !PyDict_Check(args[0]) ||
+        !PyObject_TypeCheck(args[1], &RequestStateType)) {
+        return PyObject_Vectorcall(finisher->fallback, args, PyVectorcall_NARGS(nargsf), kwnames);
+    }
+    int slow = 0;
+    PyObject *result = finish_fast(finisher, args[0], (RequestState *)args[1], &slow);
+    if (slow) {
+        return PyObject_Vectorcall(finisher->fallback, args, 2, NULL);
+    }
+    if (result != NULL || !PyErr_ExceptionMatches(PyExc_Exception)) {
+        return result; /* BaseExceptions (KeyboardInterrupt, cancellation) propagate as they would in Python */
+    }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL) {
+        PyException_SetTraceback(value, traceback);
+    }
+    result = PyObject_Vectorcall(finisher->report, (PyObject *[]){value, args[1]}, 2, NULL);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+    return result;
+}
+
+static PyObject *finisher_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *logger, *options, *methods, *fallback, *report;
+    int resolves_late;
+    if (!PyArg_ParseTuple(args, "OOOOOp:RequestFinisher", &logger, &options, &methods, &fallback, &report,
+                          &resolves_late)) {
+        return NULL;
+    }
+    RequestFinisher *finisher = (RequestFinisher *)type->tp_alloc(type, 0);
+    if (finisher == NULL) {
+        return NULL;
+    }
+    finisher->logger = Py_NewRef(logger);
+    finisher->options = Py_NewRef(options);
+    finisher->methods = Py_NewRef(methods);
+    finisher->fallback = Py_NewRef(fallback);
+    finisher->report = Py_NewRef(report);
+    finisher->resolves_late = resolves_late;
+    finisher->vectorcall = (vectorcallfunc)finisher_call;
+    return (PyObject *)finisher;
+}
+
+static int finisher_traverse(RequestFinisher *finisher, visitproc visit, void *arg) {
+    Py_VISIT(finisher->logger);
+    Py_VISIT(finisher->options);
+    Py_VISIT(finisher->methods);
+    Py_VISIT(finisher->fallback);
+    Py_VISIT(finisher->report);
+    return 0;
+}
+
+static int finisher_clear(RequestFinisher *finisher) {
+    Py_CLEAR(finisher->logger);
+    Py_CLEAR(finisher->options);
+    Py_CLEAR(finisher->methods);
+    Py_CLEAR(finisher->fallback);
+    Py_CLEAR(finisher->report);
+    return 0;
+}
+
+static void finisher_dealloc(RequestFinisher *finisher) {
+    PyObject_GC_UnTrack(finisher);
+    finisher_clear(finisher);
+    Py_TYPE(finisher)->tp_free((PyObject *)finisher);
+}
+
+static PyTypeObject RequestFinisherType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_audit.instrumentation._request.RequestFinisher",
+    .tp_doc = PyDoc_STR("RequestFinisher(logger, options, methods, fallback, report, resolves_late)(scope, state): "
+                        "AuditMiddleware._finish, compiled for requests whose actor and tenant need no resolver."),
+    .tp_basicsize = sizeof(RequestFinisher),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = finisher_new,
+    .tp_vectorcall_offset = offsetof(RequestFinisher, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_traverse = (traverseproc)finisher_traverse,
+    .tp_clear = (inquiry)finisher_clear,
+    .tp_dealloc = (destructor)finisher_dealloc,
+};
+
 /* -- the module ---------------------------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -825,6 +1099,7 @@ PyMODINIT_FUNC PyInit__request(void) {
         (str_action = intern("action")) == NULL || (str_resource_type = intern("resource_type")) == NULL ||
         (str_resource_id_param = intern("resource_id_param")) == NULL ||
         (str_route_audit = intern("route_audit")) == NULL || (str_duration_ms = intern("duration_ms")) == NULL ||
+        (str_user = intern("user")) == NULL || (str_state = intern("state")) == NULL ||
         (status_500 = PyLong_FromLong(500)) == NULL) {
         return NULL;
     }
@@ -834,7 +1109,8 @@ PyMODINIT_FUNC PyInit__request(void) {
     }
     perf_counter_ns = PyObject_GetAttrString(time_module, "perf_counter_ns");
     Py_DECREF(time_module);
-    if (perf_counter_ns == NULL || PyType_Ready(&RequestStateType) < 0 || PyType_Ready(&StatusRecorderType) < 0) {
+    if (perf_counter_ns == NULL || PyType_Ready(&RequestStateType) < 0 || PyType_Ready(&StatusRecorderType) < 0 ||
+        PyType_Ready(&RequestFinisherType) < 0 || PyType_Ready(&RequestStarterType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&module_definition);
@@ -842,7 +1118,9 @@ PyMODINIT_FUNC PyInit__request(void) {
         return NULL;
     }
     if (PyModule_AddObjectRef(module, "RequestState", (PyObject *)&RequestStateType) < 0 ||
-        PyModule_AddObjectRef(module, "StatusRecorder", (PyObject *)&StatusRecorderType) < 0) {
+        PyModule_AddObjectRef(module, "StatusRecorder", (PyObject *)&StatusRecorderType) < 0 ||
+        PyModule_AddObjectRef(module, "RequestFinisher", (PyObject *)&RequestFinisherType) < 0 ||
+        PyModule_AddObjectRef(module, "RequestStarter", (PyObject *)&RequestStarterType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

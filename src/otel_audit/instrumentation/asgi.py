@@ -110,6 +110,14 @@ class AuditMiddleware:
         )
         self._excluded = options.excluded.search if options.excluded is not None else None
         self._logger = get_audit_logger(LOGGER_NAME, SCOPE_VERSION)
+        self._start = self._python_start if RequestStarter is None else RequestStarter(
+            self._request_id_header, STATE_KEY, self._resolve, self._strict_send,
+            self._resolves_more or self._actor_resolver is not default_actor,
+        )
+        self._finish = self._python_finish if RequestFinisher is None else RequestFinisher(
+            self._logger, options, options.methods, self._python_finish, report_event_failure,
+            self._actor_resolver is not default_actor or options.tenant_resolver is not None,
+        )
         if (
             isinstance(app, ActorContextMiddleware)
             and app.actor_resolver is self._actor_resolver
@@ -128,16 +136,13 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            state = self._begin(scope)
+            state, send_with_status, token = self._start(scope, send, is_strict())
         except Exception as exc:
             if is_strict():
                 raise
             report_failure(exc, "reading the request")
             await self.app(scope, receive, send)
             return
-        scope[STATE_KEY] = state
-        send_with_status = self._strict_send(scope, state, send) if is_strict() else status_recorder(send, state)
-        token = enter_request_context(state)
         try:
             try:
                 await self.app(scope, receive, send_with_status)
@@ -152,15 +157,25 @@ class AuditMiddleware:
         finally:
             _reset_context(token)
 
-    def _begin(self, scope: Scope) -> RequestState:
+    def _python_start(self, scope: Scope, send: Send, strict: bool) -> tuple[RequestState, Send, Any]:
+        """The request's state, its status-noting `send` and the token of its audit context; the state goes into the
+        scope. `_start` is this, or `_request.RequestStarter`, the same in C (which calls `_resolve` only when the
+        options or the scope give a resolver work)."""
         state = begin_request(scope, self._request_id_header)
+        self._resolve(scope, state)
+        send_with_status = self._strict_send(scope, state, send) if strict else status_recorder(send, state)
+        token = enter_request_context(state)
+        scope[STATE_KEY] = state
+        return state, send_with_status, token
+
+    def _resolve(self, scope: Scope, state: RequestState) -> None:
+        """What the options add to the state: the client behind trusted proxies, the session id, the tenant and
+        the actor."""
         if self._resolves_more:
             self._resolve_more(scope, state)
         state.actor = actor_of(self._actor_resolver, scope)
-        return state
 
     def _resolve_more(self, scope: Scope, state: RequestState) -> None:
-        """What the configured options add: the client behind trusted proxies, the session id and the tenant."""
         options = self.options
         if self._trusted_proxies is not None:
             state.client_address = clip(self._client_behind_proxies(scope, state.client_address))
@@ -197,8 +212,9 @@ class AuditMiddleware:
                 forwarded.append(value.decode("latin-1"))
         return trusted.client_address(peer, forwarded_for, forwarded)
 
-    def _finish(self, scope: Scope, state: RequestState) -> None:
-        """Emit the request's event (once); errors are reported, and raised only in strict mode."""
+    def _python_finish(self, scope: Scope, state: RequestState) -> None:
+        """Emit the request's event (once); errors are reported, and raised only in strict mode. `_finish` is this,
+        or `_request.RequestFinisher`, which does the same in C and calls this where a resolver has work to do."""
         if state.emitted or not self.options.wants(state.method, state.status or 500):
             return
         try:
@@ -209,8 +225,7 @@ class AuditMiddleware:
                 state.tenant = resolve_text(self.options.tenant_resolver, scope, "tenant_resolver")
             emit_request_event(self._logger, self.options, state)
         except Exception as exc:  # noqa: BLE001 - auditing must not break the request
-            state.emitted = True
-            report_failure(exc, f"auditing {state.method} {state.path}")
+            report_event_failure(exc, state)
 
 
 class ActorContextMiddleware:
@@ -289,6 +304,12 @@ def python_status_recorder(send: Send, state: RequestState) -> Send:
     return send_with_status
 
 
+def report_event_failure(exc: Exception, state: RequestState) -> None:
+    """A request whose event failed: marked emitted (it is not tried again), reported, raised in strict mode."""
+    state.emitted = True
+    report_failure(exc, f"auditing {state.method} {state.path}")
+
+
 def _last_header(scope: Scope, wanted: bytes) -> str | None:
     """The last value of one request header, as text."""
     found = None
@@ -299,9 +320,11 @@ def _last_header(scope: Scope, wanted: bytes) -> str | None:
 
 
 try:  # compiled (optional, see _request.c)
+    from ._request import RequestFinisher, RequestStarter
     from ._request import StatusRecorder as status_recorder
     from ._request import begin_request, configure_request_context, enter_request_context, route_of
 except ImportError:  # built without a C compiler
+    RequestFinisher = RequestStarter = None
     begin_request = python_begin_request
     route_of = python_route_of
     enter_request_context = python_enter_request_context
