@@ -839,50 +839,42 @@ static PyObject *duration_of(PyObject *started_ns) {
     return details;
 }
 
-PyDoc_STRVAR(emit_request_event_doc,
-             "emit_request_event(logger, options, state) -> None\n\n"
-             "Emit the audit event of a finished request, if the options audit it (_http.python_emit_request_event).");
-
-static PyObject *emit_request_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyObject_TypeCheck(args[2], &RequestStateType)) {
-        PyErr_SetString(PyExc_TypeError, "emit_request_event(logger, options, state: RequestState)");
-        return NULL;
-    }
-    if (event_emit == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "emit_request_event: configure_request_events was not called");
-        return NULL;
-    }
-    PyObject *logger = args[0], *options = args[1];
-    PyObject **fields = ((RequestState *)args[2])->fields;
+/* Whether every field is set (a field can be deleted from Python): 1, else 0 with AttributeError. */
+static int has_all_fields(PyObject **fields) {
     for (int index = 0; index < FIELD_COUNT; index++) {
         if (fields[index] == NULL) {
-            PyErr_SetString(PyExc_AttributeError, "emit_request_event: the request state lacks a field");
-            return NULL;
+            PyErr_Format(PyExc_AttributeError, "the request state has no %s", field_names[index]);
+            return 0;
         }
     }
-    if (fields[F_ERROR] != Py_None || !PyLong_CheckExact(fields[F_STATUS] == Py_None ? status_500 : fields[F_STATUS])) {
-        return PyObject_Vectorcall(python_event, args, 3, NULL); /* an exception's outcome and reason */
+    return 1;
+}
+
+/* `state.status or 500` (borrowed) and its value, for a request that ended without an exception and whose status
+ * is a plain int: 1; 0 when the Python code must build the event (an exception's outcome and reason, a status of
+ * another type or size). */
+static int plain_status(PyObject **fields, PyObject **status, long *code) {
+    PyObject *given = fields[F_STATUS];
+    if (fields[F_ERROR] != Py_None || (given != Py_None && !PyLong_CheckExact(given))) {
+        return 0;
     }
-    int emitted = PyObject_IsTrue(fields[F_EMITTED]);
-    if (emitted != 0) {
-        return emitted < 0 ? NULL : Py_NewRef(Py_None);
+    long value = given == Py_None ? 0 : PyLong_AsLong(given);
+    if (value == -1 && PyErr_Occurred()) {
+        PyErr_Clear(); /* too large for a long: the Python code takes it */
+        return 0;
     }
-    PyObject *status = fields[F_STATUS] == Py_None ? status_500 : fields[F_STATUS];
-    long code = PyLong_AsLong(status);
-    if (code == 0) {
-        status = status_500; /* `state.status or 500` */
-        code = 500;
-    } else if (code == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (!is_denied(code)) {
-        PyObject *methods = PyObject_GetAttr(options, str_methods);
-        int audited = methods ? PySequence_Contains(methods, fields[F_METHOD]) : -1;
-        Py_XDECREF(methods);
-        if (audited <= 0) {
-            return audited < 0 ? NULL : Py_NewRef(Py_None);
-        }
-    }
+    *status = value == 0 ? status_500 : given;
+    *code = value == 0 ? 500 : value;
+    return 1;
+}
+
+/* AuditOptions.wants: an audited method, or an access denial on any method (1, 0 or -1). */
+static int wanted(PyObject *methods, PyObject *method, long code) {
+    return is_denied(code) ? 1 : PySequence_Contains(methods, method);
+}
+
+/* The event of a finished request the options audit (after emit_request_event's or the finisher's checks). */
+static PyObject *emit_wanted(PyObject *logger, PyObject *options, PyObject **fields, PyObject *status, long code) {
     PyObject *route = route_audit(options, fields[F_METHOD], fields[F_ROUTE_TEMPLATE]);
     PyObject *action = route ? PyObject_GetAttr(route, str_action) : NULL;
     if (action == NULL || action == Py_None) {
@@ -916,6 +908,41 @@ static PyObject *emit_request_event(PyObject *module, PyObject *const *args, Py_
     return result;
 }
 
+PyDoc_STRVAR(emit_request_event_doc,
+             "emit_request_event(logger, options, state) -> None\n\n"
+             "Emit the audit event of a finished request, if the options audit it (_http.python_emit_request_event).");
+
+static PyObject *emit_request_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyObject_TypeCheck(args[2], &RequestStateType)) {
+        PyErr_SetString(PyExc_TypeError, "emit_request_event(logger, options, state: RequestState)");
+        return NULL;
+    }
+    if (event_emit == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "emit_request_event: configure_request_events was not called");
+        return NULL;
+    }
+    PyObject **fields = ((RequestState *)args[2])->fields;
+    PyObject *status;
+    long code;
+    if (!has_all_fields(fields)) {
+        return NULL;
+    }
+    if (!plain_status(fields, &status, &code)) {
+        return PyObject_Vectorcall(python_event, args, 3, NULL);
+    }
+    int emitted = PyObject_IsTrue(fields[F_EMITTED]);
+    if (emitted != 0) {
+        return emitted < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    PyObject *methods = PyObject_GetAttr(args[1], str_methods);
+    int audited = methods ? wanted(methods, fields[F_METHOD], code) : -1;
+    Py_XDECREF(methods);
+    if (audited <= 0) {
+        return audited < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    return emit_wanted(args[0], args[1], fields, status, code);
+}
+
 /* -- RequestFinisher ----------------------------------------------------------------------------------------- */
 
 /* AuditMiddleware._finish, compiled for the common case: the request's route, then its event. A request whose
@@ -941,36 +968,43 @@ static int needs_resolver(RequestFinisher *finisher, PyObject *scope, RequestSta
     return has_user(scope);
 }
 
-/* The event of a finished request, or None; sets *slow (and answers NULL, no error) when a resolver is needed. */
+/* The event of a finished request, or None; sets *slow (and answers NULL, no error) when the Python method must
+ * finish it: a resolver has work, or the event is one the Python code builds (see plain_status). */
 static PyObject *finish_fast(RequestFinisher *finisher, PyObject *scope, RequestState *state, int *slow) {
     PyObject **fields = state->fields;
+    PyObject *status;
+    long code;
+    if (!has_all_fields(fields)) {
+        return NULL;
+    }
     int emitted = PyObject_IsTrue(fields[F_EMITTED]);
     if (emitted != 0) {
         return emitted < 0 ? NULL : Py_NewRef(Py_None);
     }
-    long code = fields[F_STATUS] == Py_None ? 500 : PyLong_AsLong(fields[F_STATUS]);
-    if (code == -1 && PyErr_Occurred()) {
+    if (!plain_status(fields, &status, &code)) {
+        *slow = 1;
         return NULL;
     }
-    if (!is_denied(code == 0 ? 500 : code)) {
-        int audited = PySequence_Contains(finisher->methods, fields[F_METHOD]);
-        if (audited <= 0) {
-            return audited < 0 ? NULL : Py_NewRef(Py_None);
-        }
+    int audited = wanted(finisher->methods, fields[F_METHOD], code);
+    if (audited <= 0) {
+        return audited < 0 ? NULL : Py_NewRef(Py_None);
     }
     int needed = needs_resolver(finisher, scope, state);
     if (needed != 0) {
         *slow = needed > 0;
         return NULL;
     }
+    Py_INCREF(status); /* route_of may run Python code (a route's attributes), which could replace the field */
     PyObject *route = route_of(NULL, (PyObject *[]){scope, fields[F_ROOT_PATH]}, 2);
-    if (route == NULL) {
-        return NULL;
+    PyObject *result = NULL;
+    if (route != NULL) {
+        Py_SETREF(fields[F_ROUTE_TEMPLATE], Py_NewRef(PyTuple_GET_ITEM(route, 0)));
+        Py_SETREF(fields[F_PATH_PARAMS], Py_NewRef(PyTuple_GET_ITEM(route, 1)));
+        Py_DECREF(route);
+        result = emit_wanted(finisher->logger, finisher->options, fields, status, code);
     }
-    Py_SETREF(fields[F_ROUTE_TEMPLATE], Py_NewRef(PyTuple_GET_ITEM(route, 0)));
-    Py_SETREF(fields[F_PATH_PARAMS], Py_NewRef(PyTuple_GET_ITEM(route, 1)));
-    Py_DECREF(route);
-    return emit_request_event(NULL, (PyObject *[]){finisher->logger, finisher->options, (PyObject *)state}, 3);
+    Py_DECREF(status);
+    return result;
 }
 
 static PyObject *finisher_call(RequestFinisher *finisher, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
