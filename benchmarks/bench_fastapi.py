@@ -74,7 +74,12 @@ WARMUP_SECONDS = 1
 CONNECTIONS = 16
 START_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 60.0
-INTERLEAVED_SLICES = {"smoke": 2, "quick": 4, "full": 10}
+# Side by side: fresh pairs of servers, each pair measured in ABBA slices. A server process runs 10% faster or
+# slower than the next one of the same code (hash seed, memory layout: plain alone, five processes in a row
+# measured 231-319 us per request), so one pair's ratio carries two processes' luck; pooling several pairs per
+# repetition averages it, while the slices within a pair keep the two servers seconds apart.
+INTERLEAVED_PAIRS = {"smoke": 1, "quick": 2, "full": 4}
+INTERLEAVED_SLICES = {"smoke": 2, "quick": 2, "full": 4}  # per pair
 INTERLEAVED_SLICE_SECONDS = {"smoke": 1, "quick": 1, "full": 2}
 _WRK_SCRIPT = 'wrk.method = "POST"\nwrk.body = "{}"\nwrk.headers["Content-Type"] = "application/json"\n'
 
@@ -192,6 +197,28 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _cpu_plan() -> tuple[int, int] | None:
+    """(server CPU, load CPU) when this process may use two CPUs and taskset exists, else None.
+
+    Every server measured here runs on the first CPU, wrk and the sink on the second: left to the scheduler, a
+    server shares its core with wrk in some runs and not in others, and its CPU per request moves with that (an A/A
+    test, plain against plain in six fresh pairs: 0.85x-1.12x unpinned, 0.89x-1.03x pinned). Pinned, the audit
+    exporter also shares the server's CPU instead of borrowing the load generator's, so throughput pays for it."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        return None
+    return cpus[0], cpus[1]
+
+
+def _pin(pid: int, cpu: int) -> None:
+    """Every thread of process `pid` onto `cpu` (threads it starts later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except (ProcessLookupError, PermissionError):
+            pass  # a thread that just ended
+
+
 def _wait_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -208,8 +235,10 @@ def _wait_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float 
 
 def _wrk(base_url: str, seconds: int, script: Path, connections: int = CONNECTIONS) -> tuple[float, int]:
     """Requests per second and completed requests of one wrk run (1 thread, `connections` keep-alive connections)."""
+    plan = _cpu_plan()
     completed = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), f"{base_url}/documents/doc-42"],
+        [*(("taskset", "-c", str(plan[1])) if plan else ()),
+         "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), f"{base_url}/documents/doc-42"],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
     )
     rps = re.search(r"Requests/sec:\s+([\d.]+)", completed.stdout)
@@ -255,6 +284,9 @@ def _server(
         "OTEL_SERVICE_NAME": "bench-fastapi",
     })
     env.update(extra_env or {})
+    plan = _cpu_plan()
+    if not wrapper and plan is not None:
+        wrapper = ("taskset", "-c", str(plan[0]))
     server = subprocess.Popen(
         [*wrapper] + python_command("-m", "uvicorn", "--factory", f"benchmarks.bench_fastapi:{factory}",
                        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
@@ -278,6 +310,9 @@ def _server(
 def _load_setup() -> Iterator[tuple[Sink, Path, Path]]:
     """The sink, a scratch directory and wrk's POST script in it: (sink, directory, script)."""
     with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
+        plan = _cpu_plan()
+        if plan is not None:
+            _pin(sink.process.pid, plan[1])  # the backend: on the load generator's CPU, not the server's
         script = Path(tmp) / "post.lua"
         script.write_text(_WRK_SCRIPT)
         yield sink, Path(tmp), script
@@ -310,27 +345,49 @@ def measure(variant: str, size: str) -> dict[str, Any]:
 
 def measure_interleaved(size: str) -> dict[str, Any]:
     """plain and otel-audit side by side: both servers up at once, wrk alternating between them in short slices
-    (ABBA order), so the two are measured seconds apart rather than a whole run apart; totals over the slices."""
+    (ABBA order), so the two are measured seconds apart rather than a whole run apart; totals over the slices of
+    INTERLEAVED_PAIRS fresh pairs of servers, so that no one process's speed decides the ratio."""
+    names = ("plain", "otel-audit")
+    requests = dict.fromkeys(names, 0)
+    cpu = dict.fromkeys(names, 0.0)
+    pair_ratios = []
+    events_missing = 0
     with _load_setup() as (sink, tmp, script):
-        with _server(FACTORIES["plain"], sink, tmp) as plain, _server(FACTORIES["otel-audit"], sink, tmp) as audited:
-            servers = {"plain": plain, "otel-audit": audited}
-            warmup_events = _wrk(audited[1], WARMUP_SECONDS, script)[1]
-            _wrk(plain[1], WARMUP_SECONDS, script)
-            received = _drain(sink, warmup_events, time.monotonic() + DRAIN_TIMEOUT_S)
-            requests = dict.fromkeys(servers, 0)
-            cpu = {name: -_cpu_seconds(process.pid) for name, (process, _) in servers.items()}
-            for slice_number in range(INTERLEAVED_SLICES[size]):
-                for name in rotated(tuple(servers), slice_number):
-                    requests[name] += _wrk(servers[name][1], INTERLEAVED_SLICE_SECONDS[size], script)[1]
-                    if name == "otel-audit":
-                        # Its exports are done before the next slice starts, so they slow neither server's slice.
-                        received = _drain(sink, warmup_events + requests[name], time.monotonic() + DRAIN_TIMEOUT_S)
-            for name, (process, _) in servers.items():
-                cpu[name] += _cpu_seconds(process.pid)
-    plain_cpu_us, audited_cpu_us = (cpu[name] / requests[name] * 1e6 for name in servers)
+        for _ in range(INTERLEAVED_PAIRS[size]):
+            pair = _interleaved_pair(sink, tmp, script, size)
+            for name in names:
+                requests[name] += pair["requests"][name]
+                cpu[name] += pair["cpu"][name]
+            pair_ratios.append(round(pair["requests"]["otel-audit"] / pair["requests"]["plain"], 3))
+            events_missing += pair["events_missing"]
+    plain_cpu_us, audited_cpu_us = (cpu[name] / requests[name] * 1e6 for name in names)
     return {"rps_ratio": requests["otel-audit"] / requests["plain"], "cpu_capacity_ratio": plain_cpu_us / audited_cpu_us,
             "plain_server_cpu_us_per_request": plain_cpu_us, "audited_server_cpu_us_per_request": audited_cpu_us,
-            "events_missing": max(0, warmup_events + requests["otel-audit"] - received)}
+            "events_missing": events_missing, "pair_rps_ratios": pair_ratios}
+
+
+def _interleaved_pair(sink: Sink, tmp: Path, script: Path, size: str) -> dict[str, Any]:
+    """One fresh pair of servers, plain and otel-audit, measured in alternating slices: requests and CPU seconds
+    of each, and the audited server's events the sink did not receive."""
+    with _server(FACTORIES["plain"], sink, tmp) as plain, _server(FACTORIES["otel-audit"], sink, tmp) as audited:
+        servers = {"plain": plain, "otel-audit": audited}
+        already = sink.count()
+        warmup_events = _wrk(audited[1], WARMUP_SECONDS, script)[1]
+        _wrk(plain[1], WARMUP_SECONDS, script)
+        received = _drain(sink, already + warmup_events, time.monotonic() + DRAIN_TIMEOUT_S)
+        requests = dict.fromkeys(servers, 0)
+        cpu = {name: -_cpu_seconds(process.pid) for name, (process, _) in servers.items()}
+        for slice_number in range(INTERLEAVED_SLICES[size]):
+            for name in rotated(tuple(servers), slice_number):
+                requests[name] += _wrk(servers[name][1], INTERLEAVED_SLICE_SECONDS[size], script)[1]
+                if name == "otel-audit":
+                    # Its exports are done before the next slice starts, so they slow neither server's slice.
+                    received = _drain(sink, already + warmup_events + requests[name],
+                                      time.monotonic() + DRAIN_TIMEOUT_S)
+        for name, (process, _) in servers.items():
+            cpu[name] += _cpu_seconds(process.pid)
+    return {"requests": requests, "cpu": cpu,
+            "events_missing": max(0, already + warmup_events + requests["otel-audit"] - received)}
 
 
 def _wrk_missing() -> str | None:
@@ -382,8 +439,10 @@ BENCHMARK = Benchmark(
         Ratio("stock ASGI + SDK log / plain", ("stock ASGI + SDK log", "rps"), ("plain", "rps")),
         Ratio("FastAPIInstrumentor / plain", ("FastAPIInstrumentor", "rps"), ("plain", "rps")),
     ),
-    timeout=lambda size: (max(SECONDS[size], INTERLEAVED_SLICES[size] * (2 * INTERLEAVED_SLICE_SECONDS[size] + 2))
-                          + 2 * (WARMUP_SECONDS + START_TIMEOUT_S) + DRAIN_TIMEOUT_S + 60),
+    timeout=lambda size: (max(SECONDS[size] + 2 * (WARMUP_SECONDS + START_TIMEOUT_S) + DRAIN_TIMEOUT_S,
+                              INTERLEAVED_PAIRS[size] * (INTERLEAVED_SLICES[size] * (2 * INTERLEAVED_SLICE_SECONDS[size] + 2)
+                                                         + 2 * (WARMUP_SECONDS + START_TIMEOUT_S) + DRAIN_TIMEOUT_S))
+                          + 60),
     unavailable=_wrk_missing,
 )
 
@@ -473,6 +532,9 @@ def breakdown(size: str) -> dict[str, Any]:
     from otel_audit.instrumentation.fastapi import instrument_app
 
     with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
+        plan = _cpu_plan()
+        if plan is not None:
+            _pin(sink.process.pid, plan[1])  # the backend: on the load generator's CPU, not the server's
         os.environ.update({"BENCH_SINK": sink.endpoint, "OTEL_AUDIT_ENDPOINT": sink.endpoint,
                            "OTEL_AUDIT_PROTOCOL": "http/protobuf", "OTEL_AUDIT_SPOOL_DIR": str(Path(tmp) / "spool")})
         pipeline = otel_audit.configure()
