@@ -74,10 +74,10 @@ WARMUP_SECONDS = 1
 CONNECTIONS = 16
 START_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 60.0
-# Side by side: fresh pairs of servers, each pair measured in ABBA slices. A server process runs 10% faster or
-# slower than the next one of the same code (hash seed, memory layout: plain alone, five processes in a row
-# measured 231-319 us per request), so one pair's ratio carries two processes' luck; pooling several pairs per
-# repetition averages it, while the slices within a pair keep the two servers seconds apart.
+# Side by side: fresh pairs of servers, each pair measured in ABBA slices. A server process runs up to a tenth
+# faster or slower than the next one of the same code (plain against plain, one pair at a time, read 0.89x-1.03x
+# pinned), so one pair's ratio carries two processes' luck; pooling several pairs per repetition averages it,
+# while the slices within a pair keep the two servers seconds apart (the machine's own speed drifts over minutes).
 INTERLEAVED_PAIRS = {"smoke": 1, "quick": 2, "full": 4}
 INTERLEAVED_SLICES = {"smoke": 2, "quick": 2, "full": 4}  # per pair
 INTERLEAVED_SLICE_SECONDS = {"smoke": 1, "quick": 1, "full": 2}
@@ -210,11 +210,14 @@ def _cpu_plan() -> tuple[int, int] | None:
     return cpus[0], cpus[1]
 
 
-def _pin(pid: int, cpu: int) -> None:
-    """Every thread of process `pid` onto `cpu` (threads it starts later inherit it)."""
+def _pin_to_load_cpu(pid: int) -> None:
+    """Every thread of process `pid` onto the load generator's CPU (threads it starts later inherit it)."""
+    plan = _cpu_plan()
+    if plan is None:
+        return
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            os.sched_setaffinity(int(tid), {cpu})
+            os.sched_setaffinity(int(tid), {plan[1]})
         except (ProcessLookupError, PermissionError):
             pass  # a thread that just ended
 
@@ -310,9 +313,7 @@ def _server(
 def _load_setup() -> Iterator[tuple[Sink, Path, Path]]:
     """The sink, a scratch directory and wrk's POST script in it: (sink, directory, script)."""
     with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
-        plan = _cpu_plan()
-        if plan is not None:
-            _pin(sink.process.pid, plan[1])  # the backend: on the load generator's CPU, not the server's
+        _pin_to_load_cpu(sink.process.pid)  # the backend: on the load generator's CPU, not the server's
         script = Path(tmp) / "post.lua"
         script.write_text(_WRK_SCRIPT)
         yield sink, Path(tmp), script
@@ -532,9 +533,7 @@ def breakdown(size: str) -> dict[str, Any]:
     from otel_audit.instrumentation.fastapi import instrument_app
 
     with sink_process() as sink, tempfile.TemporaryDirectory(prefix="bench-fastapi-") as tmp:
-        plan = _cpu_plan()
-        if plan is not None:
-            _pin(sink.process.pid, plan[1])  # the backend: on the load generator's CPU, not the server's
+        _pin_to_load_cpu(sink.process.pid)  # the backend: on the load generator's CPU, not the server's
         os.environ.update({"BENCH_SINK": sink.endpoint, "OTEL_AUDIT_ENDPOINT": sink.endpoint,
                            "OTEL_AUDIT_PROTOCOL": "http/protobuf", "OTEL_AUDIT_SPOOL_DIR": str(Path(tmp) / "spool")})
         pipeline = otel_audit.configure()
