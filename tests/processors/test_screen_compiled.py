@@ -57,8 +57,12 @@ def python_attributes_verdict(redactor: Redactor, attributes: dict[str, Any]) ->
 @PROPERTY
 @given(text=texts)
 @example(text="12-34-56-78/123456789a")  # a nine-digit run and a chain, in different words
-@example(text="12-34567/123456789a")  # the shortest chain (8 characters)
-@example(text="12-3456/123456789a")  # one shorter: no chain
+@example(text="123-456-789/123456789a")  # the smallest chain of several words that counts (9 digits)
+@example(text="123-45678/123456789a")  # one digit fewer: it does not count
+@example(text="123456789012")  # one word of 12 digits: no card, SSN or phone number
+@example(text="1234567890123")  # one word of 13: a card's length
+@example(text="0c6432fb-4582-4b72-9dcf-855180513969")  # a UUID whose last group is all digits
+@example(text="12-34-")  # a chain ended by a trailing joiner
 @example(text="a123456789-1")
 @example(text="2026-01-01T00:00:08.500000+00:00")
 @example(text="2026-01-01T00:00:08.123456789-0530")  # a 13-digit chain: not a timestamp shape

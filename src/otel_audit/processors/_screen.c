@@ -78,59 +78,68 @@ static int is_timestamp(const screen *config, const Py_UCS1 *text, Py_ssize_t le
 enum { HAS_X = 1, HAS_Y = 2, HAS_K = 4 };
 static unsigned char letter_bits[256];
 
+/* The digit chains of a text (redact._DIGIT_CHAIN_RE): whole all-digit words joined by single joiners, built word by
+ * word; `suspect` is set once one of them could hold a number a detector matches (redact._chain_may_match). */
+typedef struct {
+    Py_ssize_t word_digits; /* digits in the current word (a run of letters and digits) */
+    int word_letter;        /* ... and whether it holds a letter */
+    Py_ssize_t chain_digits, chain_words;
+    int suspect;
+} chains;
+
+static void chain_end(chains *state) {
+    state->suspect |= state->chain_digits >= 13 || (state->chain_words >= 2 && state->chain_digits >= 9);
+    state->chain_digits = state->chain_words = 0;
+}
+
+/* A word ends; `joiner_follows`: a single joiner may carry its chain on to the next word. */
+static void word_end(chains *state, int joiner_follows) {
+    if (state->word_letter) {
+        chain_end(state);
+    } else {
+        state->chain_words++;
+        state->chain_digits += state->word_digits;
+        if (!joiner_follows) {
+            chain_end(state);
+        }
+    }
+    state->word_digits = 0;
+    state->word_letter = 0;
+}
+
 /* surely_clean for one ASCII text: 1 when no detector can match, 0 when the detectors must decide, -1 on error. */
 static int text_clean(const screen *config, const Py_UCS1 *text, Py_ssize_t length) {
     const unsigned char *classes = config->classes;
     unsigned char letters = 0;          /* HAS_X | HAS_Y | HAS_K, of the letters seen */
     unsigned char previous = 'b';       /* the class before the current position (`b`: a word boundary) */
-    Py_ssize_t run_digits = 0;          /* digits in the current run of digits and joiners */
-    Py_ssize_t first_start = -1;        /* the current run's first position where a digit chain may start */
-    Py_ssize_t last_end = -1;           /* ... and the last where one may end, once its successor is known */
-    int nine_digits = 0, chain = 0;
+    chains state = {0, 0, 0, 0, 0};
     for (Py_ssize_t index = 0; index < length; index++) {
         unsigned char kind = classes[text[index]];
         letters |= letter_bits[text[index]];
         if (kind == '!') {
             return is_timestamp(config, text, length);
         }
-        if (kind == '9' || kind == 'd') {
-            if (previous != '9' && previous != 'd') { /* a new run */
-                run_digits = 0;
-                first_start = -1;
-                last_end = -1;
-            }
-            if (kind == '9') {
-                run_digits++;
-                /* a chain starts at a digit after a joiner or a boundary, never after a letter (`(?<![a9]9)`) */
-                if (first_start < 0 && (previous == 'd' || previous == 'b')) {
-                    first_start = index;
-                }
-            } else if (previous == '9') {
-                last_end = index - 1; /* a digit followed by a joiner may end a chain (`(?![a9])`) */
-            }
-        } else if (previous == '9' || previous == 'd') { /* a run ends before a letter or a boundary */
-            if (previous == '9' && kind != 'a') {
-                last_end = index - 1;
-            }
-            nine_digits |= run_digits >= 9;
-            chain |= first_start >= 0 && last_end >= first_start + 7;
+        if (kind == '9' || kind == 'a') {
+            state.word_digits += kind == '9';
+            state.word_letter |= kind == 'a';
+        } else if (previous == '9' || previous == 'a') {
+            word_end(&state, kind == 'd');
+        } else {
+            chain_end(&state); /* a joiner or boundary after another, or first: no chain goes on through it */
         }
         previous = kind;
     }
-    if (previous == '9' || previous == 'd') {
-        if (previous == '9') {
-            last_end = length - 1;
-        }
-        nine_digits |= run_digits >= 9;
-        chain |= first_start >= 0 && last_end >= first_start + 7;
+    if (previous == '9' || previous == 'a') {
+        word_end(&state, 0);
     }
+    chain_end(&state);
     const char *raw = (const char *)text;
     if (((letters & HAS_X) && (memmem(raw, length, "xox", 3) || memmem(raw, length, "xapp-", 5))) ||
         ((letters & HAS_Y) && memmem(raw, length, "ya29.", 5)) ||
         ((letters & HAS_K) && memmem(raw, length, "hooks.slack.com/services/", 25))) {
         return 0;
     }
-    return !(nine_digits && chain);
+    return !state.suspect;
 }
 
 static enum verdict value_clean(const screen *config, PyObject *value, int depth);

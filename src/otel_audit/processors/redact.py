@@ -93,8 +93,11 @@ _FAST_PATH_PAUSE = 56  # ... for this many records
 #     any non-ASCII byte (Unicode white space), and when enabled `@` (email), `+` or `(` (phone);
 #   * a lower-case literal: `xox`, `xapp-`, `ya29.`, `hooks.slack.com/services/`;
 #   * a chain of whole all-digit words (no letter or digit before or after it) joined by single `-` (and `.` with
-#     phone detection on) holding at least nine digits: a card has 13, an SSN 9, a phone number 10. Nine digits in
-#     a row once the joiners are removed is the cheap test; _DIGIT_CHAIN_RE then decides on a map of the words.
+#     phone detection on) that a number detector could match: a card has 13 to 19 digits, in one word or several;
+#     an SSN (3-2-4) and a phone number without `+`/`(` (3-3-4) are several words of 9 and 10 digits. So a chain
+#     counts when it holds 13 digits, or 9 in two or more words; one word of 9-12 digits (the last group of a
+#     UUID, an order number) matches nothing. Nine digits in a row once the joiners are removed is the cheap
+#     test; _DIGIT_CHAIN_RE then finds the chains on a map of the words and _chain_may_match weighs each.
 # Strings with none of these (ids, UUIDs, hex, slugs, versions, paths, dates) are clean. ISO 8601 timestamps have
 # `:` and `T`, so their digit shapes are listed instead (_TIMESTAMP_SHAPES). tests/processors/test_prescreen.py
 # checks all of this against the detectors with hypothesis, for single strings and for `/`-joined ones.
@@ -118,9 +121,16 @@ def _class_table(safe: str, joiners: str) -> bytes:
     return bytes(table)
 
 
-# In that map, a chain of whole all-digit words (not preceded or followed by a letter or digit) joined by
-# separators, at least nine characters long: every card, SSN and phone number without `+`/`(` has one.
-_DIGIT_CHAIN_RE = re.compile(r"9(?<![a9]9)[9d]{7,}(?<=9)(?![a9])")
+# In that map, a chain: whole all-digit words (not preceded or followed by a letter or digit) joined by single
+# separators. Every card, SSN and phone number without `+`/`(` is one, or part of one.
+_DIGIT_CHAIN_RE = re.compile(r"(?<![a9])9+(?:d9+)*(?![a9])")
+
+
+def _chain_may_match(chain: str) -> bool:
+    """Whether a number detector could match within this chain (on the map): 13 digits (a card), or 9 digits in
+    two or more words (an SSN, a phone number, a grouped card)."""
+    digits = chain.count("9")
+    return digits >= 13 or (digits >= 9 and "d" in chain)
 
 
 def _timestamp_shapes() -> frozenset[bytes]:
@@ -560,8 +570,8 @@ class Redactor:
             return False
         if "999999999" in classes.replace("d", ""):
             # Nine digits in a row inside a hex id are no number: cards, SSNs and phone numbers are made of whole
-            # all-digit words joined by single separators, so look for such a chain.
-            return _DIGIT_CHAIN_RE.search(classes) is None
+            # all-digit words joined by single separators, so weigh each such chain.
+            return not any(_chain_may_match(chain.group()) for chain in _DIGIT_CHAIN_RE.finditer(classes))
         return True
 
     def scan_text(self, text: str) -> str | None:
