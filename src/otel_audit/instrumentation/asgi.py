@@ -284,7 +284,8 @@ def python_enter_request_context(state: RequestState) -> contextvars.Token[Audit
     reset it with the token. `_request.enter_request_context` is the same, compiled.
 
     The values were built and checked by begin_request and the resolvers (strings, an Actor), so audit_context's
-    per-value validation is skipped. Positional, in AuditContext's field order (a test checks every field): half the cost of keywords.
+    per-value validation is skipped. Positional, in AuditContext's field order (a test checks every field): half
+    the cost of keywords.
     """
     return _set_context(AuditContext(
         state.actor, state.tenant, state.request_id, state.session_id, _get_context().impersonator_id,
