@@ -353,20 +353,19 @@ def measure_interleaved(size: str) -> dict[str, Any]:
     names = ("plain", "otel-audit")
     requests = dict.fromkeys(names, 0)
     cpu = dict.fromkeys(names, 0.0)
-    pair_ratios = []
+    # Each pair's ratio as a figure of its own (the harness keeps numbers only), so the results JSON shows how far
+    # the pairs pooled into the ratio were apart.
+    pairs: dict[str, float] = {}
     events_missing = 0
     with _load_setup() as (sink, tmp, script):
-        for _ in range(INTERLEAVED_PAIRS[size]):
+        for number in range(1, INTERLEAVED_PAIRS[size] + 1):
             pair = _interleaved_pair(sink, tmp, script, size)
             for name in names:
                 requests[name] += pair["requests"][name]
                 cpu[name] += pair["cpu"][name]
-            pair_ratios.append(round(pair["requests"]["otel-audit"] / pair["requests"]["plain"], 3))
+            pairs[f"pair_{number}_rps_ratio"] = round(pair["requests"]["otel-audit"] / pair["requests"]["plain"], 3)
             events_missing += pair["events_missing"]
     plain_cpu_us, audited_cpu_us = (cpu[name] / requests[name] * 1e6 for name in names)
-    # Each pair's ratio as a figure of its own (the harness keeps numbers only), so the results JSON shows how far
-    # the pairs pooled into the ratio were apart.
-    pairs = {f"pair_{number}_rps_ratio": ratio for number, ratio in enumerate(pair_ratios, 1)}
     return {"rps_ratio": requests["otel-audit"] / requests["plain"], "cpu_capacity_ratio": plain_cpu_us / audited_cpu_us,
             "plain_server_cpu_us_per_request": plain_cpu_us, "audited_server_cpu_us_per_request": audited_cpu_us,
             "events_missing": events_missing, **pairs}
